@@ -1,0 +1,147 @@
+r"""The fixed-point map of a high-capacity β-VAE in a tile basis (eq. 14–15).
+
+Notation (σ = 1 throughout; a Gaussian decoder with a global σ is recovered by
+β → β σ²):
+
+* x    (n, d)  data points x_i;
+* psi  (K, d)  ψ_a = g(z) on tile a (the decoder in the tile basis);
+* log_prior (K,)  log π_a, the prior mass of tile a;
+* beta  scalar β > 0.
+
+Eq. (14): the encoder in the tile basis, q(z|x_i) = π(z) Σ_a m_ia φ_a(z), with
+
+    m_ia = exp(−‖x_i − ψ_a‖² / 2β) / c_i,     c_i = Σ_b π_b exp(−‖x_i − ψ_b‖² / 2β),
+
+so that Σ_a m_ia π_a = 1. The tile posterior of x_i is q_ia = m_ia π_a (a
+probability vector over tiles). Eq. (15): the optimal decoder for that encoder,
+
+    ψ_b ← Σ_i x_i m_ib / Σ_j m_jb,
+
+a convex combination of the data. Everything is computed from the logits
+ℓ_ib = −‖x_i − ψ_b‖²/2β with log-sum-exp reductions, so that no β in
+[1e-6, 1e6] over-/underflows in float32: log c_i is a log-sum-exp over tiles,
+and the weights m_ib / Σ_j m_jb are a softmax over data points of
+log m_ib = ℓ_ib − log c_i.
+
+The pair (14)–(15) is coordinate descent on the β-free-energy
+G(q, ψ) = (1/n) Σ_i [Σ_a q_ia ‖x_i − ψ_a‖²/2 + β KL(q_i ‖ π)]; minimising over q
+gives :func:`free_energy` f(ψ) = −(β/n) Σ_i log c_i(ψ), which the undamped map
+never increases (deterministic annealing, Rose 1998).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from vaefp_jax import _validate
+
+__all__ = [
+    "squared_distances",
+    "log_m",
+    "tile_posterior",
+    "step",
+    "order_parameter",
+    "free_energy",
+]
+
+
+def _cast(psi, x, beta, log_prior):
+    dtype = jnp.result_type(psi, x, jnp.float32)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.float32
+    return (jnp.asarray(psi, dtype), jnp.asarray(x, dtype), jnp.asarray(beta, dtype),
+            jnp.asarray(log_prior, dtype))
+
+
+def _check(psi, x, beta, log_prior) -> None:
+    _validate.check_data(x)
+    _validate.check_psi(psi, x)
+    _validate.check_beta(beta)
+    _validate.check_log_prior(log_prior, num_tiles=psi.shape[0] if hasattr(psi, "shape") else None)
+
+
+def squared_distances(x: jax.Array, psi: jax.Array) -> jax.Array:
+    """‖x_i − ψ_a‖², shape (n, K), from the differences (no ‖x‖² + ‖ψ‖² − 2x·ψ
+    cancellation: the logits at small β need the distances to full relative
+    precision). XLA fuses the (n, K, d) difference into the reduction."""
+    diff = x[:, None, :] - psi[None, :, :]
+    return jnp.sum(diff * diff, axis=-1)
+
+
+def _log_m(psi, x, beta, log_prior):
+    logits = -squared_distances(x, psi) / (2 * beta)  # ℓ_ia, (n, K)
+    log_c = logsumexp(logits + log_prior[None, :], axis=1, keepdims=True)  # (n, 1)
+    return logits - log_c
+
+
+def _step(psi, x, beta, log_prior):
+    log_m_ = _log_m(psi, x, beta, log_prior)
+    weights = jax.nn.softmax(log_m_, axis=0)  # m_ib / Σ_j m_jb, (n, K)
+    return weights.T @ x
+
+
+def _order_parameter(psi, x, beta, log_prior):
+    sq = squared_distances(x, psi)
+    logits = -sq / (2 * beta) + log_prior[None, :]
+    q = jax.nn.softmax(logits, axis=1)  # q_ia = m_ia π_a
+    return jnp.mean(jnp.sum(q * sq, axis=1))
+
+
+def _free_energy(psi, x, beta, log_prior):
+    logits = -squared_distances(x, psi) / (2 * beta) + log_prior[None, :]
+    return -beta * jnp.mean(logsumexp(logits, axis=1))
+
+
+def log_m(psi, x, beta, log_prior) -> jax.Array:
+    """log m_ia of eq. (14), shape (n, K)."""
+    _check(psi, x, beta, log_prior)
+    return _log_m(*_cast(psi, x, beta, log_prior))
+
+
+def tile_posterior(psi, x, beta, log_prior) -> jax.Array:
+    """q_ia = m_ia π_a, the posterior over tiles of each x_i; shape (n, K), rows sum to 1."""
+    _check(psi, x, beta, log_prior)
+    psi, x, beta, log_prior = _cast(psi, x, beta, log_prior)
+    return jax.nn.softmax(-squared_distances(x, psi) / (2 * beta) + log_prior[None, :], axis=1)
+
+
+def step(psi, x, beta, log_prior) -> jax.Array:
+    """One undamped application of eq. (14)–(15): ψ (K, d) → F(ψ) (K, d).
+
+    Args:
+      psi: (K, d) decoder values on the tiles.
+      x: (n, d) data.
+      beta: scalar β > 0.
+      log_prior: (K,) log prior masses, ``logsumexp(log_prior) == 0``.
+    """
+    _check(psi, x, beta, log_prior)
+    return _step(*_cast(psi, x, beta, log_prior))
+
+
+def order_parameter(psi, x, beta, log_prior) -> jax.Array:
+    r"""The order parameter u = E_ρ(x) E_q(z|x) ‖x − g(z)‖² (Section 2.2).
+
+    Derivation: with g(z) = Σ_a ψ_a φ_a(z) and q(z|x_i) = π(z) Σ_a m_ia φ_a(z),
+    the tiles being disjoint (φ_a φ_b = δ_ab φ_a),
+
+        E_q(z|x_i) ‖x_i − g(z)‖² = Σ_a m_ia ∫ π(z) φ_a(z) dz ‖x_i − ψ_a‖²
+                                 = Σ_a m_ia π_a ‖x_i − ψ_a‖²,
+
+    and averaging over the empirical data density ρ(x) = (1/n) Σ_i δ(x − x_i),
+
+        u = (1/n) Σ_i Σ_a q_ia ‖x_i − ψ_a‖²,   q_ia = m_ia π_a = softmax_a(ℓ_ia + log π_a).
+
+    The encoder m is the one of eq. (14) for this ψ, so at a fixed point of
+    eq. (15) it is the self-consistent posterior. Returns a scalar ≥ 0.
+    """
+    _check(psi, x, beta, log_prior)
+    return _order_parameter(*_cast(psi, x, beta, log_prior))
+
+
+def free_energy(psi, x, beta, log_prior) -> jax.Array:
+    """f(ψ) = −(β/n) Σ_i log c_i(ψ): the negative β-ELBO (σ = 1, up to a constant)
+    minimised over the encoder. Non-increasing along undamped iterations of eq. (15)."""
+    _check(psi, x, beta, log_prior)
+    return _free_energy(*_cast(psi, x, beta, log_prior))
