@@ -37,7 +37,7 @@ from vaefp_jax import _validate
 from vaefp_jax.fixed_point import _step
 from vaefp_jax.grid import LatentGrid
 
-__all__ = ["Protocol", "SolveResult", "solve", "initial_psi"]
+__all__ = ["Protocol", "SolveResult", "solve", "initial_psi", "iterate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,7 +162,7 @@ def initial_psi(x, grid: LatentGrid, noise: float = 0.1, key=None) -> jax.Array:
     return centre + noise * scale * u
 
 
-def _iterate(F, psi0, damping, tol, max_steps: int, record_every: int):
+def iterate(F, psi0, damping, tol, max_steps: int, record_every: int):
     """Damped fixed-point iteration of ``F`` from ``psi0`` for one problem.
 
     Returns (psi, steps, residual, trajectory-or-None)."""
@@ -207,7 +207,7 @@ def _iterate(F, psi0, damping, tol, max_steps: int, record_every: int):
 def _solve_batched(x, betas, log_prior, psi0, damping, tol, max_steps, record_every):
     def one(beta, p0):
         F = lambda psi: _step(psi, x, beta, log_prior)
-        return _iterate(F, p0, damping, tol, max_steps, record_every)
+        return iterate(F, p0, damping, tol, max_steps, record_every)
 
     psi, steps, res, traj = jax.vmap(one)(betas, psi0)
     converged = (res < tol) & jnp.all(jnp.isfinite(psi), axis=(1, 2))

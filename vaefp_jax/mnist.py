@@ -1,0 +1,154 @@
+"""MNIST exemplars for the Figure 1 experiment.
+
+Two entry points:
+
+* :func:`load_exemplars` — the packaged 40-image subset (the first 4 test images
+  of each digit, see ``vaefp_jax/data/MNIST_ATTRIBUTION.md``); no download needed.
+* :func:`load_idx` — the same selection (or a seeded random one) from full IDX
+  files, gzip-compressed (``.gz``) or raw.
+
+Both return an :class:`Exemplars` (unpackable as ``images, labels, indices``)
+with images as float32 (n, 784) in [0, 1], ordered by digit and then by
+position in the source file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.resources
+import io
+import os
+from typing import Iterator
+
+import numpy as np
+
+__all__ = ["Exemplars", "load_exemplars", "load_idx", "read_idx", "select_first_per_digit",
+           "select_random_per_digit", "IMAGES_MAGIC", "LABELS_MAGIC"]
+
+IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
+LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
+PACKAGED_FILE = "mnist40.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class Exemplars:
+    """A labelled set of MNIST images.
+
+    images: float32 (n, 784), pixels/255 in [0, 1], row-major 28×28.
+    labels: int32 (n,), digits 0–9.
+    indices: int64 (n,), positions of the images in their source IDX file.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.images, self.labels, self.indices))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def _open(path: str | os.PathLike) -> bytes:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"IDX file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    opener = gzip.open if head == b"\x1f\x8b" else open
+    with opener(path, "rb") as f:
+        return f.read()
+
+
+def _header(buf: bytes, path, magic: int, ndim: int) -> tuple[int, ...]:
+    need = 4 * (1 + ndim)
+    if len(buf) < need:
+        raise ValueError(f"{path}: too short for an IDX header ({len(buf)} bytes)")
+    got = int.from_bytes(buf[0:4], "big")
+    if got != magic:
+        raise ValueError(
+            f"{path}: bad IDX magic number {got} (0x{got:08x}), expected {magic} (0x{magic:08x})"
+        )
+    return tuple(int.from_bytes(buf[4 * k:4 * k + 4], "big") for k in range(1, ndim + 1))
+
+
+def read_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a pair of IDX files.
+
+    Returns uint8 images (N, rows, cols) and uint8 labels (N,). Raises ValueError
+    on a bad magic number, a truncated file, mismatched counts, images that are
+    not 28×28, or labels outside 0–9.
+    """
+    ibuf, lbuf = _open(images_path), _open(labels_path)
+    n, rows, cols = _header(ibuf, images_path, IMAGES_MAGIC, 3)
+    (m,) = _header(lbuf, labels_path, LABELS_MAGIC, 1)
+    if (rows, cols) != (28, 28):
+        raise ValueError(f"{images_path}: images are {rows}×{cols}, expected 28×28")
+    if len(ibuf) - 16 != n * rows * cols:
+        raise ValueError(f"{images_path}: header says {n}×{rows}×{cols} pixels, file holds {len(ibuf) - 16} bytes")
+    if len(lbuf) - 8 != m:
+        raise ValueError(f"{labels_path}: header says {m} labels, file holds {len(lbuf) - 8} bytes")
+    if n != m:
+        raise ValueError(f"{n} images but {m} labels")
+    images = np.frombuffer(ibuf, np.uint8, offset=16).reshape(n, rows, cols)
+    labels = np.frombuffer(lbuf, np.uint8, offset=8)
+    if labels.size and labels.max() > 9:
+        raise ValueError(f"{labels_path}: labels must be digits 0–9, found {labels.max()}")
+    return images, labels
+
+
+def _check_per_digit(labels: np.ndarray, per_digit: int) -> None:
+    if isinstance(per_digit, bool) or int(per_digit) != per_digit or per_digit < 1:
+        raise ValueError(f"per_digit must be an integer ≥ 1, got {per_digit!r}")
+    counts = np.bincount(labels, minlength=10)
+    if counts.min() < per_digit:
+        raise ValueError(f"per_digit={per_digit} but digit {int(counts.argmin())} has only {int(counts.min())} images")
+
+
+def select_first_per_digit(labels: np.ndarray, per_digit: int) -> np.ndarray:
+    """Indices (10·per_digit,) of the first ``per_digit`` items of each digit, grouped by digit."""
+    labels = np.asarray(labels)
+    _check_per_digit(labels, per_digit)
+    return np.concatenate([np.flatnonzero(labels == d)[:per_digit] for d in range(10)]).astype(np.int64)
+
+
+def select_random_per_digit(labels: np.ndarray, per_digit: int, seed: int) -> np.ndarray:
+    """Indices (10·per_digit,) of ``per_digit`` items of each digit drawn without
+    replacement with ``numpy.random.default_rng(seed)``; grouped by digit, sorted within."""
+    labels = np.asarray(labels)
+    _check_per_digit(labels, per_digit)
+    rng = np.random.default_rng(seed)
+    picks = [np.sort(rng.choice(np.flatnonzero(labels == d), per_digit, replace=False)) for d in range(10)]
+    return np.concatenate(picks).astype(np.int64)
+
+
+def _as_exemplars(images_u8: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> Exemplars:
+    images = images_u8.reshape(images_u8.shape[0], -1).astype(np.float32) / np.float32(255.0)
+    return Exemplars(images=images, labels=np.asarray(labels, np.int32), indices=np.asarray(indices, np.int64))
+
+
+def load_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike,
+             per_digit: int | None = 4, seed: int | None = None) -> Exemplars:
+    """Exemplars from full IDX files (gzip or raw).
+
+    per_digit: images per digit; ``None`` keeps every image in file order.
+    seed: ``None`` takes the first ``per_digit`` images of each digit (the
+        packaged subset is ``load_idx(t10k-images, t10k-labels)``); an integer
+        draws them at random, reproducibly.
+    Returns images float32 (10·per_digit, 784) in [0, 1], labels, indices.
+    """
+    images, labels = read_idx(images_path, labels_path)
+    if per_digit is None:
+        return _as_exemplars(images, labels, np.arange(labels.shape[0]))
+    idx = select_first_per_digit(labels, per_digit) if seed is None else select_random_per_digit(labels, per_digit, seed)
+    return _as_exemplars(images[idx], labels[idx], idx)
+
+
+def load_exemplars() -> Exemplars:
+    """The packaged subset: images float32 (40, 784) in [0, 1], labels int32 (40,)
+    (4 of each digit, grouped by digit), indices int64 (40,) into the MNIST test set."""
+    raw = importlib.resources.files("vaefp_jax").joinpath("data", PACKAGED_FILE).read_bytes()
+    with np.load(io.BytesIO(raw)) as f:
+        return _as_exemplars(f["images"], f["labels"], f["indices"])
