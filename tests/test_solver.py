@@ -1,0 +1,176 @@
+"""The batched solver: masking, protocol, closed forms, flags."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import np_order_parameter, np_solve, np_step
+
+import vaefp_jax as vf
+
+
+@pytest.fixture(scope="module")
+def small():
+    x = vf.datasets.three_clusters(30, seed=1)
+    grid = vf.LatentGrid.uniform(6)
+    betas = np.geomspace(1e-3, 0.3, 7)
+    return x, grid, betas
+
+
+def test_batched_equals_each_beta_alone(small, x64):
+    x, grid, betas = small
+    proto = vf.Protocol(damping=0.1, tol=1e-9, max_steps=3000)
+    batched = vf.solve(x, betas, grid, protocol=proto, warn=False)
+    for j, b in enumerate(betas):
+        alone = vf.solve(x, np.array([b]), grid, protocol=proto, warn=False)
+        # The masked lanes of the vmapped while_loop must neither move nor count.
+        assert int(batched.steps[j]) == int(alone.steps[0])
+        np.testing.assert_allclose(batched.psi[j], alone.psi[0], rtol=0, atol=1e-13)
+        assert bool(batched.converged[j]) == bool(alone.converged[0])
+
+
+def test_batch_size_does_not_change_results(small, x64):
+    x, grid, betas = small
+    ref = vf.solve(x, betas, grid, batch_size=len(betas), warn=False)
+    for bs in (1, 3):
+        out = vf.solve(x, betas, grid, batch_size=bs, warn=False)
+        np.testing.assert_array_equal(out.steps, ref.steps)
+        np.testing.assert_allclose(out.psi, ref.psi, rtol=0, atol=1e-13)
+
+
+def test_matches_numpy_damped_iteration(small, x64):
+    x, grid, betas = small
+    psi0 = np.asarray(vf.initial_psi(jnp.asarray(x), grid, 0.1))
+    proto = vf.Protocol.paper()
+    out = vf.solve(x, betas, grid, protocol=proto, warn=False)
+    for j, b in enumerate(betas):
+        psi, steps, res = np_solve(x, b, grid.log_prior, psi0, 0.1, 1e-3, 400)
+        assert int(out.steps[j]) == steps
+        np.testing.assert_allclose(out.psi[j], psi, rtol=0, atol=1e-10)
+        np.testing.assert_allclose(float(out.residual[j]), res, rtol=1e-8)
+
+
+def test_paper_protocol_fields():
+    p = vf.Protocol.paper()
+    assert (p.damping, p.tol, p.max_steps, p.init_noise) == (pytest.approx(0.1), 1e-3, 400, 0.1)
+    assert vf.Protocol.paper(alpha_on_old=True).damping == pytest.approx(0.9)
+
+
+def test_initial_psi_is_centres_plus_bounded_noise_and_seeded():
+    grid = vf.LatentGrid.uniform(8)
+    x = vf.datasets.three_clusters(20)
+    a = np.asarray(vf.initial_psi(x, grid, 0.1, jax.random.PRNGKey(3)))
+    b = np.asarray(vf.initial_psi(x, grid, 0.1, jax.random.PRNGKey(3)))
+    c = np.asarray(vf.initial_psi(x, grid, 0.1, jax.random.PRNGKey(4)))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    dev = a - grid.z
+    assert np.all(np.abs(dev) <= 0.1 + 1e-6) and np.abs(dev).max() > 0.05
+
+
+def test_initial_psi_other_data_dimension_spans_principal_subspace():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 5)) * np.array([3.0, 1.0, 0.1, 0.1, 0.1])
+    grid = vf.LatentGrid.uniform(5)
+    psi0 = np.asarray(vf.initial_psi(x, grid, 0.0))
+    assert psi0.shape == (25, 5)
+    # With no noise the grid lies in the mean + top-2 principal plane.
+    centred = psi0 - x.mean(0)
+    assert np.abs(centred[:, 2:]).max() < 0.3 * np.abs(centred[:, :2]).max()
+
+
+def test_collapse_above_lambda_max(x64):
+    # For β > λ_max(Cov) the only stable fixed point is ψ_a = mean for all a,
+    # and u = tr(Cov) (closed form). 1.5·λ_max keeps the contraction λ_max/β ≤ 2/3.
+    x = vf.datasets.gaussian_blob(80, seed=2)
+    cov = np.cov(x.T, bias=True)
+    lam = np.linalg.eigvalsh(cov)[-1]
+    betas = np.array([1.5, 2.0, 5.0]) * lam
+    grid = vf.LatentGrid.uniform(6)
+    out = vf.solve(x, betas, grid, protocol=vf.Protocol.tight())
+    assert np.all(out.converged)
+    np.testing.assert_allclose(out.psi, np.broadcast_to(x.mean(0), out.psi.shape), atol=1e-8)
+    for j, b in enumerate(betas):
+        u = float(vf.order_parameter(out.psi[j], x, b, grid.log_prior))
+        assert u == pytest.approx(np.trace(cov), rel=1e-10)
+
+
+def test_proposition_2_partition_is_a_fixed_point(x64):
+    # ψ set to the data points on a partition of the tiles, β small against the
+    # squared distances: the update maps it to itself up to e^{-min d²/2β}.
+    rng = np.random.default_rng(0)
+    x = np.array([[-0.3, -0.3], [0.3, -0.2], [0.0, 0.35], [-0.25, 0.2]])
+    grid = vf.LatentGrid.uniform(4)
+    owner = rng.integers(0, len(x), grid.num_tiles)
+    owner[: len(x)] = np.arange(len(x))  # every point owns at least one tile
+    psi = x[owner]
+    beta = 1e-3  # min squared distance 0.1 → overlap e^{-50}
+    out = np.asarray(vf.step(psi, x, beta, grid.log_prior))
+    np.testing.assert_allclose(out, psi, atol=1e-15)
+    np.testing.assert_allclose(np_step(psi, x, beta, grid.log_prior), psi, atol=1e-15)
+    assert vf.order_parameter(psi, x, beta, grid.log_prior) < 1e-15
+
+
+def test_nonconvergence_is_reported_per_beta(small):
+    x, grid, betas = small
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        out = vf.solve(x, betas, grid, protocol=vf.Protocol(damping=0.9, tol=1e-6, max_steps=3))
+    assert out.converged.shape == betas.shape
+    assert not np.any(out.converged)
+    np.testing.assert_array_equal(out.steps, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vf.solve(x, betas[-2:], grid, protocol=vf.Protocol.paper())  # converges: no warning
+
+
+def test_warm_start_shapes(small):
+    x, grid, betas = small
+    first = vf.solve(x, betas, grid, warn=False)
+    warm = vf.solve(x, betas, grid, psi0=first.psi, warn=False)
+    # Starting at a converged point the first step is already below tol.
+    assert np.all(np.asarray(warm.steps) <= 2)
+    shared = vf.solve(x, betas, grid, psi0=grid.z, protocol=vf.Protocol.paper(), warn=False)
+    assert shared.psi.shape == (len(betas), grid.num_tiles, 2)
+    with pytest.raises(ValueError, match="rows"):
+        vf.solve(x, betas, grid, psi0=first.psi[:2])
+    with pytest.raises(ValueError, match="tiles"):
+        vf.solve(x, betas, grid, psi0=np.zeros((5, 2)))
+
+
+def test_trajectories_record_the_iterates(small, x64):
+    x, grid, betas = small
+    b = betas[:2]
+    out = vf.solve(x, b, grid, record_every=2, warn=False, protocol=vf.Protocol(damping=0.1, tol=1e-3, max_steps=20))
+    plain = vf.solve(x, b, grid, warn=False, protocol=vf.Protocol(damping=0.1, tol=1e-3, max_steps=20))
+    assert out.trajectory.shape == (2, 11, grid.num_tiles, 2)
+    np.testing.assert_allclose(out.psi, plain.psi, atol=1e-14)
+    psi = np.asarray(vf.initial_psi(jnp.asarray(x), grid, 0.1))
+    np.testing.assert_allclose(out.trajectory[0, 0], psi, atol=1e-14)
+    for t in range(1, 5):  # manual damped steps
+        psi = 0.9 * np_step(psi, x, b[0], grid.log_prior) + 0.1 * psi
+        if t % 2 == 0:
+            np.testing.assert_allclose(out.trajectory[0, t // 2], psi, atol=1e-12)
+    # entries after the stop repeat the final ψ
+    last = int(out.steps[0]) // 2
+    np.testing.assert_allclose(out.trajectory[0, last:], np.broadcast_to(out.psi[0], out.trajectory[0, last:].shape), atol=1e-14)
+
+
+def test_solve_under_jit_and_vmap(small):
+    x, grid, betas = small
+    ref = vf.solve(x, betas, grid, warn=False)
+    jitted = jax.jit(lambda b: vf.solve(x, b, grid, warn=False).psi)(jnp.asarray(betas, jnp.float32))
+    np.testing.assert_allclose(jitted, ref.psi, atol=1e-6)
+    xs = jnp.stack([jnp.asarray(x, jnp.float32), jnp.asarray(x[::-1], jnp.float32)])
+    many = jax.vmap(lambda xx: vf.solve(xx, betas, grid, warn=False).psi)(xs)
+    np.testing.assert_allclose(many[0], ref.psi, atol=1e-6)
+    np.testing.assert_allclose(many[1], ref.psi, atol=1e-5)  # permuted data, same fixed points
+
+
+def test_order_parameter_of_solution_matches_numpy(small, x64):
+    x, grid, betas = small
+    out = vf.solve(x, betas, grid, protocol=vf.Protocol.tight())
+    for j, b in enumerate(betas):
+        u = float(vf.order_parameter(out.psi[j], x, b, grid.log_prior))
+        assert u == pytest.approx(np_order_parameter(out.psi[j], x, b, grid.log_prior), rel=1e-12)
