@@ -17,8 +17,11 @@ def is_concrete(a) -> bool:
 
 
 def check_float_dtype(name: str, a) -> None:
-    dtype = jnp.result_type(a)
-    if not jnp.issubdtype(dtype, jnp.floating) and not jnp.issubdtype(dtype, jnp.integer):
+    """Real numbers only: float or integer dtypes (not bool, complex, strings)."""
+    dtype = getattr(a, "dtype", None)
+    dtype = np.dtype(dtype) if dtype is not None else np.asarray(a).dtype
+    real = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+    if not real or dtype == np.bool_:
         raise ValueError(f"{name} must hold real numbers, got dtype {dtype}")
 
 

@@ -1,0 +1,730 @@
+r"""Lipschitz-constrained high-capacity β-VAEs (Appendix B, Proposition 6).
+
+Notation (σ = 1; β absorbs σ², as in :mod:`vaefp_jax.fixed_point`):
+
+* x (n, d) data, psi (K, d) the decoder on the tiles, log_prior (K,) log π_a;
+* q_ia = m_ia π_a (n, K) the tile posterior of eq. (14) (rows sum to one);
+* s_a = Σ_i q_ia and s̄_a = s_a / n the *aggregate posterior* mass of tile a
+  (Σ_a s̄_a = 1);
+* F(ψ) (K, d) the unconstrained map of eq. (15): F_a = Σ_i q_ia x_i / s_a;
+* omega (K, K) the multipliers Ω̃_ab ≥ 0, C (K, K) the coefficients C_ab of
+  eq. (5), W = Ω̃ ⊙ C the resulting pair weights, Lap(W) = diag(W 1) − W.
+
+Geometry of the tile basis (eq. 5)
+----------------------------------
+K_ab = ∫∫ φ_a(z) φ_b(z') ‖z − z'‖² dz dz'. For axis-aligned boxes A, B and z, z'
+independent and uniform on them, E‖z − z'‖² = Σ_k E(z_k − z'_k)² and
+E(z_k − z'_k)² = Var_A,k + Var_B,k + (m_A,k − m_B,k)² (independence), so
+
+    K_ab = |A| |B| Σ_k [Var_A,k + Var_B,k + (m_A,k − m_B,k)²],
+
+with m_A,k the centre and Var_A,k = w_A,k² / 12 the variance of the uniform
+distribution on the k-th side of A. On a uniform grid of side w in d_z = 2 this
+is |A||B| (‖z_a − z_b‖² + w²/3): K_aa = |A|² w²/3 > 0 (a tile has a spread).
+C_ab = π_a π_b / (L² K_ab).
+
+The Normal prior's outer tiles are unbounded (|A| = ∞): the Lebesgue integral
+diverges and :func:`tile_kernel` raises. The *prior-weighted* variant replaces
+dz dz' by π(z) π(z') dz dz' (the measure under which the constraint (4) is
+actually integrated):
+
+    K^π_ab = π_a π_b Σ_k [Var^π_A,k + Var^π_B,k + (m^π_A,k − m^π_B,k)²],
+
+with m^π, Var^π the mean and variance of the standard Normal truncated to the
+tile's side (finite for the tail tiles). Then C_ab = 1 / (L² E_ab‖z − z'‖²) —
+the inverse mean squared latent distance of the two tiles under the prior. For
+the paper's uniform prior on the unit square (π(z) = 1) both variants coincide.
+
+The projected update (Proposition 6, corrected)
+-----------------------------------------------
+With q fixed, the ψ-dependent part of the augmented Lagrangian is eq. (18) with
+the constraint term of eq. (5):
+
+    ℒ(ψ) = (1/n) Σ_ia q_ia ‖x_i − ψ_a‖² / 2  +  ½ Σ_ab W_ab ‖ψ_a − ψ_b‖²,   (*)
+
+summing over *ordered* pairs (a, b) with Ω̃ symmetric (only the symmetric part
+of W enters (*), so we symmetrise W). Differentiating, each unordered pair
+appears twice, so
+
+    ∂ℒ/∂ψ_a = (1/n) Σ_i q_ia (ψ_a − x_i) + 2 Σ_b W_ab (ψ_a − ψ_b) = 0
+
+    ⇔ (diag(s) + 2n Lap(W)) ψ = qᵀ x = diag(s) F(ψ^t)
+    ⇔ (diag(s̄) + 2 Lap(W)) ψ = diag(s̄) F(ψ^t).
+
+Hence ψ^{t+1} = A F(ψ^t) with A = (diag(s̄) + 2 Lap(W))⁻¹ diag(s̄)
+= (I + 2 diag(1/s̄) Lap(W))⁻¹ in our (K, d) layout, or in the paper's layout
+(ψ a d × K matrix, ψ^{t+1} = F(ψ^t) P^t, ψ_b = Σ_a F_a P_ab):
+
+    P = Aᵀ = [I + 2n (diag(1ᵀ(Ω̃ ⊙ C)) − Ω̃ ⊙ C) diag(1 / (1ᵀ m ⊙ π))]⁻¹
+           = diag(s̄) (diag(s̄) + 2 Lap(W))⁻¹.
+
+With a global σ put σ² in front of the 2n. Compared with the printed P of
+Appendix C.6: the sign in front of the Laplacian is +, not − (eq. (19) has the
+sign of the constraint gradient flipped); the factor is 2nσ², the 2 coming from
+the ordered-pair sum; and the diagonal scaling multiplies the Laplacian on the
+right in the paper's layout. The factor n is there because the constraint term of
+eq. (5) is not divided by n while the data term of eq. (18) is; with the
+1/(2n) printed in eq. (16) the n disappears, i.e. that convention is ours with
+Ω̃ → Ω̃/n. We use (*), so that the strength of the constraint does not depend on
+the number of data points.
+
+Properties: diag(s̄) + 2 Lap(W) is a symmetric M-matrix (positive definite when
+every connected component of the support graph holds a tile with s̄_a > 0), so A
+is entrywise ≥ 0 with rows summing to one (Lap 1 = 0): each ψ_a^{t+1} is a convex
+combination of the F_b — a smoothing operator, exactly F when W = 0. With the
+printed minus sign, I − 2 diag(1/s̄) Lap has negative eigenvalues as soon as the
+constraint is strong, and its inverse is not a smoothing operator. The update is
+the weighted projection argmin_ψ Σ_a s̄_a ‖ψ_a − F_a‖² + 2·½ΣW‖ψ_a − ψ_b‖² (since
+Σ_i q_ia ‖x_i − ψ_a‖² = s_a ‖ψ_a − F_a‖² + const), so alternating it with the
+encoder update (14) is coordinate descent on the penalised free energy and never
+increases it: the iteration converges without damping.
+
+Tiles in *holes* (s̄_a ≈ 0, no data nearby) are then determined by their
+neighbours: the constraint fills the holes of Section 2.1 by harmonic
+interpolation.
+
+Two modes
+---------
+* **strength mode** (the paper's Figure 4): Ω̃ = strength × support mask, fixed.
+  :func:`lipschitz_step`, :func:`solve_lipschitz` (batched over β and strength,
+  one jitted ``vmap`` of :func:`vaefp_jax.solver.iterate`) and
+  :func:`lipschitz_fixed_point` (differentiable in β and Ω̃ by implicit
+  differentiation). Only W = Ω̃ ⊙ C matters, so L merely rescales the strength.
+  :func:`strength_scale` gives the natural unit of strength of a grid.
+* **constraint mode** (beyond the paper): a given L; the multipliers are found by
+  projected dual ascent, Ω̃ ← [Ω̃ + η g]₊ with g_ab = C_ab ‖ψ_a − ψ_b‖² − 1 on the
+  support, interleaved with the projected updates (an Arrow–Hurwicz
+  primal–dual iteration); its fixed points satisfy the KKT conditions: the
+  stationarity above, Ω̃ ≥ 0, g ≤ 0 and Ω̃_ab g_ab = 0.
+  :func:`solve_lipschitz_constraint`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaefp_jax import _validate
+from vaefp_jax.fixed_point import _step, squared_distances
+from vaefp_jax.grid import LatentGrid, _normal_cdf, _normal_pdf
+from vaefp_jax.implicit import dense_solve, implicit_fixed_point
+from vaefp_jax.solver import Protocol, initial_psi, iterate
+
+__all__ = [
+    "tile_moments",
+    "tile_kernel",
+    "lipschitz_coefficients",
+    "support_mask",
+    "strength_scale",
+    "pair_weights",
+    "laplacian",
+    "projection_operator",
+    "project",
+    "lipschitz_step",
+    "violation",
+    "LipschitzResult",
+    "solve_lipschitz",
+    "lipschitz_fixed_point",
+    "ConstraintResult",
+    "solve_lipschitz_constraint",
+]
+
+SUPPORTS = ("local", "global")
+
+
+# --------------------------------------------------------------------------
+# Geometry of the tile basis (NumPy float64)
+# --------------------------------------------------------------------------
+
+
+def _default_weighting(grid: LatentGrid) -> str:
+    return "lebesgue" if grid.kind == "uniform" else "prior"
+
+
+def tile_moments(grid: LatentGrid, weighting: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-coordinate mean and variance of z within each tile, each (K, d_z).
+
+    ``weighting="lebesgue"``: z uniform on the (bounded) box; ``"prior"``: z from
+    the prior restricted to the tile (uniform grid: the same; Normal grid: the
+    truncated standard Normal). Default: lebesgue for uniform grids, prior for
+    Normal grids.
+    """
+    weighting = weighting or _default_weighting(grid)
+    lo, hi = np.asarray(grid.lower, np.float64), np.asarray(grid.upper, np.float64)
+    if weighting == "lebesgue" or (weighting == "prior" and grid.kind == "uniform"):
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise ValueError(
+                "the Lebesgue tile kernel K_ab = ∫∫ φ_a φ_b ‖z − z'‖² diverges for the "
+                "unbounded tail tiles of a Normal grid; use weighting='prior'"
+            )
+        return 0.5 * (lo + hi), (hi - lo) ** 2 / 12.0
+    if weighting != "prior":
+        raise ValueError(f"weighting must be 'lebesgue' or 'prior', got {weighting!r}")
+    if grid.kind != "gaussian":
+        raise ValueError(f"prior weighting needs a 'uniform' or 'gaussian' grid, got {grid.kind!r}")
+    # Standard Normal truncated to [lo, hi] per coordinate.
+    mass = _normal_cdf(hi) - _normal_cdf(lo)
+    pa, pb = _normal_pdf(lo), _normal_pdf(hi)
+    with np.errstate(invalid="ignore"):
+        apa = np.where(np.isfinite(lo), lo * pa, 0.0)
+        bpb = np.where(np.isfinite(hi), hi * pb, 0.0)
+    mean = (pa - pb) / mass
+    var = 1.0 + (apa - bpb) / mass - mean**2
+    return mean, np.maximum(var, 0.0)
+
+
+def _mean_sq_distance(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """E‖z − z'‖² for independent z ~ tile a, z' ~ tile b: (K, K)."""
+    diff = mean[:, None, :] - mean[None, :, :]
+    return np.sum(var[:, None, :] + var[None, :, :] + diff * diff, axis=-1)
+
+
+def tile_kernel(grid: LatentGrid, weighting: str | None = None) -> np.ndarray:
+    """K_ab of eq. (5), shape (K, K), float64.
+
+    ``"lebesgue"``: K_ab = |A||B| Σ_k [Var_A,k + Var_B,k + (m_A,k − m_B,k)²]
+    (bounded tiles only; raises ``ValueError`` for a Normal grid's tail tiles).
+    ``"prior"``: the prior-weighted K^π_ab = π_a π_b E_ab‖z − z'‖² (finite for
+    every tile). See the module docstring.
+    """
+    weighting = weighting or _default_weighting(grid)
+    mean, var = tile_moments(grid, weighting)
+    msd = _mean_sq_distance(mean, var)
+    if weighting == "lebesgue":
+        vol = np.prod(np.asarray(grid.upper) - np.asarray(grid.lower), axis=1)
+        return vol[:, None] * vol[None, :] * msd
+    pi = np.exp(np.asarray(grid.log_prior, np.float64))
+    return pi[:, None] * pi[None, :] * msd
+
+
+def lipschitz_coefficients(grid: LatentGrid, L: float = 1.0, weighting: str | None = None) -> np.ndarray:
+    """C_ab = π_a π_b / (L² K_ab), shape (K, K), float64 (eq. 5).
+
+    The constraint on the pair (a, b) reads C_ab ‖ψ_a − ψ_b‖² ≤ 1.
+    """
+    _validate.check_positive("L", L)
+    pi = np.exp(np.asarray(grid.log_prior, np.float64))
+    return pi[:, None] * pi[None, :] / (float(L) ** 2 * tile_kernel(grid, weighting))
+
+
+def support_mask(grid: LatentGrid, support: str = "local", r: float = 0.2) -> np.ndarray:
+    """Support of the multiplier function Ω(z, z'), (K, K) bool.
+
+    ``"local"``: pairs a ≠ b with ‖z_a − z_b‖ < r (locally Lipschitz within radius
+    r); ``"global"``: all pairs a ≠ b (``r`` ignored).
+    """
+    K = grid.num_tiles
+    off = ~np.eye(K, dtype=bool)
+    if support == "global":
+        return off
+    if support != "local":
+        raise ValueError(f"support must be one of {SUPPORTS}, got {support!r}")
+    _validate.check_positive("r", r)
+    z = np.asarray(grid.z, np.float64)
+    dist = np.sqrt(((z[:, None, :] - z[None, :, :]) ** 2).sum(-1))
+    return off & (dist < float(r))
+
+
+def strength_scale(grid: LatentGrid, mask: np.ndarray, C: np.ndarray) -> float:
+    """The natural unit ω₀ of a constraint strength on this grid.
+
+    With Ω̃ = ω₀ × mask, the smoothing term of the update balances the data term
+    on an average tile whose aggregate posterior equals its prior mass:
+    mean_a 2 Σ_b ω₀ mask_ab C_ab / π_a = 1. (W scales like K² on a uniform grid,
+    so raw strengths are not comparable across grids; strengths in units of ω₀
+    roughly are.)
+    """
+    pi = np.exp(np.asarray(grid.log_prior, np.float64))
+    row = (np.asarray(mask, np.float64) * np.asarray(C, np.float64)).sum(axis=1)
+    denom = float(np.mean(2.0 * row / pi))
+    if denom <= 0:
+        raise ValueError("the support mask is empty: no pairs to constrain (increase r)")
+    return 1.0 / denom
+
+
+# --------------------------------------------------------------------------
+# The projected update (JAX)
+# --------------------------------------------------------------------------
+
+
+def pair_weights(omega, C):
+    """W = sym(Ω̃ ⊙ C), (K, K): only the symmetric part of W enters eq. (18)."""
+    W = omega * C
+    return 0.5 * (W + W.T)
+
+
+def laplacian(W):
+    """Lap(W) = diag(W 1) − W, (K, K), for a symmetric W ≥ 0."""
+    return jnp.diag(jnp.sum(W, axis=1)) - W
+
+
+def project(psi_f, s_bar, W):
+    """Solve (diag(s̄) + 2 Lap(W)) ψ = diag(s̄) F for ψ, (K, d).
+
+    Written as ψ = F + δ, (diag(s̄) + 2 Lap) δ = −2 Lap F, so that W = 0 gives
+    exactly ψ = F (bit for bit), also where s̄ underflows to 0.
+
+    Args:
+      psi_f: (K, d) F(ψ^t), the unconstrained update.
+      s_bar: (K,) aggregate posterior masses s̄_a = (1/n) Σ_i q_ia.
+      W: (K, K) symmetric pair weights Ω̃ ⊙ C.
+    """
+    lap = laplacian(W)
+    active = jnp.any(W != 0)
+    M = jnp.diag(s_bar) + 2.0 * lap
+    M = jnp.where(active, M, jnp.eye(M.shape[0], dtype=M.dtype))
+    delta = jnp.linalg.solve(M, -2.0 * lap @ psi_f)
+    return psi_f + delta
+
+
+def projection_operator(s_bar, W):
+    """P of Proposition 6 in the paper's layout: ψ^{t+1}_b = Σ_a F_a P_ab, (K, K).
+
+    P = [I + 2 Lap(W) diag(1/s̄)]⁻¹ = diag(s̄) (diag(s̄) + 2 Lap(W))⁻¹; in the
+    (K, d) layout ψ^{t+1} = Pᵀ F(ψ^t). Columns of P sum to one and P ≥ 0.
+    """
+    M = jnp.diag(s_bar) + 2.0 * laplacian(W)
+    return jnp.diag(s_bar) @ jnp.linalg.inv(M)
+
+
+def _aggregate_posterior(psi, x, beta, log_prior):
+    """s̄_a = (1/n) Σ_i q_ia, (K,)."""
+    logits = -squared_distances(x, psi) / (2 * beta) + log_prior[None, :]
+    return jnp.mean(jax.nn.softmax(logits, axis=1), axis=0)
+
+
+def _lipschitz_step(psi, x, beta, log_prior, W):
+    psi_f = _step(psi, x, beta, log_prior)
+    return project(psi_f, _aggregate_posterior(psi, x, beta, log_prior), W)
+
+
+def _violation(psi, C, mask):
+    """g_ab = C_ab ‖ψ_a − ψ_b‖² − 1 on the support, −inf elsewhere; (K, K)."""
+    sq = squared_distances(psi, psi)
+    return jnp.where(mask, C * sq - 1.0, -jnp.inf)
+
+
+def _cast_all(dtype, *arrays):
+    return tuple(jnp.asarray(a, dtype) for a in arrays)
+
+
+def _working_dtype(x):
+    dtype = jnp.result_type(x, jnp.float32)
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
+
+
+def _check_matrix(name, a, K, nonneg=True):
+    if np.shape(a) != (K, K):
+        raise ValueError(f"{name} must have shape ({K}, {K}), got {np.shape(a)}")
+    _validate.check_finite(name, a)
+    if nonneg and _validate.is_concrete(a) and np.any(np.asarray(a) < 0):
+        raise ValueError(f"{name} must be ≥ 0 (Lagrange multipliers of an inequality)")
+
+
+def lipschitz_step(psi, x, beta, log_prior, omega, C):
+    """One constrained update ψ^{t+1} = Pᵀ F(ψ^t) (Proposition 6, corrected).
+
+    Args:
+      psi: (K, d) decoder on the tiles.
+      x: (n, d) data.
+      beta: scalar β > 0.
+      log_prior: (K,) log π_a.
+      omega: (K, K) multipliers Ω̃_ab ≥ 0 (symmetrised).
+      C: (K, K) coefficients C_ab (:func:`lipschitz_coefficients`).
+
+    Returns (K, d). With omega = 0 this is exactly :func:`vaefp_jax.fixed_point.step`.
+    """
+    _validate.check_data(x)
+    _validate.check_psi(psi, x)
+    _validate.check_beta(beta)
+    K = np.shape(psi)[0]
+    _validate.check_log_prior(log_prior, num_tiles=K)
+    _check_matrix("omega", omega, K)
+    _check_matrix("C", C, K)
+    dtype = _working_dtype(jnp.result_type(psi, x))
+    psi, x, beta, log_prior, omega, C = _cast_all(dtype, psi, x, beta, log_prior, omega, C)
+    return _lipschitz_step(psi, x, beta, log_prior, pair_weights(omega, C))
+
+
+def violation(psi, C, mask) -> jax.Array:
+    """max over the support of C_ab ‖ψ_a − ψ_b‖² − 1 (≤ 0: the constraint holds).
+
+    psi (K, d) or (B, K, d); returns a scalar or (B,)."""
+    psi = jnp.asarray(psi)
+    f = lambda p: jnp.max(_violation(p, jnp.asarray(C, p.dtype), jnp.asarray(mask)))
+    return f(psi) if psi.ndim == 2 else jax.vmap(f)(psi)
+
+
+# --------------------------------------------------------------------------
+# Strength mode
+# --------------------------------------------------------------------------
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["beta", "strength", "psi", "steps", "converged", "residual", "trajectory"],
+    meta_fields=["tol", "support", "r", "L"],
+)
+@dataclasses.dataclass(frozen=True)
+class LipschitzResult:
+    """What :func:`solve_lipschitz` returns (a pytree); B problems.
+
+    Attributes:
+      beta: (B,) β of each problem.
+      strength: (B,) multiplier strength (Ω̃ = strength × support mask).
+      psi: (B, K, d) the last iterate (the constrained fixed point where ``converged``).
+      steps: (B,) int32 map evaluations.
+      converged: (B,) bool, ``residual < tol`` with ψ finite.
+      residual: (B,) ‖ψ^t − ψ^{t−1}‖_F at the last step.
+      trajectory: (B, T, K, d) ψ every ``record_every`` steps, or ``None``.
+      tol, support, r, L: the settings used.
+    """
+
+    beta: jax.Array
+    strength: jax.Array
+    psi: jax.Array
+    steps: jax.Array
+    converged: jax.Array
+    residual: jax.Array
+    trajectory: jax.Array | None
+    tol: float
+    support: str
+    r: float
+    L: float
+
+    def warn_if_not_converged(self, stacklevel: int = 2) -> None:
+        conv = np.asarray(self.converged)
+        if conv.all():
+            return
+        bad = [(float(b), float(s)) for b, s, c in
+               zip(np.asarray(self.beta), np.asarray(self.strength), conv) if not c]
+        shown = ", ".join(f"(β={b:.3g}, strength={s:.3g})" for b, s in bad[:6])
+        warnings.warn(f"{len(bad)} of {conv.size} problems did not converge to tol={self.tol:g}: "
+                      f"{shown}{', …' if len(bad) > 6 else ''}", RuntimeWarning,
+                      stacklevel=stacklevel + 1)
+
+
+def _broadcast_problems(betas, other, other_name):
+    """β (B,) or scalar and another per-problem scalar → two (B,) float64 arrays."""
+    b = np.atleast_1d(np.asarray(betas, np.float64))
+    o = np.atleast_1d(np.asarray(other, np.float64))
+    if b.ndim != 1 or o.ndim != 1:
+        raise ValueError(f"betas and {other_name} must be scalars or 1-D, got shapes "
+                         f"{np.shape(betas)} and {np.shape(other)}")
+    try:
+        b, o = np.broadcast_arrays(b, o)
+    except ValueError:
+        raise ValueError(f"betas {b.shape} and {other_name} {o.shape} do not broadcast") from None
+    _validate.check_beta(b, name="betas", batched=True)
+    if not np.all(np.isfinite(o)):
+        raise ValueError(f"{other_name} contains NaN or inf")
+    return b, o
+
+
+def _resolve_protocol(protocol, damping, tol, max_steps):
+    protocol = protocol or Protocol.paper()
+    return dataclasses.replace(
+        protocol,
+        **{k: v for k, v in dict(damping=damping, tol=tol, max_steps=max_steps).items() if v is not None},
+    )
+
+
+def _initial(x, grid, psi0, protocol, key, B, dtype):
+    K = grid.num_tiles
+    if psi0 is None:
+        psi0 = initial_psi(x, grid, protocol.init_noise, key)
+    else:
+        _validate.check_psi(psi0, x, name="psi0", batched=None)
+        if np.shape(psi0)[-2] != K:
+            raise ValueError(f"psi0 has {np.shape(psi0)[-2]} tiles but the grid has {K}")
+        if np.ndim(psi0) == 3 and np.shape(psi0)[0] != B:
+            raise ValueError(f"psi0 has {np.shape(psi0)[0]} rows but there are {B} problems")
+    return jnp.broadcast_to(jnp.asarray(psi0, dtype), (B, K, np.shape(x)[1]))
+
+
+def _geometry(grid, support, r, L, weighting):
+    C = lipschitz_coefficients(grid, L, weighting)
+    mask = support_mask(grid, support, r)
+    return C, mask
+
+
+@functools.partial(jax.jit, static_argnames=("max_steps", "record_every"))
+def _solve_strength_batched(x, betas, strengths, log_prior, base, psi0, damping, tol,
+                            max_steps, record_every):
+    def one(beta, strength, p0):
+        W = strength * base
+        F = lambda psi: _lipschitz_step(psi, x, beta, log_prior, W)
+        return iterate(F, p0, damping, tol, max_steps, record_every)
+
+    psi, steps, res, traj = jax.vmap(one)(betas, strengths, psi0)
+    converged = (res < tol) & jnp.all(jnp.isfinite(psi), axis=(1, 2))
+    return psi, steps, res, converged, traj
+
+
+def solve_lipschitz(
+    x,
+    betas,
+    grid: LatentGrid,
+    strength=0.0,
+    *,
+    support: str = "local",
+    r: float = 0.2,
+    L: float = 1.0,
+    weighting: str | None = None,
+    psi0=None,
+    protocol: Protocol | None = None,
+    damping: float | None = None,
+    tol: float | None = None,
+    max_steps: int | None = None,
+    key=None,
+    record_every: int = 0,
+    warn: bool = True,
+) -> LipschitzResult:
+    """Constrained fixed points in strength mode, for all problems in one jitted call.
+
+    Problem b iterates ψ ← (1 − damping) Pᵀ F(ψ) + damping ψ with multipliers
+    Ω̃ = strength_b × support mask, i.e. pair weights W = strength_b (mask ⊙ C).
+
+    Args:
+      x: (n, d) data (its dtype sets the precision).
+      betas: scalar or (B,) β > 0; broadcast against ``strength``.
+      grid: the tile basis.
+      strength: scalar or (B,) multiplier strength ≥ 0 (in units of Ω̃; see
+        :func:`strength_scale` for a grid's natural unit). 0 reproduces
+        :func:`vaefp_jax.solver.solve` exactly.
+      support: ``"local"`` (pairs closer than ``r``) or ``"global"``.
+      L: the Lipschitz constant in C_ab (only W = Ω̃ C matters here).
+      weighting: ``"lebesgue"``/``"prior"`` for K_ab (default by grid kind).
+      psi0, protocol, damping, tol, max_steps, key, record_every, warn: as in
+        :func:`vaefp_jax.solver.solve`.
+    """
+    protocol = _resolve_protocol(protocol, damping, tol, max_steps)
+    _validate.check_data(x)
+    _validate.check_log_prior(grid.log_prior)
+    betas, strengths = _broadcast_problems(betas, strength, "strength")
+    if np.any(strengths < 0):
+        raise ValueError(f"strength must be ≥ 0, got min {strengths.min()}")
+    if int(record_every) != record_every or record_every < 0:
+        raise ValueError(f"record_every must be an integer ≥ 0, got {record_every}")
+    C, mask = _geometry(grid, support, r, L, weighting)
+    dtype = _working_dtype(np.asarray(x).dtype)
+    x = jnp.asarray(x, dtype)
+    B = betas.shape[0]
+    psi0 = _initial(x, grid, psi0, protocol, key, B, dtype)
+    tol_ = protocol.resolved_tol(dtype)
+    base = jnp.asarray(np.where(mask, C, 0.0), dtype)
+    psi, steps, res, converged, traj = _solve_strength_batched(
+        x, jnp.asarray(betas, dtype), jnp.asarray(strengths, dtype),
+        jnp.asarray(grid.log_prior, dtype), base, psi0,
+        jnp.asarray(protocol.damping, dtype), jnp.asarray(tol_, dtype),
+        max_steps=int(protocol.max_steps), record_every=int(record_every))
+    result = LipschitzResult(beta=jnp.asarray(betas, dtype), strength=jnp.asarray(strengths, dtype),
+                             psi=psi, steps=steps, converged=converged, residual=res,
+                             trajectory=traj, tol=tol_, support=support, r=float(r), L=float(L))
+    if warn:
+        result.warn_if_not_converged(stacklevel=2)
+    return result
+
+
+def lipschitz_fixed_point(x, beta, log_prior, omega, C, psi0, *, tol: float = 1e-12,
+                          max_steps: int = 20_000, damping: float = 0.0):
+    """The strength-mode fixed point ψ*(β, Ω̃), (K, d), differentiable in β and Ω̃.
+
+    ψ* = Pᵀ(ψ*) F(ψ*) is found by iterating from ``psi0``; derivatives (any order,
+    forward or reverse) come from the implicit function theorem through
+    :func:`vaefp_jax.implicit.implicit_fixed_point` (dense linear solve), never by
+    unrolling the loop. Valid away from transitions, where I − ∂(PᵀF)/∂ψ is
+    invertible. Jit-compatible (no value checks on tracers).
+
+    Args:
+      x: (n, d); beta: scalar; log_prior: (K,); omega, C: (K, K); psi0: (K, d).
+    """
+    dtype = _working_dtype(jnp.result_type(x, psi0))
+    x, log_prior, C, psi0 = _cast_all(dtype, x, log_prior, C, psi0)
+
+    def F(psi, theta):
+        return _lipschitz_step(psi, x, theta["beta"], log_prior, pair_weights(theta["omega"], C))
+
+    def solve(theta):
+        psi, _, _, _ = iterate(lambda p: F(p, theta), psi0, jnp.asarray(damping, dtype),
+                               jnp.asarray(tol, dtype), max_steps, 0)
+        return psi
+
+    theta = {"beta": jnp.asarray(beta, dtype), "omega": jnp.asarray(omega, dtype)}
+    return implicit_fixed_point(F, solve, theta, linear_solve=dense_solve)
+
+
+# --------------------------------------------------------------------------
+# Constraint mode
+# --------------------------------------------------------------------------
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["beta", "L", "psi", "omega", "steps", "converged", "feasible",
+                 "max_violation", "residual"],
+    meta_fields=["tol", "feas_tol", "support", "r"],
+)
+@dataclasses.dataclass(frozen=True)
+class ConstraintResult:
+    """What :func:`solve_lipschitz_constraint` returns (a pytree); B problems.
+
+    Attributes:
+      beta: (B,) β; L: (B,) Lipschitz constant.
+      psi: (B, K, d) the last iterate.
+      omega: (B, K, K) the multipliers Ω̃ ≥ 0 found (zero off the support).
+      steps: (B,) int32 iterations.
+      converged: (B,) bool: ψ moved less than ``tol`` in the last step *and*
+        the constraint holds to ``feas_tol`` (a KKT point to those tolerances).
+      feasible: (B,) bool: max_violation ≤ feas_tol.
+      max_violation: (B,) max over the support of C_ab ‖ψ_a − ψ_b‖² − 1 (≤ 0 when
+        the bound holds strictly).
+      residual: (B,) ‖ψ^t − ψ^{t−1}‖_F at the last step.
+    """
+
+    beta: jax.Array
+    L: jax.Array
+    psi: jax.Array
+    omega: jax.Array
+    steps: jax.Array
+    converged: jax.Array
+    feasible: jax.Array
+    max_violation: jax.Array
+    residual: jax.Array
+    tol: float
+    feas_tol: float
+    support: str
+    r: float
+
+    def warn_if_not_converged(self, stacklevel: int = 2) -> None:
+        conv = np.asarray(self.converged)
+        if conv.all():
+            return
+        bad = [(float(b), float(l), float(v)) for b, l, v, c in
+               zip(np.asarray(self.beta), np.asarray(self.L), np.asarray(self.max_violation), conv)
+               if not c]
+        shown = ", ".join(f"(β={b:.3g}, L={l:.3g}, violation={v:.2g})" for b, l, v in bad[:6])
+        warnings.warn(f"{len(bad)} of {conv.size} constrained problems did not converge "
+                      f"(tol={self.tol:g}, feas_tol={self.feas_tol:g}): {shown}"
+                      f"{', …' if len(bad) > 6 else ''}", RuntimeWarning, stacklevel=stacklevel + 1)
+
+
+def _constraint_loop(x, beta, log_prior, C, mask, pi_pair, psi0, damping, tol, feas_tol,
+                     dual_step, max_steps):
+    """Projected primal–dual iteration for one problem. State: ψ, W = Ω̃ ⊙ C."""
+    dtype = psi0.dtype
+    maskf = mask.astype(dtype)
+
+    def cond(state):
+        psi, W, t, res, viol = state
+        return (t < max_steps) & ((res >= tol) | (viol > feas_tol))
+
+    def body(state):
+        psi, W, t, res, viol = state
+        new = (1 - damping) * _lipschitz_step(psi, x, beta, log_prior, W) + damping * psi
+        g = jnp.where(mask, C * squared_distances(new, new) - 1.0, 0.0)
+        # Dual ascent in W (W_ab = Ω̃_ab C_ab) with a per-pair step on the scale of
+        # the data term (√(π_a π_b)), projected on W ≥ 0 and the support.
+        W = jnp.maximum(W + dual_step * pi_pair * g, 0.0) * maskf
+        res = jnp.sqrt(jnp.sum((new - psi) ** 2))
+        viol = jnp.max(jnp.where(mask, g, -jnp.inf))
+        return new, W, t + 1, res, viol
+
+    init = (psi0, jnp.zeros(C.shape, dtype), jnp.int32(0), jnp.asarray(jnp.inf, dtype),
+            jnp.asarray(jnp.inf, dtype))
+    psi, W, t, res, _ = jax.lax.while_loop(cond, body, init)
+    viol = jnp.max(jnp.where(mask, C * squared_distances(psi, psi) - 1.0, -jnp.inf))
+    return psi, W, t, res, viol
+
+
+@functools.partial(jax.jit, static_argnames=("max_steps",))
+def _solve_constraint_batched(x, betas, Ls, log_prior, C1, mask, pi_pair, psi0, damping, tol,
+                              feas_tol, dual_step, max_steps):
+    def one(beta, L, p0):
+        C = C1 / (L * L)
+        psi, W, t, res, viol = _constraint_loop(x, beta, log_prior, C, mask, pi_pair, p0, damping,
+                                                tol, feas_tol, dual_step, max_steps)
+        omega = jnp.where(mask, W / jnp.where(mask, C, 1.0), 0.0)
+        return psi, omega, t, res, viol
+
+    return jax.vmap(one)(betas, Ls, psi0)
+
+
+def solve_lipschitz_constraint(
+    x,
+    betas,
+    grid: LatentGrid,
+    L=1.0,
+    *,
+    support: str = "local",
+    r: float = 0.2,
+    weighting: str | None = None,
+    psi0=None,
+    damping: float = 0.0,
+    tol: float | None = None,
+    feas_tol: float = 1e-3,
+    dual_step: float = 1.0,
+    max_steps: int = 5000,
+    init_noise: float = 0.1,
+    key=None,
+    warn: bool = True,
+) -> ConstraintResult:
+    """Fixed points under the hard Lipschitz constraint C_ab ‖ψ_a − ψ_b‖² ≤ 1 on
+    the support, for all problems (β, L) in one jitted call.
+
+    Each iteration applies the projected update with the current multipliers,
+    ψ ← Pᵀ(W) F(ψ), then one projected dual-ascent step
+    W_ab ← [W_ab + η √(π_a π_b) g_ab]₊ with g_ab = C_ab‖ψ_a − ψ_b‖² − 1 (W = Ω̃ ⊙ C,
+    η = ``dual_step``), until ψ moves less than ``tol`` and max g ≤ ``feas_tol``.
+    Its fixed points are KKT points of the constrained problem (complementary
+    slackness: W_ab > 0 only where g_ab = 0). A constant decoder is always
+    feasible, so the constraint set is never empty: a problem that is not
+    ``feasible`` simply ran out of ``max_steps`` (raise it, or lower ``dual_step``
+    if it oscillates).
+
+    Args:
+      x: (n, d); betas: scalar or (B,) β > 0; L: scalar or (B,) Lipschitz constant
+        > 0 (broadcast against betas).
+      tol: primal tolerance on ‖Δψ‖_F (default 1e-10 in float64, 1e-6 in float32).
+      feas_tol: tolerance on max_ab (C_ab ‖ψ_a − ψ_b‖² − 1).
+    """
+    _validate.check_data(x)
+    _validate.check_log_prior(grid.log_prior)
+    betas, Ls = _broadcast_problems(betas, L, "L")
+    if np.any(Ls <= 0):
+        raise ValueError(f"L must be > 0, got min {Ls.min()}")
+    _validate.check_positive("feas_tol", feas_tol)
+    _validate.check_positive("dual_step", dual_step)
+    if not (0.0 <= float(damping) < 1.0):
+        raise ValueError(f"damping must be in [0, 1), got {damping}")
+    if isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps}")
+    C1, mask = _geometry(grid, support, r, 1.0, weighting)
+    dtype = _working_dtype(np.asarray(x).dtype)
+    x = jnp.asarray(x, dtype)
+    B = betas.shape[0]
+    protocol = Protocol(damping=damping, tol=tol, max_steps=int(max_steps), init_noise=init_noise)
+    psi0 = _initial(x, grid, psi0, protocol, key, B, dtype)
+    tol_ = float(tol) if tol is not None else (1e-10 if dtype == jnp.float64 else 1e-6)
+    pi = np.exp(np.asarray(grid.log_prior, np.float64))
+    pi_pair = np.sqrt(pi[:, None] * pi[None, :])
+    psi, omega, steps, res, viol = _solve_constraint_batched(
+        x, jnp.asarray(betas, dtype), jnp.asarray(Ls, dtype), jnp.asarray(grid.log_prior, dtype),
+        jnp.asarray(C1, dtype), jnp.asarray(mask), jnp.asarray(pi_pair, dtype), psi0,
+        jnp.asarray(damping, dtype), jnp.asarray(tol_, dtype), jnp.asarray(feas_tol, dtype),
+        jnp.asarray(dual_step, dtype), max_steps=int(max_steps))
+    feasible = viol <= feas_tol
+    converged = feasible & (res < tol_) & jnp.all(jnp.isfinite(psi), axis=(1, 2))
+    result = ConstraintResult(beta=jnp.asarray(betas, dtype), L=jnp.asarray(Ls, dtype), psi=psi,
+                              omega=omega, steps=steps, converged=converged, feasible=feasible,
+                              max_violation=viol, residual=res, tol=tol_, feas_tol=float(feas_tol),
+                              support=support, r=float(r))
+    if warn:
+        result.warn_if_not_converged(stacklevel=2)
+    return result
