@@ -1,0 +1,223 @@
+"""The ``vaefp`` command line.
+
+    vaefp sweep                 β sweep on a built-in dataset or your points
+    vaefp figure {1,3,4}        the paper's figures
+    vaefp train-vae             the RealNVP-encoder VAE of Figure 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
+    return v
+
+
+def add_data_arguments(p: argparse.ArgumentParser, default: str = "three-clusters") -> None:
+    from vaefp_jax.datasets import DATASETS
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=default, choices=sorted(DATASETS),
+                   help=f"built-in dataset (default {default})")
+    g.add_argument("--data", metavar="PATH", help="your own points: .npy, .npz or .csv of shape (n, d)")
+    g.add_argument("--n", type=_positive_int, help="number of points of the built-in dataset")
+    g.add_argument("--seed", type=int, default=0, help="seed of the dataset and of the initial noise")
+
+
+def add_grid_arguments(p: argparse.ArgumentParser, k: int = 32) -> None:
+    g = p.add_argument_group("latent grid")
+    g.add_argument("--k", type=_positive_int, default=k, help=f"k×k tiles (default {k})")
+    g.add_argument("--prior", choices=["uniform", "gaussian"], default="uniform",
+                   help="uniform on [low, high]² (Appendix A) or N(0, I) tiles")
+    g.add_argument("--low", type=float, default=-0.5)
+    g.add_argument("--high", type=float, default=0.5)
+    g.add_argument("--limit", type=_positive_float, default=3.0, help="Gaussian grid: interior edges on ±limit")
+
+
+def add_solver_arguments(p: argparse.ArgumentParser, protocol: str = "paper") -> None:
+    g = p.add_argument_group("solver")
+    g.add_argument("--protocol", choices=["paper", "tight"], default=protocol,
+                   help="paper: Appendix A (α = 0.9 smoothing, tol 1e-3, 400 steps); tight: undamped, tol ~ precision")
+    g.add_argument("--damping", type=float, help="override: weight of the previous iterate, in [0, 1)")
+    g.add_argument("--tol", type=_positive_float, help="override: tolerance on ‖ψ^{t+1} − ψ^t‖_F")
+    g.add_argument("--max-steps", type=_positive_int, help="override: iteration cap")
+    g.add_argument("--float64", action="store_true", help="compute in float64 (JAX x64)")
+
+
+def load_data(args) -> np.ndarray:
+    from vaefp_jax import datasets, io
+
+    if args.data:
+        return io.load_points(args.data)
+    return datasets.load_builtin(args.dataset, n=args.n, seed=args.seed)
+
+
+def make_grid(args):
+    from vaefp_jax.grid import LatentGrid
+
+    if args.prior == "uniform":
+        return LatentGrid.uniform(args.k, low=args.low, high=args.high)
+    return LatentGrid.gaussian(args.k, limit=args.limit)
+
+
+def make_protocol(args):
+    import dataclasses
+
+    from vaefp_jax.solver import Protocol
+
+    base = Protocol.paper() if args.protocol == "paper" else Protocol.tight()
+    over = {k: v for k, v in dict(damping=args.damping, tol=args.tol, max_steps=args.max_steps).items()
+            if v is not None}
+    return dataclasses.replace(base, **over)
+
+
+def _sweep(args) -> int:
+    import jax
+
+    if args.float64:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from tqdm.auto import tqdm
+
+    from vaefp_jax.clusters import count_distinct, default_merge_tol
+    from vaefp_jax.fixed_point import _order_parameter
+    from vaefp_jax.solver import default_batch_size, initial_psi, solve
+
+    if args.beta_max <= args.beta_min:
+        raise ValueError(f"--beta-max ({args.beta_max}) must exceed --beta-min ({args.beta_min})")
+    x = load_data(args)
+    grid = make_grid(args)
+    protocol = make_protocol(args)
+    dtype = jnp.float64 if args.float64 else jnp.float32
+    betas = np.geomspace(args.beta_min, args.beta_max, args.num_betas)
+    xj = jnp.asarray(x, dtype)
+    psi0 = initial_psi(xj, grid, protocol.init_noise, jax.random.PRNGKey(args.seed))
+    chunk = args.batch_size or default_batch_size(len(betas))
+    u_fn = jax.jit(jax.vmap(_order_parameter, in_axes=(0, None, 0, None)))
+    parts = []
+    print(f"data: {x.shape[0]} points in {x.shape[1]}-D; grid: {grid.num_tiles} tiles ({grid.kind}); "
+          f"{len(betas)} β in [{args.beta_min:g}, {args.beta_max:g}]; protocol {args.protocol}; "
+          f"{np.dtype(dtype).name}", file=sys.stderr)
+    with tqdm(total=len(betas), desc="β sweep", unit="β", disable=args.quiet) as bar:
+        for lo in range(0, len(betas), chunk):
+            b = betas[lo:lo + chunk]
+            pad = np.concatenate([b, np.repeat(b[-1:], chunk - len(b))])  # one compiled shape
+            r = solve(xj, pad, grid, psi0=psi0, protocol=protocol, batch_size=chunk, warn=False)
+            u = u_fn(r.psi, xj, jnp.asarray(pad, dtype), jnp.asarray(grid.log_prior, dtype))
+            parts.append({k: np.asarray(v)[: len(b)] for k, v in
+                          dict(psi=r.psi, steps=r.steps, converged=r.converged, residual=r.residual, u=u).items()})
+            bar.update(len(b))
+    res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    tol = default_merge_tol(x)
+    res["distinct"] = count_distinct(res["psi"], tol)
+    os.makedirs(args.out, exist_ok=True)
+    csv_path = os.path.join(args.out, "sweep.csv")
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["beta", "u", "steps", "converged", "residual", "distinct_fixed_points"])
+        for j, beta in enumerate(betas):
+            w.writerow([f"{beta:.8g}", f"{res['u'][j]:.8g}", int(res["steps"][j]), bool(res["converged"][j]),
+                        f"{res['residual'][j]:.3g}", int(res["distinct"][j])])
+    npz_path = os.path.join(args.out, "sweep.npz")
+    np.savez_compressed(npz_path, beta=betas, x=x, z=grid.z, log_prior=grid.log_prior, merge_tol=tol, **res)
+    _print_table(betas, res, protocol.resolved_tol(dtype))
+    bad = int((~res["converged"]).sum())
+    if bad:
+        print(f"WARNING: {bad} of {len(betas)} β did not converge within {protocol.max_steps} steps "
+              f"(marked 'no' above)", file=sys.stderr)
+    print(f"wrote {csv_path} and {npz_path}")
+    return 0
+
+
+def _print_table(betas, res, tol) -> None:
+    print(f"{'beta':>11} {'u':>12} {'steps':>6} {'conv':>5} {'residual':>9} {'fixed pts':>9}")
+    for j, beta in enumerate(betas):
+        print(f"{beta:11.4e} {res['u'][j]:12.5e} {int(res['steps'][j]):6d} "
+              f"{'yes' if res['converged'][j] else 'no':>5} {res['residual'][j]:9.2e} {int(res['distinct'][j]):9d}")
+
+
+def _figure(args) -> int:
+    if args.number == "3":
+        from vaefp_jax.figures.figure3 import figure3_command
+
+        return figure3_command(args) or 0
+    if args.number == "4":
+        from vaefp_jax.figures.figure4 import figure4_command
+
+        return figure4_command(args) or 0
+    from vaefp_jax.vae.cli import figure1_command
+
+    return figure1_command(args) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vaefp", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sweep", help="solve the fixed-point equations over a range of β")
+    add_data_arguments(s)
+    add_grid_arguments(s)
+    add_solver_arguments(s)
+    s.add_argument("--beta-min", type=_positive_float, default=1e-4)
+    s.add_argument("--beta-max", type=_positive_float, default=1.0)
+    s.add_argument("--num-betas", type=_positive_int, default=64)
+    s.add_argument("--batch-size", type=_positive_int, help="β per jitted chunk (progress granularity)")
+    s.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_sweep)
+
+    f = sub.add_parser("figure", help="reproduce a figure of the paper")
+    f.add_argument("number", choices=["1", "3", "4"])
+    f.add_argument("--out", default="runs/figures", help="output folder")
+    f.add_argument("--small", action="store_true", help="a quick, coarse version")
+    f.add_argument("--checkpoint", help="figure 1: a trained VAE checkpoint to load instead of training")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=_figure)
+
+    try:
+        from vaefp_jax.vae.cli import register as register_vae
+    except ImportError:
+        register_vae = None
+    if register_vae is not None:
+        register_vae(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"vaefp: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
