@@ -72,28 +72,36 @@ def gmres_solve(tol: float = 1e-10, restart: int = 50, maxiter: int | None = Non
     return solve
 
 
-def implicit_fixed_point(F: Map, solve: Callable[[object], jax.Array], theta,
-                         linear_solve=dense_solve) -> jax.Array:
+def implicit_fixed_point(F: Map, solve: Callable[..., jax.Array], theta,
+                         linear_solve=dense_solve, *, psi_init=None) -> jax.Array:
     """ψ*(θ) = ``solve(θ)``, a fixed point of ``F(·, θ)``, differentiable in θ.
 
     Args:
       F: the map, ``F(psi, theta) -> psi`` (pure; θ a pytree of arrays).
-      solve: ``solve(theta) -> psi_star`` (any iteration; never differentiated).
+      solve: ``solve(theta) -> psi_star``, or ``solve(theta, psi_init)`` when
+        ``psi_init`` is given (any iteration; never differentiated).
       theta: pytree of the parameters to differentiate with respect to.
       linear_solve: :func:`dense_solve`, :func:`gmres_solve` (…) or a structured one.
+      psi_init: optional starting point handed to ``solve`` (for example an
+        already converged ψ*, with ``solve`` returning it or polishing it). It is
+        not differentiated: the fixed point does not depend on where the
+        iteration started (within a basin).
     """
-    return _implicit(F, solve, linear_solve, theta)
+    if psi_init is None:
+        return _implicit(F, lambda t, _: solve(t), linear_solve, theta, jnp.zeros(()))
+    return _implicit(F, solve, linear_solve, theta, psi_init)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _implicit(F, solve, linear_solve, theta):
-    return jax.lax.stop_gradient(solve(theta))
+def _implicit(F, solve, linear_solve, theta, psi_init):
+    return jax.lax.stop_gradient(solve(theta, psi_init))
 
 
 @_implicit.defjvp
 def _implicit_jvp(F, solve, linear_solve, primals, tangents):
-    (theta,), (dtheta,) = primals, tangents
-    psi = _implicit(F, solve, linear_solve, theta)
+    theta, psi_init = primals
+    dtheta, _ = tangents  # the start of the iteration does not move the fixed point
+    psi = _implicit(F, solve, linear_solve, theta, psi_init)
     # ∂F/∂θ · dθ at the fixed point.
     _, rhs = jax.jvp(lambda t: F(psi, t), (theta,), (dtheta,))
 

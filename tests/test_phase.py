@@ -1,0 +1,178 @@
+"""Differentiable phase detection: implicit derivatives, β_c, continuation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vaefp_jax as vf
+from vaefp_jax import phase, tile_jacobian
+from vaefp_jax.fixed_point import _step
+from vaefp_jax.implicit import dense_solve, jacobian_matrix
+from vaefp_jax.solver import iterate
+
+
+def _tight_fixed_point(x, beta, lp, psi0, tol=1e-14):
+    return iterate(lambda p: _step(p, x, beta, lp), psi0, 0.0, tol, 200_000, 0)[0]
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    with jax.enable_x64(True):
+        x = jnp.asarray(vf.datasets.three_clusters(24, seed=2))
+        grid = vf.LatentGrid.uniform(5)
+        lp = jnp.asarray(grid.log_prior)
+        psi0 = vf.initial_psi(x, grid, 0.1)
+        yield x, grid, lp, psi0
+
+
+def _u_fd(x, lp, psi_star, beta, h):
+    """u at β±h, 2h from tight solves warm-started on the same branch."""
+    vals = []
+    for b in (beta - 2 * h, beta - h, beta, beta + h, beta + 2 * h):
+        p = _tight_fixed_point(x, jnp.asarray(b), lp, psi_star)
+        vals.append(float(vf.order_parameter(p, x, b, lp)))
+    return np.array(vals)
+
+
+@pytest.mark.parametrize("beta", [3e-3, 0.03])
+def test_implicit_derivatives_match_finite_differences(clusters, beta, x64):
+    x, grid, lp, psi0 = clusters
+    psi_star = _tight_fixed_point(x, jnp.asarray(beta), lp, psi0)
+    u_fn = lambda b: phase.order_parameter_at_fixed_point(b, x, lp, psi_star)
+    du = float(jax.grad(u_fn)(jnp.asarray(beta)))
+    d2u = float(jax.jacfwd(jax.jacfwd(u_fn))(jnp.asarray(beta)))
+    # Richardson-extrapolated central differences: O(h⁴) truncation. With u
+    # accurate to ~1e-14 (tol 1e-14, ρ < 0.9 here) and h = 2 % of β, the
+    # rounding in u'' is ~1e-14/h² ~ 1e-7 relative; truncation ~h⁴ u⁽⁶⁾ is below.
+    h = 0.02 * beta
+    um2, um1, u0, up1, up2 = _u_fd(x, lp, psi_star, beta, h)
+    d1 = (8 * (up1 - um1) - (up2 - um2)) / (12 * h)
+    d2 = (16 * (up1 + um1) - (up2 + um2) - 30 * u0) / (12 * h * h)
+    assert du == pytest.approx(d1, rel=1e-4)
+    assert d2u == pytest.approx(d2, rel=1e-4)
+
+
+def test_three_ways_to_second_derivative_agree(clusters, x64):
+    x, grid, lp, psi0 = clusters
+    beta = jnp.asarray(0.01)
+    psi_star = _tight_fixed_point(x, beta, lp, psi0)
+    u_fn = lambda b: phase.order_parameter_at_fixed_point(b, x, lp, psi_star)
+    a = float(jax.jacfwd(jax.jacfwd(u_fn))(beta))
+    b = float(jax.grad(jax.grad(u_fn))(beta))
+    c = float(jax.hessian(u_fn)(beta))
+    assert a == pytest.approx(b, rel=1e-10) and a == pytest.approx(c, rel=1e-10)
+    for solver in ("dense", "gmres"):
+        u2 = lambda bb: phase.order_parameter_at_fixed_point(bb, x, lp, psi_star, solver)
+        assert float(jax.jacfwd(jax.jacfwd(u2))(beta)) == pytest.approx(a, rel=1e-7)
+
+
+def test_structured_jacobian_and_woodbury_against_dense(clusters, x64):
+    x, grid, lp, psi0 = clusters
+    beta = jnp.asarray(0.01)
+    theta = {"x": x, "beta": beta, "log_prior": lp}
+    for psi in (psi0, _tight_fixed_point(x, beta, lp, psi0)):
+        J = jacobian_matrix(phase.tile_map, psi, theta)
+        f = tile_jacobian.jacobian_factors(psi, x, beta, lp)
+        v = jax.random.normal(jax.random.PRNGKey(0), psi.shape, psi.dtype)
+        np.testing.assert_allclose(tile_jacobian.matvec(f, v).reshape(-1), J @ v.reshape(-1), atol=1e-12)
+        np.testing.assert_allclose(tile_jacobian.woodbury_solve(None, v, None, psi, theta),
+                                   dense_solve(None, v, phase.tile_map, psi, theta), rtol=1e-9, atol=1e-10)
+    rho = float(tile_jacobian.spectral_radius(psi, x, beta, lp, num_iter=2000))
+    assert rho == pytest.approx(np.max(np.abs(np.linalg.eigvals(np.asarray(J)))), rel=1e-3)
+
+
+def test_derivative_with_respect_to_data(clusters, x64):
+    x, grid, lp, psi0 = clusters
+    beta = jnp.asarray(0.02)
+    psi_star = _tight_fixed_point(x, beta, lp, psi0)
+    u_x = lambda xx: phase.order_parameter_at_fixed_point(beta, xx, lp, psi_star)
+    g = np.asarray(jax.grad(u_x)(x))
+    rng = np.random.default_rng(0)
+    h = 1e-5
+    for _ in range(3):
+        v = rng.normal(size=x.shape)
+        v /= np.linalg.norm(v)
+        up = float(vf.order_parameter(_tight_fixed_point(x + h * v, beta, lp, psi_star), x + h * v, beta, lp))
+        um = float(vf.order_parameter(_tight_fixed_point(x - h * v, beta, lp, psi_star), x - h * v, beta, lp))
+        # central difference: truncation h²·u''' ~ 1e-10, rounding 1e-14/h ~ 1e-9
+        assert np.sum(g * v) == pytest.approx((up - um) / (2 * h), rel=1e-5, abs=1e-8)
+
+
+@pytest.fixture(scope="module")
+def blob_sweep():
+    # The first split on cooling: follow the collapsed branch down in β
+    # (continuation), 64 β over [0.3, 3]·λ_max as in the issue.
+    with jax.enable_x64(True):
+        x = vf.datasets.gaussian_blob(200, seed=0)
+        lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
+        grid = vf.LatentGrid.uniform(6)
+        betas = np.geomspace(0.3, 3.0, 64) * lam
+        res = phase.sweep(x, betas, grid, protocol=vf.Protocol(damping=0.0, tol=1e-10, max_steps=20_000),
+                          spectral_iters=200, continuation="cooling", warn=False)
+        yield x, lam, grid, res
+
+
+def test_gaussian_blob_first_transition_at_lambda_max(blob_sweep, x64):
+    x, lam, grid, res = blob_sweep
+    peaks = phase.critical_betas(res, top_k=3)
+    # the detector must not miss it: one of the top-3 peaks brackets λ_max
+    order = np.argsort(res.beta)
+    near = [p for p in peaks if abs(np.log(p.beta / lam)) < 2 * np.log(res.beta[order][1] / res.beta[order][0])]
+    assert near, f"no top-3 peak near λ_max: {[(p.beta / lam, p.height) for p in peaks]}"
+    p = near[0]
+    assert p.fixed_points_above == 1 and p.fixed_points_below >= 2
+    beta_c = phase.refine_critical_beta(res, p, x, grid)
+    assert beta_c == pytest.approx(lam, rel=0.01)
+
+
+def test_spectral_radius_at_collapsed_solution(blob_sweep):
+    x, lam, grid, res = blob_sweep
+    collapsed = res.beta > 1.5 * lam
+    assert np.all(res.distinct[collapsed] == 1)
+    np.testing.assert_allclose(res.spectral_radius[collapsed], lam / res.beta[collapsed], rtol=1e-3)
+    # and u = tr(Cov) with u' = u'' = 0 there
+    np.testing.assert_allclose(res.u[collapsed], np.trace(np.cov(x.T, bias=True)), rtol=1e-9)
+    assert np.max(np.abs(res.du[collapsed])) < 1e-8
+
+
+def test_continuation_follows_one_branch(clusters, x64):
+    x, grid, lp, psi0 = clusters
+    betas = np.geomspace(1e-3, 0.3, 12)
+    cool = phase.sweep(x, betas, grid, continuation="cooling", spectral_iters=0)
+    assert np.all(cool.converged)
+    # cooling from the collapsed state only ever splits: #fixed points never
+    # grows with β along the followed branch
+    order = np.argsort(cool.beta)
+    assert np.all(np.diff(cool.distinct[order]) <= 0)
+    assert cool.distinct[order][-1] == 1
+    for j, b in enumerate(betas):  # each is a fixed point
+        r = np.linalg.norm(np.asarray(_step(jnp.asarray(cool.psi[j]), x, b, lp)) - cool.psi[j])
+        assert r < 1e-8
+    indep = phase.sweep(x, betas, grid, spectral_iters=0)
+    np.testing.assert_allclose(cool.u[-1], indep.u[-1], rtol=1e-8)  # same collapsed state at the top
+    with pytest.raises(ValueError, match="continuation"):
+        phase.sweep(x, betas, grid, continuation="sideways")
+
+
+def test_critical_betas_on_a_constructed_curve():
+    beta = np.linspace(1, 10, 19)
+    d2u = np.zeros_like(beta)
+    d2u[[4, 10, 15]] = [3.0, -7.0, 1.0]
+    u = np.zeros_like(beta)
+    u[15:] = 0.1  # a jump between β[14] and β[15]: D²u = 0.1/0.25 = 0.4 at 14 and 15
+    res = phase.SweepResult(beta=beta, u=u, du=np.zeros_like(beta), d2u=d2u,
+                            psi=np.zeros((19, 1, 2)), steps=np.ones(19, int), converged=np.ones(19, bool),
+                            residual=np.zeros(19), spectral_radius=np.zeros(19),
+                            distinct=np.arange(19)[::-1], trajectory=None, merge_tol=0.1)
+    peaks = phase.critical_betas(res, top_k=2)
+    assert [p.index for p in peaks] == [10, 4]
+    assert peaks[0].height == 7.0 and peaks[0].fixed_points_below == 9 and peaks[0].fixed_points_above == 7
+    assert not peaks[0].jump
+    third = phase.critical_betas(res, top_k=3)[2]
+    assert third.index == 15 and third.height == pytest.approx(1.0)  # |u''| = 1 beats D²u = 0.4
+    res.d2u[15] = 0.0
+    jump = phase.critical_betas(res, top_k=3)[2]
+    assert jump.jump and jump.height == pytest.approx(0.4) and jump.index in (14, 15)
+    with pytest.raises(ValueError):
+        phase.critical_betas(res, top_k=0)
