@@ -37,7 +37,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.special import logsumexp
 
 __all__ = ["TilingMetrics", "tiling_metrics", "evaluate_tiling", "log_q_matrix", "standard_normal_logpdf"]
 
@@ -105,6 +104,12 @@ def standard_normal_logpdf(z: np.ndarray) -> np.ndarray:
     return -0.5 * np.sum(z**2, axis=-1) - 0.5 * z.shape[-1] * math.log(2.0 * math.pi)
 
 
+def _logsumexp_rows(L: np.ndarray) -> np.ndarray:
+    """log Σ_j exp L[s, j]: (m, n) → (m,), exact for rows with −inf entries (not all −inf)."""
+    top = np.max(L, axis=1, keepdims=True)
+    return top[:, 0] + np.log(np.sum(np.exp(L - top), axis=1))
+
+
 def log_q_matrix(log_q: LogQ, z: np.ndarray, x: np.ndarray, chunk: int = 16384) -> np.ndarray:
     """L[s, i] = log q(z_s | x_i): z (m, d_z), x (n, D) → float64 (m, n).
 
@@ -168,7 +173,7 @@ def tiling_metrics(log_q: LogQ, sample: Sampler, x: np.ndarray, key: jax.Array, 
     if not np.all(np.isfinite(own_lq)):
         raise ValueError("log q(z|x_i) is not finite at some of q(·|x_i)'s own samples")
     log_prior = standard_normal_logpdf(z_post.astype(np.float64))
-    log_mix = logsumexp(L, axis=1) - math.log(n)       # log q̄(z)
+    log_mix = _logsumexp_rows(L) - math.log(n)       # log q̄(z)
     hit = np.argmax(L, axis=1) == own
     kl_s, mi_s, mkl_s = own_lq - log_prior, own_lq - log_mix, log_mix - log_prior
     root = math.sqrt(L.shape[0])

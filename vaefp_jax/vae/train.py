@@ -3,8 +3,8 @@
 Speed: the model is split once with ``nnx.split`` and the step is a pure
 function of (params, opt_state, step) compiled with ``jax.jit``; ``nnx.merge``
 happens only inside the traced function (free at run time). Decorating the
-step with ``nnx.jit`` instead re-walks the module graph on every call (≈10×
-slower on 2 CPU cores for this model).
+step with ``nnx.jit`` instead re-walks the module graph on every call: a trial
+on 2 CPU cores measured 335 ms/step that way against 27 ms/step like this.
 
 Determinism: parameters come from ``config.seed``; the Monte Carlo noise of
 step t is ``fold_in(key(seed + 1), t)``, so training to N, checkpointing and
@@ -14,6 +14,7 @@ depends only on ``config.steps``).
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import warnings
 from typing import Callable
@@ -55,6 +56,12 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         return optax.apply_updates(params, updates), opt_state, terms
 
     return jax.jit(step_fn, donate_argnums=(0, 1))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_train_step(graphdef: nnx.GraphDef, config: VAEConfig) -> TrainStep:
+    """One compiled step per (model structure, config): repeated or resumed runs skip recompiling."""
+    return make_train_step(graphdef, make_optimizer(config), config)
 
 
 def _check_exemplars(exemplars: Exemplars) -> None:
@@ -128,7 +135,7 @@ def train_vae(config: VAEConfig | None = None, exemplars: Exemplars | None = Non
         raise ValueError(f"the checkpoint in {out} is at step {start}, past stop_at={end}")
 
     x = jnp.asarray(exemplars.images, jnp.float32)
-    train_step = make_train_step(graphdef, optimizer, config)
+    train_step = _cached_train_step(graphdef, config)
     mngr = ckpt.checkpoint_manager(out) if out is not None else None
     try:
         with tqdm(total=end, initial=start, disable=not progress, desc="train-vae", dynamic_ncols=True) as bar:
