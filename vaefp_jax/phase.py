@@ -249,36 +249,49 @@ class CriticalPoint:
     fixed_points_above: int
 
 
-def curvature(result: SweepResult) -> tuple[np.ndarray, np.ndarray]:
-    """(|u''| pointwise, |D²u| from finite differences of the sweep), sorted by β.
+def curvature(result: SweepResult, variable: str = "beta") -> tuple[np.ndarray, np.ndarray]:
+    """(pointwise, finite-difference) curvature of u, sorted by β.
 
-    The implicit u'' is exact at each β but blind to what happens *between*
-    sweep points: where u jumps from one branch to another (a discontinuous
-    transition, or a branch ending), every pointwise derivative stays finite.
-    The three-point second difference of u on the (non-uniform) β grid sees
-    such a jump as a spike of height ~|Δu|/Δβ². End points get 0.
+    ``variable="beta"``: |∂²u/∂β²| (the paper's measure) and |D²u| on the β grid.
+    ``variable="log_beta"``: |∂²u/∂(ln β)²| = |β² u'' + β u'| and |D²u| on the ln β
+    grid — scale-free, so transitions decades apart compare fairly on a
+    log-spaced sweep (|∂²u/∂β²| grows like 1/β² towards small β).
+
+    The implicit derivative is exact at each β but blind to what happens
+    *between* sweep points: where u jumps from one branch to another (a
+    discontinuous transition, or a branch ending) every pointwise derivative
+    stays finite. The three-point second difference of u on the (non-uniform)
+    grid sees such a jump as a spike of height ~|Δu|/Δ². End points get 0.
     """
+    if variable not in ("beta", "log_beta"):
+        raise ValueError(f"variable must be 'beta' or 'log_beta', got {variable!r}")
     order = np.argsort(result.beta)
     b, u = result.beta[order], result.u[order]
+    t = b if variable == "beta" else np.log(b)
     fd = np.zeros_like(u)
-    h1, h2 = b[1:-1] - b[:-2], b[2:] - b[1:-1]
+    h1, h2 = t[1:-1] - t[:-2], t[2:] - t[1:-1]
     fd[1:-1] = 2 * ((u[2:] - u[1:-1]) / h2 - (u[1:-1] - u[:-2]) / h1) / (h1 + h2)
-    return np.abs(result.d2u[order]), np.abs(fd)
+    d2 = result.d2u[order]
+    if variable == "log_beta":
+        d2 = b * b * d2 + b * result.du[order]
+    return np.abs(d2), np.abs(fd)
 
 
-def critical_betas(result: SweepResult, top_k: int = 3) -> list[CriticalPoint]:
+def critical_betas(result: SweepResult, top_k: int = 3, variable: str = "beta") -> list[CriticalPoint]:
     """The β at the local maxima of the curvature of u(β), tallest first (Figure 3).
 
-    The curvature at each sweep point is max(|u''|, |D²u|) (see :func:`curvature`):
-    the implicit second derivative where u is smooth, the finite-difference one
-    where u jumps between sweep points. A local maximum is an interior point ≥
-    both neighbours (and > one of them); only converged points count.
+    The curvature at each sweep point is max(pointwise, finite-difference) of
+    :func:`curvature` in ``variable`` ("beta": |∂²u/∂β²| as in the paper;
+    "log_beta" for sweeps over decades): the implicit second derivative where u
+    is smooth, the finite-difference one where u jumps between sweep points. A
+    local maximum is an interior point ≥ both neighbours (and > one of them);
+    only converged points with converged neighbours count.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be ≥ 1, got {top_k}")
     order = np.argsort(result.beta)
     b = result.beta[order]
-    pointwise, fd = curvature(result)
+    pointwise, fd = curvature(result, variable)
     h = np.maximum(pointwise, fd)
     ok = result.converged[order] & np.isfinite(h)
     ok[1:-1] &= ok[:-2] & ok[2:]  # the finite difference needs both neighbours
