@@ -68,3 +68,11 @@ def test_bad_checkpoint_path(tmp_path):
 def test_rejects_bad_numbers():
     with pytest.raises(SystemExit):
         _parser().parse_args(["train-vae", "--sigma", "-1"])
+
+
+def test_config_file_with_unknown_field(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"not_a_field": 1}))
+    args = _parser().parse_args(["train-vae", "--out", str(tmp_path), "--config", str(bad), "--quiet"])
+    with pytest.raises(ValueError, match="unknown"):
+        args.func(args)

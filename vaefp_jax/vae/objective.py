@@ -12,7 +12,7 @@ the ELBO of a Gaussian VAE is then unbounded, Mattei & Frellsen 2018), the
 problem becomes ill-posed and the tiling does not form. With σ fixed, the
 reconstruction term separates exemplars at the scale 2βσ²: pairs of images with
 ‖x_i − x_j‖² ≫ 2βσ² get their own tiles. On MNIST pixels in [0, 1], σ = 1 works
-(nearest-neighbour squared distances between the 40 exemplars are ~20–100). If
+(nearest-neighbour squared distances between the 40 exemplars: 9.5 to 93). If
 βσ² exceeds the top eigenvalue of the data covariance (≈ 6.2 for the packaged
 40 images), the posterior collapses onto the prior (the paper's first phase
 transition) and there is no tiling at all.
