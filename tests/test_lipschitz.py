@@ -1,0 +1,353 @@
+"""Lipschitz constraints (Appendix B, Proposition 6): geometry, the corrected
+projection P, strength mode, constraint mode and implicit derivatives."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, optimize, stats
+
+from vaefp_jax import datasets, lipschitz as lp
+from vaefp_jax.fixed_point import _order_parameter, step
+from vaefp_jax.grid import LatentGrid
+from vaefp_jax.solver import Protocol, solve
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def test_tile_kernel_matches_quadrature():
+    """K_ab = ∫∫ φ_a φ_b ‖z − z'‖² by 4-D adaptive quadrature."""
+    grid = LatentGrid.uniform(3, -0.5, 1.0)
+    K = lp.tile_kernel(grid)
+    for a, b in [(0, 0), (1, 8), (4, 6)]:
+        lo_a, hi_a, lo_b, hi_b = grid.lower[a], grid.upper[a], grid.lower[b], grid.upper[b]
+        f = lambda z1, z2, w1, w2: (z1 - w1) ** 2 + (z2 - w2) ** 2
+        ranges = [(lo_a[0], hi_a[0]), (lo_a[1], hi_a[1]), (lo_b[0], hi_b[0]), (lo_b[1], hi_b[1])]
+        ref, _ = integrate.nquad(f, ranges, opts={"limit": 5})
+        assert K[a, b] == pytest.approx(ref, rel=1e-10)
+    assert np.allclose(K, K.T)
+
+
+def test_uniform_coefficients_closed_form():
+    """On the unit square, C_ab = 1 / (L² (‖z_a − z_b‖² + w²/3))."""
+    grid = LatentGrid.uniform(5)
+    L = 0.7
+    C = lp.lipschitz_coefficients(grid, L)
+    d2 = ((grid.z[:, None] - grid.z[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(C, 1.0 / (L**2 * (d2 + grid.width**2 / 3)), rtol=1e-12)
+    # the "prior" weighting coincides for a uniform prior on the unit square
+    np.testing.assert_allclose(lp.lipschitz_coefficients(grid, L, "prior"), C, rtol=1e-12)
+
+
+def test_gaussian_grid_prior_weighted_kernel():
+    """The Lebesgue kernel diverges on the Normal grid's tail tiles (clear error);
+    the prior-weighted one matches Monte Carlo with truncated Normals."""
+    grid = LatentGrid.gaussian(3, limit=1.5)
+    with pytest.raises(ValueError, match="diverges"):
+        lp.tile_kernel(grid, "lebesgue")
+    Kp = lp.tile_kernel(grid)  # default: prior weighting
+    assert np.all(np.isfinite(Kp))
+    rng = np.random.default_rng(0)
+
+    def sample(a, m):
+        lo, hi = grid.lower[a], grid.upper[a]
+        return np.stack([stats.truncnorm.rvs(lo[k], hi[k], size=m, random_state=rng) for k in range(2)], 1)
+
+    pi = grid.prior
+    for a, b in [(0, 8), (0, 0), (4, 5)]:
+        za, zb = sample(a, 400_000), sample(b, 400_000)
+        mc = ((za - zb) ** 2).sum(1).mean() * pi[a] * pi[b]
+        assert Kp[a, b] == pytest.approx(mc, rel=1e-2)
+
+
+def test_support_masks():
+    grid = LatentGrid.uniform(6)
+    loc = lp.support_mask(grid, "local", r=0.2)
+    glob = lp.support_mask(grid, "global")
+    d = np.sqrt(((grid.z[:, None] - grid.z[None]) ** 2).sum(-1))
+    assert not loc.diagonal().any() and not glob.diagonal().any()
+    assert (loc == loc.T).all()
+    np.testing.assert_array_equal(loc, (d < 0.2) & (d > 0))
+    assert glob.sum() == 36 * 35
+    with pytest.raises(ValueError, match="support"):
+        lp.support_mask(grid, "nearby")
+
+
+# ---------------------------------------------------------------- the projection P
+
+
+def _np_q(psi, x, beta, log_prior):
+    """q_ia = m_ia π_a, eq. (14), NumPy float64."""
+    a = -((x[:, None] - psi[None]) ** 2).sum(-1) / (2 * beta) + log_prior[None]
+    a = a - a.max(1, keepdims=True)
+    q = np.exp(a)
+    return q / q.sum(1, keepdims=True)
+
+
+def _lagrangian(psi, q, x, W):
+    """Eq. (18) with σ = 1 and the constraint term of eq. (5) (ordered pairs)."""
+    n = x.shape[0]
+    data = (q * ((x[:, None] - psi[None]) ** 2).sum(-1)).sum() / (2 * n)
+    pen = 0.5 * (W * ((psi[:, None] - psi[None]) ** 2).sum(-1)).sum()
+    return data + pen
+
+
+def _small_problem(seed=0, k=3, n=7):
+    rng = np.random.default_rng(seed)
+    grid = LatentGrid.uniform(k)
+    K = grid.num_tiles
+    x = rng.uniform(-0.5, 0.5, (n, 2))
+    psi = rng.uniform(-0.5, 0.5, (K, 2))
+    C = lp.lipschitz_coefficients(grid, 1.0)
+    mask = lp.support_mask(grid, "local", 0.5)
+    w0 = lp.strength_scale(grid, mask, C)
+    om = rng.uniform(0, 2, (K, K)) * w0
+    omega = np.where(mask, om + om.T, 0.0)  # symmetric, ≥ 0, on the support
+    return grid, x, psi, C, omega
+
+
+def test_projection_matches_direct_minimisation(x64):
+    grid, x, psi, C, omega = _small_problem()
+    beta = 0.03
+    out = np.asarray(lp.lipschitz_step(psi, x, beta, grid.log_prior, omega, C))
+    q = _np_q(psi, x, beta, grid.log_prior)
+    W = omega * C
+    n, K = x.shape[0], grid.num_tiles
+    # (a) the normal equations of the least-squares form of eq. (18), built
+    # row by row (no Laplacian algebra): rows √(q_ia/2n)(ψ_a − x_i) and √(W_ab/2)(ψ_a − ψ_b).
+    rows, rhs = [], []
+    for i in range(n):
+        for a in range(K):
+            r = np.zeros(K)
+            r[a] = np.sqrt(q[i, a] / (2 * n))
+            rows.append(r)
+            rhs.append(np.sqrt(q[i, a] / (2 * n)) * x[i])
+    for a in range(K):
+        for b in range(K):
+            if W[a, b] > 0:
+                r = np.zeros(K)
+                r[a], r[b] = np.sqrt(W[a, b] / 2), -np.sqrt(W[a, b] / 2)
+                rows.append(r)
+                rhs.append(np.zeros(2))
+    ref_ls = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
+    np.testing.assert_allclose(out, ref_ls, atol=1e-9)
+    # (b) direct numerical minimisation of eq. (18).
+    f = lambda v: _lagrangian(v.reshape(K, 2), q, x, W)
+    res = optimize.minimize(f, psi.reshape(-1), method="BFGS", options={"gtol": 1e-13, "maxiter": 10_000})
+    assert np.abs(res.x.reshape(K, 2) - out).max() <= 1e-6
+    assert f(out.reshape(-1)) <= res.fun + 1e-15
+    # The constraint acts: the result differs from the unconstrained F.
+    assert np.abs(out - np.asarray(step(psi, x, beta, grid.log_prior))).max() > 1e-2
+
+
+def test_projection_operator_properties_and_printed_sign(x64):
+    grid, x, psi, C, omega = _small_problem(seed=1)
+    beta = 0.03
+    q = _np_q(psi, x, beta, grid.log_prior)
+    s_bar = q.mean(0)
+    W = omega * C
+    P = np.asarray(lp.projection_operator(jnp.asarray(s_bar), jnp.asarray(W)))
+    F = np.asarray(step(psi, x, beta, grid.log_prior))
+    np.testing.assert_allclose(P.T @ F, np.asarray(lp.lipschitz_step(psi, x, beta, grid.log_prior, omega, C)),
+                               atol=1e-12)
+    assert P.min() >= -1e-14                    # non-negative …
+    np.testing.assert_allclose(P.sum(0), 1.0, atol=1e-12)  # … columns sum to one: smoothing
+    # The printed P of Appendix C.6 (minus sign, n σ² / (1ᵀm ⊙ π) on the left) is not the minimiser.
+    n = x.shape[0]
+    lap = np.diag(W.sum(1)) - W
+    P_printed = np.linalg.inv(np.eye(len(s_bar)) - np.diag(1.0 / s_bar) @ lap)
+    f = lambda p: _lagrangian(p, q, x, W)
+    assert f(P_printed.T @ F) > f(P.T @ F) + 1e-6
+    # The n of the printed P belongs to the eq. (5) scaling: with eq. (16)'s 1/(2n) the
+    # minimiser is ours with Ω̃ → Ω̃/n.
+    q16 = lambda p: _lagrangian(p, q, x, W / n)
+    r16 = optimize.minimize(lambda v: q16(v.reshape(-1, 2)), F.reshape(-1), method="BFGS",
+                            options={"gtol": 1e-13}).x.reshape(-1, 2)
+    P16 = np.asarray(lp.projection_operator(jnp.asarray(s_bar), jnp.asarray(W / n)))
+    assert np.abs(P16.T @ F - r16).max() <= 1e-6
+
+
+# ---------------------------------------------------------------- strength mode
+
+
+def test_strength_zero_is_the_unconstrained_solver_exactly():
+    x = datasets.mixture_of_lines(30).astype(np.float32)
+    grid = LatentGrid.uniform(6)
+    betas = np.array([3e-4, 3e-3, 3e-2])
+    a = solve(x, betas, grid, warn=False, record_every=5)
+    b = lp.solve_lipschitz(x, betas, grid, 0.0, warn=False, record_every=5)
+    np.testing.assert_array_equal(np.asarray(a.psi), np.asarray(b.psi))
+    np.testing.assert_array_equal(np.asarray(a.steps), np.asarray(b.steps))
+    # The recorded copies may differ in the last bit: XLA can recompute the recorded
+    # iterate in a different fusion of each compiled loop (the carried ψ is exact).
+    np.testing.assert_allclose(np.asarray(a.trajectory), np.asarray(b.trajectory), rtol=0, atol=1e-6)
+    psi = np.asarray(a.psi[1])
+    zero = np.zeros((grid.num_tiles,) * 2, np.float32)
+    C = lp.lipschitz_coefficients(grid).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(lp.lipschitz_step(psi, x, np.float32(1e-3), grid.log_prior.astype(np.float32), zero, C)),
+                                  np.asarray(step(psi, x, np.float32(1e-3), grid.log_prior.astype(np.float32))))
+
+
+def _neighbour_spread(psi, grid):
+    """Mean ‖ψ_a − ψ_b‖ over the 4-neighbour pairs of the grid."""
+    nb = lp.support_mask(grid, "local", 1.01 * grid.width)
+    d = np.sqrt(((psi[:, None] - psi[None]) ** 2).sum(-1))
+    return d[nb].mean()
+
+
+@pytest.mark.parametrize("dataset", ["lines", "circles"])
+@pytest.mark.parametrize("support, r", [("local", 0.2), ("global", 1.0)])
+def test_smoother_as_strength_grows(dataset, support, r, x64):
+    """Mean neighbour spread decreases along a ladder of strengths from 0.1 ω₀ up,
+    and the strongest constraint is much smoother than none. (Below ~0.1 ω₀ a
+    *global* constraint first increases the spread: the hole tiles, which without
+    constraint copy their nearest data point, get interpolated between distant
+    data — measured in docs/lipschitz.md.)"""
+    x = {"lines": datasets.mixture_of_lines, "circles": datasets.mixture_of_circles}[dataset](60)
+    grid = LatentGrid.uniform(10)
+    C = lp.lipschitz_coefficients(grid)
+    w0 = lp.strength_scale(grid, lp.support_mask(grid, support, r), C)
+    rel = np.array([0.0, 0.1, 0.3, 1.0, 3.0, 10.0])
+    res = lp.solve_lipschitz(x, 1e-3, grid, rel * w0, support=support, r=r, psi0=grid.z,
+                             protocol=Protocol(damping=0.0, tol=1e-8, max_steps=4000))
+    assert np.asarray(res.converged).all()
+    spread = [_neighbour_spread(np.asarray(p), grid) for p in res.psi]
+    assert np.all(np.diff(spread[1:]) < 0), spread
+    assert spread[-1] < 0.6 * spread[0], spread
+
+
+def test_implicit_derivative_in_beta(x64):
+    """d u / dβ through implicit_fixed_point against central finite differences."""
+    rng = np.random.default_rng(3)
+    grid = LatentGrid.uniform(4)
+    x = jnp.asarray(rng.uniform(-0.5, 0.5, (6, 2)))
+    C = jnp.asarray(lp.lipschitz_coefficients(grid))
+    mask = lp.support_mask(grid, "local", 0.3)
+    omega = jnp.asarray(np.where(mask, 0.5 * lp.strength_scale(grid, mask, np.asarray(C)), 0.0))
+    lpr = jnp.asarray(grid.log_prior)
+    beta0 = 0.02
+    # A converged fixed point to start every solve from (the same branch).
+    psi_star = lp.lipschitz_fixed_point(x, beta0, lpr, omega, C, jnp.asarray(grid.z))
+
+    @jax.jit
+    def u(beta):
+        psi = lp.lipschitz_fixed_point(x, beta, lpr, omega, C, psi_star)
+        return _order_parameter(psi, x, beta, lpr)
+
+    du = float(jax.jit(jax.grad(u))(beta0))
+    h = 1e-5 * beta0
+    fd = (float(u(beta0 + h)) - float(u(beta0 - h))) / (2 * h)
+    assert du == pytest.approx(fd, rel=1e-4)
+    # the constraint matters here: it changes the fixed point
+    F = lambda p: step(p, x, beta0, lpr)
+    assert np.abs(np.asarray(F(psi_star)) - np.asarray(psi_star)).max() > 1e-3
+    # and derivatives in Ω̃ (a scalar strength) also match
+    @jax.jit
+    def u_s(s):
+        psi = lp.lipschitz_fixed_point(x, beta0, lpr, s * omega, C, psi_star)
+        return _order_parameter(psi, x, beta0, lpr)
+
+    ds = float(jax.jit(jax.grad(u_s))(1.0))
+    fds = (float(u_s(1.0 + 1e-5)) - float(u_s(1.0 - 1e-5))) / 2e-5
+    assert ds == pytest.approx(fds, rel=1e-4)
+
+
+# ---------------------------------------------------------------- constraint mode
+
+
+@pytest.fixture(scope="module")
+def constrained():
+    with jax.enable_x64(True):
+        x = datasets.mixture_of_lines(20)
+        grid = LatentGrid.uniform(6)
+        Ls = np.array([100.0, 2.0, 1.0, 0.5, 0.25])
+        res = lp.solve_lipschitz_constraint(x, 1e-3, grid, Ls, support="local", r=0.3, psi0=grid.z,
+                                            tol=1e-9)
+        free = solve(x, [1e-3], grid, psi0=grid.z, protocol=Protocol(damping=0.0, tol=1e-11, max_steps=5000))
+        return dict(x=x, grid=grid, Ls=Ls, res=jax.tree.map(np.asarray, res), free=np.asarray(free.psi[0]))
+
+
+def test_constraint_mode_satisfies_the_bound(constrained):
+    res, grid, Ls = constrained["res"], constrained["grid"], constrained["Ls"]
+    assert res.converged.all() and res.feasible.all()
+    mask = lp.support_mask(grid, "local", 0.3)
+    for j, L in enumerate(Ls):
+        C = lp.lipschitz_coefficients(grid, L)
+        psi = res.psi[j]
+        g = C * ((psi[:, None] - psi[None]) ** 2).sum(-1)
+        assert g[mask].max() <= 1.0 + 1e-12
+        assert res.max_violation[j] == pytest.approx(g[mask].max() - 1.0, abs=1e-12)
+        assert (res.omega[j] >= 0).all() and (res.omega[j][~mask] == 0).all()
+
+
+def test_constraint_mode_large_L_is_unconstrained(constrained):
+    res = constrained["res"]
+    np.testing.assert_allclose(res.psi[0], constrained["free"], atol=1e-7)
+    assert (res.omega[0] == 0).all()
+
+
+def test_constraint_mode_flatter_as_L_decreases(constrained):
+    res, grid = constrained["res"], constrained["grid"]
+    mask = lp.support_mask(grid, "local", 0.3)
+    dz = np.sqrt(((grid.z[:, None] - grid.z[None]) ** 2).sum(-1))
+    ratios = []
+    for psi in res.psi:
+        dpsi = np.sqrt(((psi[:, None] - psi[None]) ** 2).sum(-1))
+        ratios.append((dpsi[mask] / dz[mask]).max())
+    assert np.all(np.diff(ratios) < 0), ratios
+    # the bound is active: the smallest L saturates it
+    assert ratios[-1] > 0.9 * constrained["Ls"][-1]
+
+
+def test_constraint_mode_kkt(constrained, x64):
+    """ψ = Pᵀ(Ω̃ ⊙ C) F(ψ) with the returned multipliers (Prop. 6 stationarity),
+    and complementary slackness Ω̃_ab (1 − C_ab‖ψ_a − ψ_b‖²) ≈ 0."""
+    res, grid, x = constrained["res"], constrained["grid"], constrained["x"]
+    mask = lp.support_mask(grid, "local", 0.3)
+    for j in (2, 3, 4):
+        C = lp.lipschitz_coefficients(grid, constrained["Ls"][j])
+        psi = res.psi[j]
+        nxt = np.asarray(lp.lipschitz_step(psi, x, 1e-3, grid.log_prior, res.omega[j], C))
+        assert np.abs(nxt - psi).max() < 1e-6
+        g = C * ((psi[:, None] - psi[None]) ** 2).sum(-1) - 1
+        # Ω̃_ab (−h_ab) = μ, the barrier floor (1e-9 × the data variance)
+        slack = np.abs(res.omega[j] * g)[mask].max()
+        var = ((x - x.mean(0)) ** 2).sum(1).mean()
+        assert slack <= 1e-9 * var * (1 + 1e-6)
+        assert res.omega[j].max() > 0
+
+
+# ---------------------------------------------------------------- validation
+
+
+def test_public_boundary_errors():
+    grid = LatentGrid.uniform(4)
+    x = datasets.mixture_of_lines(12)
+    with pytest.raises(ValueError, match="strength"):
+        lp.solve_lipschitz(x, 1e-3, grid, -1.0)
+    with pytest.raises(ValueError, match="beta"):
+        lp.solve_lipschitz(x, [0.0, 1e-3], grid, 1.0)
+    with pytest.raises(ValueError, match="L must be"):
+        lp.solve_lipschitz_constraint(x, 1e-3, grid, 0.0)
+    with pytest.raises(ValueError, match="L must be"):
+        lp.lipschitz_coefficients(grid, -1.0)
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        lp.solve_lipschitz(bad, 1e-3, grid, 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        lp.solve_lipschitz(x, 1e-3, grid, np.nan)
+    with pytest.raises(ValueError, match="broadcast"):
+        lp.solve_lipschitz(x, [1e-3, 1e-2], grid, [1.0, 2.0, 3.0])
+    K = grid.num_tiles
+    C = lp.lipschitz_coefficients(grid)
+    psi = grid.z
+    with pytest.raises(ValueError, match="omega"):
+        lp.lipschitz_step(psi, x, 1e-3, grid.log_prior, -np.ones((K, K)), C)
+    with pytest.raises(ValueError, match="omega"):
+        lp.lipschitz_step(psi, x, 1e-3, grid.log_prior, np.ones((K, K + 1)), C)
+    with pytest.raises(ValueError, match="empty"):
+        lp.solve_lipschitz_constraint(x, 1e-3, grid, 1.0, support="local", r=0.01)
+    with pytest.raises(ValueError, match="r must be"):
+        lp.support_mask(grid, "local", r=0.0)
