@@ -14,14 +14,17 @@ the free energy f(ψ) = −(β/n) Σ_i log c_i(ψ),
 so I − ∂F/∂ψ = diag(n/s) ∇²f at a fixed point: stable fixed points (ρ < 1) are
 the local minima of f, unstable ones its saddles. The solver here:
 
-1. ``warmup`` plain steps (the fast modes contract);
+1. ``warmup`` plain steps (the fast modes contract), with Aitken-type
+   extrapolation of the slowest mode once its rate has settled;
 2. safeguarded Newton: ψ ← ψ + (I − J)⁻¹ (F(ψ) − ψ) with the exact structured
    Jacobian (Woodbury, :mod:`vaefp_jax.tile_jacobian`), accepted only when it
    lowers the fixed-point residual, else a plain step;
 3. a stability check: ρ(J) and its leading eigenvector v by power iteration.
    At a saddle (ρ > 1) we descend: a line search of f along ±v (step sizes
    halving from the data's spread) moves into the basin of the lower minimum,
-   and we go back to 2. Up to ``rounds`` escapes.
+   and we go back to 2. Up to ``rounds`` escapes;
+4. a β still not certified falls back to (extrapolated) plain iteration, which
+   converges only to stable points, and is checked again.
 
 A β whose answer is not certified stable (ρ < 1) or whose residual is above
 ``tol`` is reported as not converged. Map evaluations are counted: one per
@@ -108,6 +111,39 @@ def _newton_phase(psi, x, beta, lp, tol, max_newton):
     return psi, res, evals, acc
 
 
+def _extrapolated_iterate(psi, x, beta, lp, tol, max_steps, every: int = 8):
+    """Plain iteration with Aitken-type extrapolation of its slowest mode.
+
+    When the residual ratio ρ̂ = ‖r_t‖/‖r_{t−1}‖ has settled (changed by < 1 %
+    over a step) the error is ≈ c ρ̂^t v, and ψ + ρ̂/(1 − ρ̂) (F(ψ) − ψ) removes
+    it. The jump follows the iteration's own direction of travel (not a
+    Newton root), and is kept only if it lowers the free energy below the
+    plain step's. Returns (psi, evaluations, residual)."""
+
+    def cond(s):
+        psi, t, res, ratio, since, evals = s
+        return (t < max_steps) & (res >= tol)
+
+    def body(s):
+        psi, t, res, ratio_prev, since, evals = s
+        new = _step(psi, x, beta, lp)
+        diff = new - psi
+        r = jnp.sqrt(jnp.sum(diff * diff))
+        ratio = r / jnp.maximum(res, jnp.finfo(psi.dtype).tiny)
+        settled = (since >= every) & (ratio > 0.5) & (ratio < 0.9999) & \
+            (jnp.abs(ratio - ratio_prev) < 0.01 * (1 - ratio))
+        jump = new + (ratio / (1 - ratio)) * diff
+        ok = settled & (_free_energy(jump, x, beta, lp) <= _free_energy(new, x, beta, lp))
+        out = jnp.where(ok, jump, new)
+        return (out, t + 1, r, ratio, jnp.where(ok, 0, since + 1),
+                evals + 1 + jnp.where(settled, 2, 0))
+
+    init = (psi, jnp.int32(0), jnp.asarray(jnp.inf, psi.dtype), jnp.asarray(0.0, psi.dtype),
+            jnp.int32(0), jnp.int32(0))
+    psi, t, res, _, _, evals = jax.lax.while_loop(cond, body, init)
+    return psi, evals, res
+
+
 def _leading_eig(psi, x, beta, lp, num_iter, key):
     """(ρ, v): growth rate and the last normalised iterate of power iteration on J."""
     f = tile_jacobian.jacobian_factors(psi, x, beta, lp)
@@ -136,10 +172,11 @@ def _escape(psi, v, x, beta, lp, scale, num_points):
     return psi + t[best] * v, 2 * num_points
 
 
-@functools.partial(jax.jit, static_argnames=("warmup", "max_newton", "rounds", "power_iters", "line_points"))
-def _solve_one(x, beta, lp, psi0, tol, margin, scale, key, warmup, max_newton, rounds, power_iters, line_points):
-    psi, steps, _, _ = iterate(lambda p: _step(p, x, beta, lp), psi0, 0.0, tol, warmup, 0)
-    evals = steps
+@functools.partial(jax.jit, static_argnames=("warmup", "max_newton", "rounds", "power_iters", "line_points",
+                                             "fallback_steps"))
+def _solve_one(x, beta, lp, psi0, tol, margin, scale, key, warmup, max_newton, rounds, power_iters, line_points,
+               fallback_steps):
+    psi, evals, _ = _extrapolated_iterate(psi0, x, beta, lp, tol, warmup)
     newton = jnp.int32(0)
     escapes = jnp.int32(0)
     done = jnp.bool_(False)
@@ -154,15 +191,24 @@ def _solve_one(x, beta, lp, psi0, tol, margin, scale, key, warmup, max_newton, r
         rho = jnp.where(done, rho, rho_new)
         evals = evals + jnp.where(done, 0, e)
         newton = newton + jnp.where(done, 0, acc)
-        stable = rho < 1.0 - margin
-        done = done | stable
+        done = done | ((rho < 1.0 - margin) & (res < tol))
         if r < rounds:
+            # escape only from an unstable point; a stable one that Newton has
+            # not finished is polished again next round
+            escape = ~done & (rho >= 1.0 - margin)
             esc, e_esc = _escape(psi, v, x, beta, lp, scale, line_points)
-            # let the fast modes settle before Newton again
-            esc, steps, _, _ = iterate(lambda p: _step(p, x, beta, lp), esc, 0.0, tol, warmup, 0)
-            psi = jnp.where(done, psi, esc)
-            evals = evals + jnp.where(done, 0, e_esc + steps)
-            escapes = escapes + jnp.where(done, 0, 1)
+            esc, steps, _ = _extrapolated_iterate(esc, x, beta, lp, tol, warmup)
+            psi = jnp.where(escape, esc, psi)
+            evals = evals + jnp.where(escape, e_esc + steps, 0)
+            escapes = escapes + jnp.where(escape, 1, 0)
+    # Fallback for what Newton could not certify: extrapolated plain iteration
+    # (it only converges to stable points), then the stability check again.
+    p_fb, e_fb, res_fb = _extrapolated_iterate(psi, x, beta, lp, tol, fallback_steps)
+    rho_fb, _ = _leading_eig(p_fb, x, beta, lp, power_iters, jax.random.fold_in(key, rounds + 1))
+    psi = jnp.where(done, psi, p_fb)
+    res = jnp.where(done, res, res_fb)
+    rho = jnp.where(done, rho, rho_fb)
+    evals = evals + jnp.where(done, 0, e_fb)
     stable = rho < 1.0 - margin
     return psi, evals, newton, escapes, (res < tol) & stable & jnp.all(jnp.isfinite(psi)), stable, res, rho
 
@@ -181,6 +227,7 @@ def solve_accelerated(
     power_iters: int = 1000,
     margin: float = 0.0,
     line_points: int = 16,
+    fallback_steps: int = 20_000,
     init_noise: float = 0.1,
 ) -> AcceleratedResult:
     """Stable fixed points of eq. (15) for every β, with far fewer map evaluations
@@ -191,7 +238,8 @@ def solve_accelerated(
       tol: on ‖F(ψ) − ψ‖_F (default 1e-10 in float64, 1e-5 in float32).
       warmup: plain steps before Newton; max_newton: Newton steps per round;
       rounds: saddle escapes allowed; power_iters: for ρ and its eigenvector;
-      margin: require ρ < 1 − margin; line_points: step sizes per escape direction.
+      margin: require ρ < 1 − margin; line_points: step sizes per escape direction;
+      fallback_steps: extrapolated plain steps for a β Newton could not certify.
     """
     _validate.check_data(x)
     _validate.check_beta(betas, name="betas", batched=True)
@@ -211,7 +259,7 @@ def solve_accelerated(
     key = jax.random.PRNGKey(0) if key is None else key
     run = jax.vmap(lambda b, p: _solve_one(
         x, b, lp, p, jnp.asarray(tol, dtype), jnp.asarray(margin, dtype), jnp.asarray(spread, dtype), key,
-        warmup, max_newton, rounds, power_iters, line_points))
+        warmup, max_newton, rounds, power_iters, line_points, fallback_steps))
     psi, evals, newton, escapes, conv, stable, res, rho = run(betas, psi0)
     return AcceleratedResult(beta=betas, psi=psi, evaluations=evals, newton_steps=newton, escapes=escapes,
                              converged=conv, stable=stable, residual=res, spectral_radius=rho, tol=float(tol))
