@@ -166,8 +166,8 @@ def plot_figure4(fd: Figure4Data, panel_size: float = 2.0, max_tracks: int = 400
     return fig
 
 
-def figure4(out_path: str | None = None, *, k: int = 32, small: bool = False, dpi: int = 90,
-            max_tracks: int = 400, **kwargs):
+def figure4(out_path: str | None = None, *, k: int = 32, small: bool = False, dpi: int = 85,
+            max_tracks: int = 300, **kwargs):
     """Compute and draw Figure 4; save a PNG to ``out_path`` if given.
 
     Keyword arguments go to :func:`compute_figure4` (``n``, ``seed``, ``betas``,
