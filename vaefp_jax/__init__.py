@@ -2,11 +2,21 @@
 
 An implementation of the theory of D. J. Rezende and F. Viola, "On the
 properties of high-capacity VAEs" (2018), in JAX.
+
+Modules: ``grid`` (tile bases), ``fixed_point`` (the map of eq. 14–15),
+``solver`` (batched sweeps), ``implicit`` (implicit differentiation),
+``tile_jacobian`` (the map's structured Jacobian), ``phase`` (u(β), u', u'',
+β_c), ``accelerate`` (near-critical solver), ``lipschitz`` (Appendix B),
+``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``,
+``sharding`` and ``streaming`` (scale), ``mnist`` and ``vae`` (Figure 1),
+``figures``.
 """
 
-from vaefp_jax import datasets
+from vaefp_jax import datasets, phase
 from vaefp_jax.fixed_point import free_energy, log_m, order_parameter, squared_distances, step, tile_posterior
 from vaefp_jax.grid import LatentGrid
+from vaefp_jax.implicit import implicit_fixed_point
+from vaefp_jax.phase import SweepResult, critical_betas, refine_critical_beta, sweep
 from vaefp_jax.solver import Protocol, SolveResult, initial_psi, solve
 
 __version__ = "0.1.0"
@@ -15,13 +25,19 @@ __all__ = [
     "LatentGrid",
     "Protocol",
     "SolveResult",
+    "SweepResult",
+    "critical_betas",
     "datasets",
     "free_energy",
+    "implicit_fixed_point",
     "initial_psi",
     "log_m",
     "order_parameter",
+    "phase",
+    "refine_critical_beta",
     "solve",
     "squared_distances",
     "step",
+    "sweep",
     "tile_posterior",
 ]
