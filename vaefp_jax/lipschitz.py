@@ -91,11 +91,13 @@ Two modes
   :func:`lipschitz_fixed_point` (differentiable in β and Ω̃ by implicit
   differentiation). Only W = Ω̃ ⊙ C matters, so L merely rescales the strength.
   :func:`strength_scale` gives the natural unit of strength of a grid.
-* **constraint mode** (beyond the paper): a given L; the multipliers are found by
-  projected dual ascent, Ω̃ ← [Ω̃ + η g]₊ with g_ab = C_ab ‖ψ_a − ψ_b‖² − 1 on the
-  support, interleaved with the projected updates (an Arrow–Hurwicz
-  primal–dual iteration); its fixed points satisfy the KKT conditions: the
-  stationarity above, Ω̃ ≥ 0, g ≤ 0 and Ω̃_ab g_ab = 0.
+* **constraint mode** (beyond the paper): a given L, the hard bound
+  C_ab ‖ψ_a − ψ_b‖² ≤ 1 on the support. Each step replaces F by its s̄-weighted
+  projection on the (convex) Lipschitz set, computed by a barrier (interior-point)
+  method; the multipliers are the barrier's Ω̃_ab = μ/(−h_ab) ≥ 0, with which the
+  fixed point satisfies ψ = Pᵀ F(ψ) exactly and complementary slackness to μ.
+  (Plain projected dual ascent Ω̃ ← [Ω̃ + η g]₊ oscillates here: see
+  :func:`solve_lipschitz_constraint` and docs/lipschitz.md.)
   :func:`solve_lipschitz_constraint`.
 """
 
