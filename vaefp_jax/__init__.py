@@ -12,7 +12,11 @@ Modules: ``grid`` (tile bases), ``fixed_point`` (the map of eq. 14–15),
 ``figures``.
 """
 
-from vaefp_jax import datasets, phase
+from vaefp_jax import datasets, lipschitz, phase, propositions
+from vaefp_jax.accelerate import solve_accelerated
+from vaefp_jax.lipschitz import solve_lipschitz, solve_lipschitz_constraint
+from vaefp_jax.sharding import solve_sharded
+from vaefp_jax.streaming import solve_streamed, step_streamed
 from vaefp_jax.fixed_point import free_energy, log_m, order_parameter, squared_distances, step, tile_posterior
 from vaefp_jax.grid import LatentGrid
 from vaefp_jax.implicit import implicit_fixed_point
@@ -30,6 +34,14 @@ __all__ = [
     "datasets",
     "free_energy",
     "implicit_fixed_point",
+    "lipschitz",
+    "propositions",
+    "solve_accelerated",
+    "solve_lipschitz",
+    "solve_lipschitz_constraint",
+    "solve_sharded",
+    "solve_streamed",
+    "step_streamed",
     "initial_psi",
     "log_m",
     "order_parameter",
