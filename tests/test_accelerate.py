@@ -1,6 +1,5 @@
 """The accelerated solver reaches the same stable fixed point as plain iteration."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

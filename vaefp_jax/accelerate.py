@@ -45,7 +45,7 @@ import numpy as np
 from vaefp_jax import _validate, tile_jacobian
 from vaefp_jax.fixed_point import _free_energy, _step
 from vaefp_jax.grid import LatentGrid
-from vaefp_jax.solver import SolveResult, initial_psi, iterate
+from vaefp_jax.solver import SolveResult, initial_psi
 
 __all__ = ["AcceleratedResult", "solve_accelerated"]
 

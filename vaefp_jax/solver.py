@@ -215,11 +215,12 @@ def default_batch_size(num_betas: int) -> int:
     return min(num_betas, 8) if jax.default_backend() == "cpu" else num_betas
 
 
-@functools.partial(jax.jit, static_argnames=("max_steps", "record_every", "batch_size"))
-def _solve_batched(x, betas, log_prior, psi0, damping, tol, max_steps, record_every, batch_size):
+@functools.partial(jax.jit, static_argnames=("max_steps", "record_every", "batch_size", "step_map"))
+def _solve_batched(x, betas, log_prior, psi0, damping, tol, max_steps, record_every, batch_size,
+                   step_map=_step):
     def one(args):
         beta, p0 = args
-        F = lambda psi: _step(psi, x, beta, log_prior)
+        F = lambda psi: step_map(psi, x, beta, log_prior)
         return iterate(F, p0, damping, tol, max_steps, record_every)
 
     if batch_size >= betas.shape[0]:
@@ -243,6 +244,7 @@ def solve(
     key=None,
     record_every: int = 0,
     batch_size: int | None = None,
+    step_map=None,
     warn: bool = True,
 ) -> SolveResult:
     """Fixed points of eq. (15) for every β in ``betas``, in one jitted call.
@@ -262,6 +264,9 @@ def solve(
         of Figures 3–4). 0 (default) records nothing and costs nothing.
       batch_size: β values iterated together (see :func:`default_batch_size`);
         the results do not depend on it.
+      step_map: the map F as a hashable callable ``(psi, x, beta, log_prior) -> psi``
+        (default the dense eq. (15); e.g. :class:`vaefp_jax.streaming.StreamedMap`
+        for problems whose n × K logits do not fit in memory).
       warn: emit a ``RuntimeWarning`` naming the β that did not converge.
 
     Returns:
@@ -300,6 +305,7 @@ def solve(
         jnp.asarray(protocol.damping, dtype), jnp.asarray(tol_, dtype),
         max_steps=int(protocol.max_steps), record_every=int(record_every),
         batch_size=int(batch_size or default_batch_size(B)),
+        step_map=_step if step_map is None else step_map,
     )
     result = SolveResult(beta=betas, psi=psi, steps=steps, converged=converged,
                          residual=res, trajectory=traj, tol=tol_)

@@ -37,12 +37,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from vaefp_jax import _validate
 from vaefp_jax.fixed_point import _DIRECT_MAX_D, _cast, _check, squared_distances
 from vaefp_jax.grid import LatentGrid
-from vaefp_jax.solver import Protocol, SolveResult, default_batch_size, initial_psi, iterate
+from vaefp_jax.solver import Protocol, SolveResult, solve
 
 __all__ = ["StreamedMap", "step_streamed", "solve_streamed", "DEFAULT_TILE_CHUNK", "DEFAULT_DATA_CHUNK"]
 
@@ -208,22 +206,6 @@ def step_streamed(psi, x, beta, log_prior, *, tile_chunk: int = DEFAULT_TILE_CHU
 # --------------------------------------------------------------------------- solve
 
 
-@functools.partial(jax.jit, static_argnames=("F", "max_steps", "record_every", "batch_size"))
-def _solve_batched(F, x, betas, log_prior, psi0, damping, tol, max_steps, record_every, batch_size):
-    """``vaefp_jax.solver._solve_batched`` with the map ``F`` (a static callable)."""
-
-    def one(args):
-        beta, p0 = args
-        return iterate(lambda psi: F(psi, x, beta, log_prior), p0, damping, tol, max_steps, record_every)
-
-    if batch_size >= betas.shape[0]:
-        psi, steps, res, traj = jax.vmap(one)((betas, psi0))
-    else:
-        psi, steps, res, traj = jax.lax.map(one, (betas, psi0), batch_size=batch_size)
-    converged = (res < tol) & jnp.all(jnp.isfinite(psi), axis=(1, 2))
-    return psi, steps, res, converged, traj
-
-
 def solve_streamed(
     x,
     betas,
@@ -250,41 +232,7 @@ def solve_streamed(
     ``batch_size`` β run together (default :func:`~vaefp_jax.solver.default_batch_size`).
     """
     F = StreamedMap(_check_chunk("tile_chunk", tile_chunk), _check_chunk("data_chunk", data_chunk))
-    protocol = protocol or Protocol.paper()
-    protocol = dataclasses.replace(
-        protocol,
-        **{k: v for k, v in dict(damping=damping, tol=tol, max_steps=max_steps).items() if v is not None},
-    )
-    _validate.check_data(x)
-    _validate.check_beta(betas, name="betas", batched=True)
-    _validate.check_log_prior(grid.log_prior)
     if batch_size is not None:
         _check_chunk("batch_size", batch_size)
-    if int(record_every) != record_every or record_every < 0:
-        raise ValueError(f"record_every must be an integer ≥ 0, got {record_every}")
-    x = jnp.asarray(x)
-    dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
-    x = x.astype(dtype)
-    betas = jnp.asarray(betas, dtype)
-    B, K = betas.shape[0], grid.num_tiles
-    if psi0 is None:
-        psi0 = initial_psi(x, grid, protocol.init_noise, key)
-    else:
-        _validate.check_psi(psi0, x, name="psi0", batched=None)
-        if np.shape(psi0)[-2] != K:
-            raise ValueError(f"psi0 has {np.shape(psi0)[-2]} tiles but the grid has {K}")
-        if np.ndim(psi0) == 3 and np.shape(psi0)[0] != B:
-            raise ValueError(f"psi0 has {np.shape(psi0)[0]} rows but betas has {B}")
-    psi0 = jnp.broadcast_to(jnp.asarray(psi0, dtype), (B, K, x.shape[1]))
-    tol_ = protocol.resolved_tol(dtype)
-    psi, steps, res, converged, traj = _solve_batched(
-        F, x, betas, jnp.asarray(grid.log_prior, dtype), psi0,
-        jnp.asarray(protocol.damping, dtype), jnp.asarray(tol_, dtype),
-        max_steps=int(protocol.max_steps), record_every=int(record_every),
-        batch_size=int(batch_size or default_batch_size(B)),
-    )
-    result = SolveResult(beta=betas, psi=psi, steps=steps, converged=converged,
-                         residual=res, trajectory=traj, tol=tol_)
-    if warn:
-        result.warn_if_not_converged(stacklevel=2)
-    return result
+    return solve(x, betas, grid, psi0=psi0, protocol=protocol, damping=damping, tol=tol, max_steps=max_steps,
+                 key=key, record_every=record_every, batch_size=batch_size, step_map=F, warn=warn)
