@@ -257,9 +257,12 @@ def solve_accelerated(
     spread = float(np.sqrt(np.trace(np.atleast_2d(np.cov(np.asarray(x, np.float64).T, bias=True)))))
     lp = jnp.asarray(grid.log_prior, dtype)
     key = jax.random.PRNGKey(0) if key is None else key
-    run = jax.vmap(lambda b, p: _solve_one(
-        x, b, lp, p, jnp.asarray(tol, dtype), jnp.asarray(margin, dtype), jnp.asarray(spread, dtype), key,
-        warmup, max_newton, rounds, power_iters, line_points, fallback_steps))
-    psi, evals, newton, escapes, conv, stable, res, rho = run(betas, psi0)
+    one = lambda a: _solve_one(
+        x, a[0], lp, a[1], jnp.asarray(tol, dtype), jnp.asarray(margin, dtype), jnp.asarray(spread, dtype), key,
+        warmup, max_newton, rounds, power_iters, line_points, fallback_steps)
+    # β one after another: each stops at its own cost (a vmapped batch would run
+    # every lane to the slowest), and batched LAPACK solves inside vmapped loops
+    # were seen to deadlock XLA:CPU (jaxlib 0.10.2).
+    psi, evals, newton, escapes, conv, stable, res, rho = jax.lax.map(one, (betas, psi0))
     return AcceleratedResult(beta=betas, psi=psi, evaluations=evals, newton_steps=newton, escapes=escapes,
                              converged=conv, stable=stable, residual=res, spectral_radius=rho, tol=float(tol))

@@ -132,7 +132,10 @@ def _derivatives(x, betas, log_prior, psi, linear_solve, spectral_iters):
             if spectral_iters else jnp.nan
         return u, du, d2u, rho
 
-    return jax.lax.map(lambda a: one(*a), (betas, psi), batch_size=min(8, betas.shape[0]))
+    # One β at a time (lax.map, batch 1): with several β vmapped together, XLA:CPU
+    # (jaxlib 0.10.2) was seen to deadlock on this computation (all threads idle,
+    # the result never ready) for some inputs; per-β it costs ~30 ms a β here.
+    return jax.lax.map(lambda a: one(*a), (betas, psi))
 
 
 @functools.partial(jax.jit, static_argnames=("max_steps",))
