@@ -157,16 +157,18 @@ def test_trajectories_record_the_iterates(small, x64):
     np.testing.assert_allclose(out.trajectory[0, last:], np.broadcast_to(out.psi[0], out.trajectory[0, last:].shape), atol=1e-14)
 
 
-def test_solve_under_jit_and_vmap(small):
+def test_solve_under_jit_and_vmap(small, x64):
+    # float64: in float32 a different fusion under vmap changes the rounding,
+    # which near a transition can tip an iterate into another basin.
     x, grid, betas = small
     ref = vf.solve(x, betas, grid, warn=False)
-    jitted = jax.jit(lambda b: vf.solve(x, b, grid, warn=False).psi)(jnp.asarray(betas, jnp.float32))
-    np.testing.assert_allclose(jitted, ref.psi, atol=1e-6)
-    xs = jnp.stack([jnp.asarray(x, jnp.float32), jnp.asarray(x[::-1], jnp.float32)])
+    jitted = jax.jit(lambda b: vf.solve(x, b, grid, warn=False).psi)(jnp.asarray(betas))
+    np.testing.assert_allclose(jitted, ref.psi, atol=1e-10)
+    xs = jnp.stack([jnp.asarray(x), jnp.asarray(x[::-1])])
     many = jax.vmap(lambda xx: vf.solve(xx, betas, grid, warn=False).psi)(xs)
-    np.testing.assert_allclose(many[0], ref.psi, atol=1e-6)
-    rev = vf.solve(jnp.asarray(x[::-1], jnp.float32), betas, grid, warn=False)
-    np.testing.assert_allclose(many[1], rev.psi, atol=1e-6)
+    np.testing.assert_allclose(many[0], ref.psi, atol=1e-10)
+    rev = vf.solve(jnp.asarray(x[::-1]), betas, grid, warn=False)
+    np.testing.assert_allclose(many[1], rev.psi, atol=1e-10)
 
 
 def test_order_parameter_of_solution_matches_numpy(small, x64):
