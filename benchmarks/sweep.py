@@ -1,7 +1,7 @@
 """Benchmark: one β sweep of the paper's Figure 3 setting, several ways, same run.
 
     python benchmarks/sweep.py [--num-betas 64] [--k 32] [--n 120] [--repeats 3]
-                               [--max-steps 400] [--methods abcde] [--skip-numpy]
+                               [--max-steps 400] [--methods abcdeg] [--skip-numpy]
 
 (a) NumPy, a loop over β, each β iterated until its own tolerance;
 (b) JAX, a loop over β calling a jitted single-β ``while_loop`` (the same map);
@@ -11,7 +11,9 @@
     ``jax.jit(jax.vmap(...))`` over β (optional: skipped, with a note, when
     optimistix is not installed; ``pip install optimistix`` or the ``bench`` extra);
 (f) ``vaefp_jax.streaming.solve_streamed`` (blocked map, ``--tile-chunk`` ×
-    ``--data-chunk``), chunked over β like (c); only when ``f`` is in ``--methods``.
+    ``--data-chunk``), chunked over β like (c); only when ``f`` is in ``--methods``;
+(g) ``vaefp_jax.solve(schedule="compact")``: all running β advance together
+    ``--chunk-steps`` steps at a time, converged β are dropped between chunks.
 
 Protocol: Appendix A (ψ ← 0.9 F(ψ) + 0.1 ψ, tol 1e-3, ≤ 400 steps), float32,
 the same initial ψ for every method. Prints a markdown table of wall times (best
@@ -162,7 +164,8 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=120, help="data points; issue 7: 120, 10000")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-steps", type=int, default=400, help="step cap (Appendix A: 400)")
-    ap.add_argument("--methods", default="abcde", help="rows to run, letters of a-f (default abcde)")
+    ap.add_argument("--methods", default="abcdeg", help="rows to run, letters of a-g (default abcdeg)")
+    ap.add_argument("--chunk-steps", type=int, default=25, help="(g): steps between compactions")
     ap.add_argument("--skip-numpy", action="store_true", help="same as leaving 'a' out of --methods")
     ap.add_argument("--tile-chunk", type=int, default=1024, help="(f): tiles per block")
     ap.add_argument("--data-chunk", type=int, default=1024, help="(f): data points per block")
@@ -171,8 +174,8 @@ def main(argv=None):
                          "each once untimed first: for the large settings, where a run takes minutes")
     args = ap.parse_args(argv)
     methods = set(args.methods) - ({"a"} if args.skip_numpy else set())
-    if not methods <= set("abcdef"):
-        ap.error(f"--methods takes letters of abcdef, got {args.methods!r}")
+    if not methods <= set("abcdefg"):
+        ap.error(f"--methods takes letters of abcdefg, got {args.methods!r}")
 
     x64 = vf.datasets.three_clusters(args.n)
     grid = vf.LatentGrid.uniform(args.k)
@@ -246,6 +249,13 @@ def main(argv=None):
         t, (psi_e, steps_e) = best_time(lambda: peer(betas, psi0), args.repeats, warm)
         rows.append((label, t, int(B * np.max(steps_e))))
         agreement(label, psi_e, steps_e)
+    if "g" in methods:
+        label = f"(g) vaefp_jax.solve(schedule='compact', chunk_steps={args.chunk_steps})"
+        call = lambda: vf.solve(x, betas, grid, psi0=psi0, protocol=proto, max_steps=max_steps,
+                                schedule="compact", chunk_steps=args.chunk_steps, warn=False)
+        t, r = best_time(call, args.repeats, warm)
+        rows.append((label, t, int(np.sum(r.steps))))
+        agreement(label, r.psi, r.steps)
     if "f" in methods:
         label = f"(f) solve_streamed, {args.tile_chunk}x{args.data_chunk} blocks"
         call = lambda: solve_streamed(x, betas, grid, psi0=psi0, protocol=proto, max_steps=max_steps,

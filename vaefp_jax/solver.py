@@ -231,6 +231,50 @@ def _solve_batched(x, betas, log_prior, psi0, damping, tol, max_steps, record_ev
     return psi, steps, res, converged, traj
 
 
+@functools.partial(jax.jit, static_argnames=("step_map",))
+def _advance(x, betas, log_prior, psi, t, res, damping, tol, t_stop, step_map=_step):
+    """Continue every lane's damped iteration from (ψ, t, residual) until its
+    tolerance or step ``t_stop`` (per lane), whichever comes first."""
+
+    def one(beta, psi, t, res, t_stop):
+        def cond(s):
+            return (s[1] < t_stop) & (s[2] >= tol)
+
+        def body(s):
+            psi, t, _ = s
+            new = (1 - damping) * step_map(psi, x, beta, log_prior) + damping * psi
+            return new, t + 1, jnp.sqrt(jnp.sum((new - psi) ** 2))
+
+        return jax.lax.while_loop(cond, body, (psi, t, res))
+
+    return jax.vmap(one)(betas, psi, t, res, t_stop)
+
+
+def _solve_compacted(x, betas, log_prior, psi0, damping, tol, max_steps, chunk_steps, step_map):
+    """Host-scheduled sweep: advance the still-running β ``chunk_steps`` at a
+    time in one vmapped loop, then drop the converged ones. Batches are padded
+    to powers of two so that at most log2(B) + 1 shapes are compiled."""
+    B = betas.shape[0]
+    psi = np.array(psi0)
+    t = np.zeros(B, np.int32)
+    res = np.full(B, np.inf, psi.dtype)
+    active = np.ones(B, bool)
+    while active.any():
+        idx = np.nonzero(active)[0]
+        size = 1 << int(np.ceil(np.log2(len(idx))))
+        idx_p = np.concatenate([idx, np.repeat(idx[-1:], size - len(idx))])
+        stop = np.minimum(t[idx_p] + chunk_steps, max_steps).astype(np.int32)
+        p, tt, rr = _advance(x, betas[idx_p], log_prior, jnp.asarray(psi[idx_p]), jnp.asarray(t[idx_p]),
+                             jnp.asarray(res[idx_p]), damping, tol, jnp.asarray(stop), step_map=step_map)
+        m = len(idx)
+        psi[idx], t[idx], res[idx] = np.asarray(p)[:m], np.asarray(tt)[:m], np.asarray(rr)[:m]
+        active = (t < max_steps) & (res >= float(tol))  # a NaN residual compares False: stops
+    psi = jnp.asarray(psi)
+    res = jnp.asarray(res)
+    converged = (res < tol) & jnp.all(jnp.isfinite(psi), axis=(1, 2))
+    return psi, jnp.asarray(t), res, converged, None
+
+
 def solve(
     x,
     betas,
@@ -245,6 +289,8 @@ def solve(
     record_every: int = 0,
     batch_size: int | None = None,
     step_map=None,
+    schedule: str = "fused",
+    chunk_steps: int = 25,
     warn: bool = True,
 ) -> SolveResult:
     """Fixed points of eq. (15) for every β in ``betas``, in one jitted call.
@@ -267,6 +313,14 @@ def solve(
       step_map: the map F as a hashable callable ``(psi, x, beta, log_prior) -> psi``
         (default the dense eq. (15); e.g. :class:`vaefp_jax.streaming.StreamedMap`
         for problems whose n × K logits do not fit in memory).
+      schedule: "fused" (default): the whole sweep is one jitted call (``lax.map``
+        over vmapped ``while_loop``s of ``batch_size`` β). "compact": a host loop
+        advances all still-running β ``chunk_steps`` steps at a time in one
+        vmapped loop and drops the converged ones between chunks, so converged β
+        stop costing work and the batch stays wide (fastest on CPU for sweeps
+        whose β need very different step counts; not traceable under ``jit``;
+        no ``record_every``). Same fixed points and step counts either way.
+      chunk_steps: steps between compactions (``schedule="compact"``).
       warn: emit a ``RuntimeWarning`` naming the β that did not converge.
 
     Returns:
@@ -300,6 +354,22 @@ def solve(
             raise ValueError(f"psi0 has {np.shape(psi0)[0]} rows but betas has {B}")
     psi0 = jnp.broadcast_to(jnp.asarray(psi0, dtype), (B, K, x.shape[1]))
     tol_ = protocol.resolved_tol(dtype)
+    if schedule not in ("fused", "compact"):
+        raise ValueError(f"schedule must be 'fused' or 'compact', got {schedule!r}")
+    if schedule == "compact":
+        if record_every:
+            raise ValueError("record_every needs schedule='fused'")
+        if int(chunk_steps) != chunk_steps or chunk_steps < 1:
+            raise ValueError(f"chunk_steps must be a positive integer, got {chunk_steps}")
+        psi, steps, res, converged, traj = _solve_compacted(
+            x, betas, jnp.asarray(grid.log_prior, dtype), psi0, jnp.asarray(protocol.damping, dtype),
+            jnp.asarray(tol_, dtype), int(protocol.max_steps), int(chunk_steps),
+            _step if step_map is None else step_map)
+        result = SolveResult(beta=betas, psi=psi, steps=steps, converged=converged,
+                             residual=res, trajectory=traj, tol=tol_)
+        if warn:
+            result.warn_if_not_converged(stacklevel=2)
+        return result
     psi, steps, res, converged, traj = _solve_batched(
         x, betas, jnp.asarray(grid.log_prior, dtype), psi0,
         jnp.asarray(protocol.damping, dtype), jnp.asarray(tol_, dtype),
