@@ -176,39 +176,46 @@ def _escape(psi, v, x, beta, lp, scale, num_points):
                                              "fallback_steps"))
 def _solve_one(x, beta, lp, psi0, tol, margin, scale, key, warmup, max_newton, rounds, power_iters, line_points,
                fallback_steps):
+    """One β. Each stage sits in a ``lax.cond`` on "not done yet", so a β that is
+    certified early pays for nothing more (this function is mapped over β with
+    ``lax.map``, not vmapped, so the conditionals really branch)."""
     psi, evals, _ = _extrapolated_iterate(psi0, x, beta, lp, tol, warmup)
-    newton = jnp.int32(0)
-    escapes = jnp.int32(0)
-    done = jnp.bool_(False)
-    rho = jnp.asarray(jnp.nan, psi.dtype)
-    res = jnp.asarray(jnp.inf, psi.dtype)
+    # state: psi, res, rho, v, evals, newton, escapes, done
+    state = (psi, jnp.asarray(jnp.inf, psi.dtype), jnp.asarray(jnp.nan, psi.dtype), jnp.zeros_like(psi),
+             evals, jnp.int32(0), jnp.int32(0), jnp.bool_(False))
+
+    def newton_round(r):
+        def run(st):
+            psi, _, _, _, evals, newton, escapes, _ = st
+            p, res, e, acc = _newton_phase(psi, x, beta, lp, tol, max_newton)
+            rho, v = _leading_eig(p, x, beta, lp, power_iters, jax.random.fold_in(key, r))
+            done = (rho < 1.0 - margin) & (res < tol)
+            return p, res, rho, v, evals + e, newton + acc, escapes, done
+        return run
+
+    def escape_round(st):
+        # only from an unstable point; a stable one that Newton has not
+        # finished is polished again in the next round
+        psi, res, rho, v, evals, newton, escapes, done = st
+        esc, e_esc = _escape(psi, v, x, beta, lp, scale, line_points)
+        esc, steps, _ = _extrapolated_iterate(esc, x, beta, lp, tol, warmup)
+        return esc, res, rho, v, evals + e_esc + steps, newton, escapes + 1, done
+
     for r in range(rounds + 1):
-        p_new, res_new, e, acc = _newton_phase(psi, x, beta, lp, tol, max_newton)
-        rho_new, v = _leading_eig(p_new, x, beta, lp, power_iters, jax.random.fold_in(key, r))
-        # freeze a β that is already done (vmap runs every lane)
-        psi = jnp.where(done, psi, p_new)
-        res = jnp.where(done, res, res_new)
-        rho = jnp.where(done, rho, rho_new)
-        evals = evals + jnp.where(done, 0, e)
-        newton = newton + jnp.where(done, 0, acc)
-        done = done | ((rho < 1.0 - margin) & (res < tol))
+        state = jax.lax.cond(state[7], lambda st: st, newton_round(r), state)
         if r < rounds:
-            # escape only from an unstable point; a stable one that Newton has
-            # not finished is polished again next round
-            escape = ~done & (rho >= 1.0 - margin)
-            esc, e_esc = _escape(psi, v, x, beta, lp, scale, line_points)
-            esc, steps, _ = _extrapolated_iterate(esc, x, beta, lp, tol, warmup)
-            psi = jnp.where(escape, esc, psi)
-            evals = evals + jnp.where(escape, e_esc + steps, 0)
-            escapes = escapes + jnp.where(escape, 1, 0)
-    # Fallback for what Newton could not certify: extrapolated plain iteration
-    # (it only converges to stable points), then the stability check again.
-    p_fb, e_fb, res_fb = _extrapolated_iterate(psi, x, beta, lp, tol, fallback_steps)
-    rho_fb, _ = _leading_eig(p_fb, x, beta, lp, power_iters, jax.random.fold_in(key, rounds + 1))
-    psi = jnp.where(done, psi, p_fb)
-    res = jnp.where(done, res, res_fb)
-    rho = jnp.where(done, rho, rho_fb)
-    evals = evals + jnp.where(done, 0, e_fb)
+            unstable = ~state[7] & (state[2] >= 1.0 - margin)
+            state = jax.lax.cond(unstable, escape_round, lambda st: st, state)
+
+    def fallback(st):
+        # extrapolated plain iteration only converges to stable points; check again
+        psi, _, _, v, evals, newton, escapes, _ = st
+        p, e, res = _extrapolated_iterate(psi, x, beta, lp, tol, fallback_steps)
+        rho, _ = _leading_eig(p, x, beta, lp, power_iters, jax.random.fold_in(key, rounds + 1))
+        return p, res, rho, v, evals + e, newton, escapes, (rho < 1.0 - margin) & (res < tol)
+
+    state = jax.lax.cond(state[7], lambda st: st, fallback, state)
+    psi, res, rho, _, evals, newton, escapes, _ = state
     stable = rho < 1.0 - margin
     return psi, evals, newton, escapes, (res < tol) & stable & jnp.all(jnp.isfinite(psi)), stable, res, rho
 
