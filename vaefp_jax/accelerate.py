@@ -220,6 +220,18 @@ def _solve_one(x, beta, lp, psi0, tol, margin, scale, key, warmup, max_newton, r
     return psi, evals, newton, escapes, (res < tol) & stable & jnp.all(jnp.isfinite(psi)), stable, res, rho
 
 
+@functools.partial(jax.jit, static_argnames=("warmup", "max_newton", "rounds", "power_iters", "line_points",
+                                             "fallback_steps"))
+def _solve_all(x, betas, lp, psi0, tol, margin, scale, key, warmup, max_newton, rounds, power_iters, line_points,
+               fallback_steps):
+    # β one after another: each stops at its own cost (a vmapped batch would run
+    # every lane to the slowest), and batched LAPACK solves inside vmapped loops
+    # were seen to deadlock XLA:CPU (jaxlib 0.10.2).
+    one = lambda a: _solve_one(x, a[0], lp, a[1], tol, margin, scale, key, warmup, max_newton, rounds,
+                               power_iters, line_points, fallback_steps)
+    return jax.lax.map(one, (betas, psi0))
+
+
 def solve_accelerated(
     x,
     betas,
@@ -264,12 +276,8 @@ def solve_accelerated(
     spread = float(np.sqrt(np.trace(np.atleast_2d(np.cov(np.asarray(x, np.float64).T, bias=True)))))
     lp = jnp.asarray(grid.log_prior, dtype)
     key = jax.random.PRNGKey(0) if key is None else key
-    one = lambda a: _solve_one(
-        x, a[0], lp, a[1], jnp.asarray(tol, dtype), jnp.asarray(margin, dtype), jnp.asarray(spread, dtype), key,
+    psi, evals, newton, escapes, conv, stable, res, rho = _solve_all(
+        x, betas, lp, psi0, jnp.asarray(tol, dtype), jnp.asarray(margin, dtype), jnp.asarray(spread, dtype), key,
         warmup, max_newton, rounds, power_iters, line_points, fallback_steps)
-    # β one after another: each stops at its own cost (a vmapped batch would run
-    # every lane to the slowest), and batched LAPACK solves inside vmapped loops
-    # were seen to deadlock XLA:CPU (jaxlib 0.10.2).
-    psi, evals, newton, escapes, conv, stable, res, rho = jax.lax.map(one, (betas, psi0))
     return AcceleratedResult(beta=betas, psi=psi, evaluations=evals, newton_steps=newton, escapes=escapes,
                              converged=conv, stable=stable, residual=res, spectral_radius=rho, tol=float(tol))
