@@ -115,7 +115,7 @@ from vaefp_jax import _validate
 from vaefp_jax.fixed_point import _step, squared_distances
 from vaefp_jax.grid import LatentGrid, _normal_cdf, _normal_pdf
 from vaefp_jax.implicit import dense_solve, implicit_fixed_point
-from vaefp_jax.solver import Protocol, initial_psi, iterate
+from vaefp_jax.solver import Protocol, initial_batch, iterate
 
 __all__ = [
     "tile_moments",
@@ -437,16 +437,7 @@ def _resolve_protocol(protocol, damping, tol, max_steps):
 
 
 def _initial(x, grid, psi0, protocol, key, B, dtype):
-    K = grid.num_tiles
-    if psi0 is None:
-        psi0 = initial_psi(x, grid, protocol.init_noise, key)
-    else:
-        _validate.check_psi(psi0, x, name="psi0", batched=None)
-        if np.shape(psi0)[-2] != K:
-            raise ValueError(f"psi0 has {np.shape(psi0)[-2]} tiles but the grid has {K}")
-        if np.ndim(psi0) == 3 and np.shape(psi0)[0] != B:
-            raise ValueError(f"psi0 has {np.shape(psi0)[0]} rows but there are {B} problems")
-    return jnp.broadcast_to(jnp.asarray(psi0, dtype), (B, K, np.shape(x)[1]))
+    return initial_batch(x, grid, psi0, protocol.init_noise, key, B, dtype)
 
 
 def _geometry(grid, support, r, L, weighting):

@@ -162,6 +162,21 @@ def initial_psi(x, grid: LatentGrid, noise: float = 0.1, key=None) -> jax.Array:
     return centre + noise * scale * u
 
 
+def initial_batch(x, grid: LatentGrid, psi0, init_noise: float, key, B: int, dtype) -> jax.Array:
+    """ψ^0 for B problems, (B, K, d): :func:`initial_psi` when ``psi0`` is None,
+    else ``psi0`` (K, d) shared or (B, K, d) one per problem, validated."""
+    K = grid.num_tiles
+    if psi0 is None:
+        psi0 = initial_psi(x, grid, init_noise, key)
+    else:
+        _validate.check_psi(psi0, x, name="psi0", batched=None)
+        if np.shape(psi0)[-2] != K:
+            raise ValueError(f"psi0 has {np.shape(psi0)[-2]} tiles but the grid has {K}")
+        if np.ndim(psi0) == 3 and np.shape(psi0)[0] != B:
+            raise ValueError(f"psi0 has {np.shape(psi0)[0]} rows but there are {B} problems (β)")
+    return jnp.broadcast_to(jnp.asarray(psi0, dtype), (B, K, np.shape(x)[1]))
+
+
 def iterate(F, psi0, damping, tol, max_steps: int, record_every: int):
     """Damped fixed-point iteration of ``F`` from ``psi0`` for one problem.
 
@@ -343,16 +358,8 @@ def solve(
     dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
     x = x.astype(dtype)
     betas = jnp.asarray(betas, dtype)
-    B, K = betas.shape[0], grid.num_tiles
-    if psi0 is None:
-        psi0 = initial_psi(x, grid, protocol.init_noise, key)
-    else:
-        _validate.check_psi(psi0, x, name="psi0", batched=None)
-        if np.shape(psi0)[-2] != K:
-            raise ValueError(f"psi0 has {np.shape(psi0)[-2]} tiles but the grid has {K}")
-        if np.ndim(psi0) == 3 and np.shape(psi0)[0] != B:
-            raise ValueError(f"psi0 has {np.shape(psi0)[0]} rows but betas has {B}")
-    psi0 = jnp.broadcast_to(jnp.asarray(psi0, dtype), (B, K, x.shape[1]))
+    B = betas.shape[0]
+    psi0 = initial_batch(x, grid, psi0, protocol.init_noise, key, B, dtype)
     tol_ = protocol.resolved_tol(dtype)
     if schedule not in ("fused", "compact"):
         raise ValueError(f"schedule must be 'fused' or 'compact', got {schedule!r}")

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 import time
+
+from vaefp_jax.cli import _positive_float, _positive_int  # noqa: E402
 
 __all__ = ["register", "add_train_arguments", "train_vae_command", "figure1_command", "config_from_args"]
 
@@ -34,26 +35,6 @@ metrics.json (tiling metrics) and figure1.png."""
 
 METRICS_FILE = "metrics.json"
 FIGURE_FILE = "figure1.png"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return v
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
