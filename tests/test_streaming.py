@@ -141,5 +141,5 @@ def test_input_errors():
         step_streamed(psi, x, 0.1, np.log(np.full(5, 0.2)))
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         solve_streamed(x, [0.1], vf.LatentGrid.uniform(2), batch_size=0)
-    with pytest.raises(ValueError, match="psi0 has 2 rows but there are 1 problems"):
+    with pytest.raises(ValueError, match="psi0 has 2 rows but betas has 1"):
         solve_streamed(x, [0.1], vf.LatentGrid.uniform(2), psi0=np.zeros((2, 4, 2)))

@@ -86,14 +86,10 @@ def make_grid(args):
 
 
 def make_protocol(args):
-    import dataclasses
-
     from vaefp_jax.solver import Protocol
 
     base = Protocol.paper() if args.protocol == "paper" else Protocol.tight()
-    over = {k: v for k, v in dict(damping=args.damping, tol=args.tol, max_steps=args.max_steps).items()
-            if v is not None}
-    return dataclasses.replace(base, **over)
+    return base.with_overrides(args.damping, args.tol, args.max_steps)
 
 
 def _sweep(args) -> int:

@@ -429,11 +429,7 @@ def _broadcast_problems(betas, other, other_name):
 
 
 def _resolve_protocol(protocol, damping, tol, max_steps):
-    protocol = protocol or Protocol.paper()
-    return dataclasses.replace(
-        protocol,
-        **{k: v for k, v in dict(damping=damping, tol=tol, max_steps=max_steps).items() if v is not None},
-    )
+    return (protocol or Protocol.paper()).with_overrides(damping, tol, max_steps)
 
 
 def _initial(x, grid, psi0, protocol, key, B, dtype):

@@ -45,7 +45,7 @@ from jax.sharding import PartitionSpec as P
 
 from vaefp_jax import _validate
 from vaefp_jax.grid import LatentGrid
-from vaefp_jax.solver import Protocol, SolveResult, initial_psi, solve
+from vaefp_jax.solver import Protocol, SolveResult, check_initial, initial_psi, solve
 
 __all__ = ["BETA_AXIS", "beta_mesh", "padded_size", "solve_sharded"]
 
@@ -160,12 +160,8 @@ def solve_sharded(
     if psi0 is None:
         noise = (solve_kwargs.get("protocol") or Protocol.paper()).init_noise
         psi0 = initial_psi(x_host, grid, noise, key)
-    else:
-        _validate.check_psi(psi0, x_host, name="psi0", batched=None)
-        if np.shape(psi0)[-2] != K:
-            raise ValueError(f"psi0 has {np.shape(psi0)[-2]} tiles but the grid has {K}")
-        if np.ndim(psi0) == 3 and np.shape(psi0)[0] != B:
-            raise ValueError(f"psi0 has {np.shape(psi0)[0]} rows but betas has {B}")
+    else:  # kept (K, d) when shared: no (B, K, d) copy on the host
+        check_initial(psi0, x_host, K, B)
     psi0_host = np.asarray(psi0, dtype)
 
     size = padded_size(B, mesh.size)

@@ -64,6 +64,11 @@ class Protocol:
         """Undamped, tolerance 1e-10 in float64 and 1e-5 in float32 (``tol=None``)."""
         return cls(damping=0.0, tol=None, max_steps=max_steps, init_noise=0.1)
 
+    def with_overrides(self, damping=None, tol=None, max_steps=None) -> "Protocol":
+        """This protocol with the given fields replaced (``None`` keeps a field)."""
+        over = {k: v for k, v in dict(damping=damping, tol=tol, max_steps=max_steps).items() if v is not None}
+        return dataclasses.replace(self, **over)
+
     def resolved_tol(self, dtype) -> float:
         if self.tol is not None:
             return float(self.tol)
@@ -165,16 +170,20 @@ def initial_psi(x, grid: LatentGrid, noise: float = 0.1, key=None) -> jax.Array:
 def initial_batch(x, grid: LatentGrid, psi0, init_noise: float, key, B: int, dtype) -> jax.Array:
     """ψ^0 for B problems, (B, K, d): :func:`initial_psi` when ``psi0`` is None,
     else ``psi0`` (K, d) shared or (B, K, d) one per problem, validated."""
-    K = grid.num_tiles
     if psi0 is None:
         psi0 = initial_psi(x, grid, init_noise, key)
     else:
-        _validate.check_psi(psi0, x, name="psi0", batched=None)
-        if np.shape(psi0)[-2] != K:
-            raise ValueError(f"psi0 has {np.shape(psi0)[-2]} tiles but the grid has {K}")
-        if np.ndim(psi0) == 3 and np.shape(psi0)[0] != B:
-            raise ValueError(f"psi0 has {np.shape(psi0)[0]} rows but there are {B} problems (β)")
-    return jnp.broadcast_to(jnp.asarray(psi0, dtype), (B, K, np.shape(x)[1]))
+        check_initial(psi0, x, grid.num_tiles, B)
+    return jnp.broadcast_to(jnp.asarray(psi0, dtype), (B, grid.num_tiles, np.shape(x)[1]))
+
+
+def check_initial(psi0, x, num_tiles: int, B: int) -> None:
+    """``psi0`` is (K, d) or (B, K, d), finite, with x's data dimension."""
+    _validate.check_psi(psi0, x, name="psi0", batched=None)
+    if np.shape(psi0)[-2] != num_tiles:
+        raise ValueError(f"psi0 has {np.shape(psi0)[-2]} tiles but the grid has {num_tiles}")
+    if np.ndim(psi0) == 3 and np.shape(psi0)[0] != B:
+        raise ValueError(f"psi0 has {np.shape(psi0)[0]} rows but betas has {B}")
 
 
 def iterate(F, psi0, damping, tol, max_steps: int, record_every: int):
@@ -342,11 +351,7 @@ def solve(
       :class:`SolveResult` with ``psi`` (B, K, d), ``steps``, ``converged``,
       ``residual`` (B,).
     """
-    protocol = protocol or Protocol.paper()
-    protocol = dataclasses.replace(
-        protocol,
-        **{k: v for k, v in dict(damping=damping, tol=tol, max_steps=max_steps).items() if v is not None},
-    )
+    protocol = (protocol or Protocol.paper()).with_overrides(damping, tol, max_steps)
     _validate.check_data(x)
     _validate.check_beta(betas, name="betas", batched=True)
     _validate.check_log_prior(grid.log_prior)
