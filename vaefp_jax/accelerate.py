@@ -145,22 +145,8 @@ def _extrapolated_iterate(psi, x, beta, lp, tol, max_steps, every: int = 8):
 
 
 def _leading_eig(psi, x, beta, lp, num_iter, key):
-    """(ρ, v): growth rate and the last normalised iterate of power iteration on J."""
-    f = tile_jacobian.jacobian_factors(psi, x, beta, lp)
-    v = jax.random.normal(key, psi.shape, psi.dtype)
-    v = v / jnp.linalg.norm(v)
-    half = num_iter // 2
-    tiny = jnp.finfo(psi.dtype).tiny
-
-    def body(i, carry):
-        v, acc = carry
-        w = tile_jacobian.matvec(f, v)
-        nw = jnp.linalg.norm(w)
-        acc = acc + jnp.where(i >= half, jnp.log(jnp.maximum(nw, tiny)), 0.0)
-        return w / jnp.maximum(nw, tiny), acc
-
-    v, acc = jax.lax.fori_loop(0, num_iter, body, (v, jnp.zeros((), psi.dtype)))
-    return jnp.exp(acc / (num_iter - half)), v
+    """(ρ, v) of ∂F/∂ψ at ψ by power iteration."""
+    return tile_jacobian.power_iteration(tile_jacobian.jacobian_factors(psi, x, beta, lp), psi, num_iter, key)
 
 
 def _escape(psi, v, x, beta, lp, scale, num_points):

@@ -36,7 +36,7 @@ from jax.scipy.special import logsumexp
 
 from vaefp_jax.fixed_point import squared_distances
 
-__all__ = ["JacobianFactors", "jacobian_factors", "matvec", "woodbury_solve", "spectral_radius"]
+__all__ = ["JacobianFactors", "jacobian_factors", "matvec", "woodbury_solve", "power_iteration", "spectral_radius"]
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["A", "U", "V"], meta_fields=[])
@@ -90,13 +90,12 @@ def woodbury_solve(matvec_, rhs, F, psi, theta):
     return woodbury_solve_factors(f, rhs)
 
 
-def spectral_radius(psi, x, beta, log_prior, *, num_iter: int = 500, key=None) -> jax.Array:
-    """ρ(∂F/∂ψ) at ψ by power iteration with the factored J (cheap: O(K n d) a step).
-
-    Returns the geometric-mean growth rate of ‖J^k v‖ over the last half of the
-    iterations (exact in the limit whatever the phases of the top eigenvalues;
-    error ~ log(gap)/num_iter for close ones)."""
-    f = jacobian_factors(psi, x, beta, log_prior)
+def power_iteration(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None) -> tuple[jax.Array, jax.Array]:
+    """(ρ, v): the geometric-mean growth rate of ‖J^k v‖ over the last half of
+    ``num_iter`` power iterations with the factored J (O(K n d) a step), and the
+    last normalised iterate (the leading eigenvector when it is real and isolated).
+    Exact in the limit whatever the phases of the top eigenvalues; error
+    ~ log(gap)/num_iter for close ones."""
     key = jax.random.PRNGKey(0) if key is None else key
     v = jax.random.normal(key, psi.shape, psi.dtype)
     v = v / jnp.linalg.norm(v)
@@ -110,5 +109,10 @@ def spectral_radius(psi, x, beta, log_prior, *, num_iter: int = 500, key=None) -
         acc = acc + jnp.where(i >= half, jnp.log(jnp.maximum(nw, tiny)), 0.0)
         return w / jnp.maximum(nw, tiny), acc
 
-    _, acc = jax.lax.fori_loop(0, num_iter, body, (v, jnp.zeros((), psi.dtype)))
-    return jnp.exp(acc / (num_iter - half))
+    v, acc = jax.lax.fori_loop(0, num_iter, body, (v, jnp.zeros((), psi.dtype)))
+    return jnp.exp(acc / (num_iter - half)), v
+
+
+def spectral_radius(psi, x, beta, log_prior, *, num_iter: int = 500, key=None) -> jax.Array:
+    """ρ(∂F/∂ψ) at ψ by :func:`power_iteration` with the factored Jacobian."""
+    return power_iteration(jacobian_factors(psi, x, beta, log_prior), psi, num_iter, key)[0]
