@@ -23,7 +23,7 @@ def test_near_critical_same_stable_fixed_point_fewer_evaluations(x64):
         rho = float(tile_jacobian.spectral_radius(acc.psi[j], jnp.asarray(x), b, lp, num_iter=2000))
         assert rho < 1 and rho == pytest.approx(float(acc.spectral_radius[j]), rel=1e-3)
     # within a few % of β_c plain iteration is slow; the accelerated one is not
-    assert np.all(np.asarray(acc.evaluations[:2]) * 3 < np.asarray(plain.steps[:2]))
+    assert np.all(np.asarray(acc.evaluations[:2]) * 4 < np.asarray(plain.steps[:2]))
 
 
 def test_escapes_the_unstable_collapsed_point(x64):

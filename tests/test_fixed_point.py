@@ -103,6 +103,21 @@ def test_free_energy_decreases_along_undamped_iteration(x64):
     assert f[-1] < f[0]
 
 
+def test_step_and_free_energy_share_one_evaluation(x64):
+    # The fused (F, f) of the accelerated solver against the NumPy step and
+    # f = −β mean_i log c_i written out here.
+    from vaefp_jax.fixed_point import _step_and_free_energy
+
+    x, psi, lp = _problem(6)
+    for beta in (1e-3, 0.05, 3.0):
+        F, f = _step_and_free_energy(jnp.asarray(psi), jnp.asarray(x), beta, jnp.asarray(lp))
+        np.testing.assert_allclose(F, np_step(psi, x, beta, lp), rtol=1e-12, atol=1e-12)
+        a = -((x[:, None, :] - psi[None, :, :]) ** 2).sum(-1) / (2 * beta) + lp
+        amax = a.max(axis=1, keepdims=True)
+        log_c = amax[:, 0] + np.log(np.exp(a - amax).sum(axis=1))
+        np.testing.assert_allclose(float(f), -beta * log_c.mean(), rtol=1e-12)
+
+
 def test_functions_work_under_jit_and_vmap():
     x, psi, lp = (a.astype(np.float32) for a in _problem(7))
     betas = np.array([0.01, 0.1, 1.0], np.float32)

@@ -28,9 +28,11 @@ the local minima of f, unstable ones its saddles. The solver here:
 
 A β whose answer is not certified stable (ρ < 1) or whose residual is above
 ``tol`` is reported as not converged. Map evaluations are counted: one per
-plain step, two per Newton step (F and the Jacobian factors, which cost about
-one evaluation), one per line-search point, one per power iteration is *not*
-counted as a map evaluation (a structured J·v costs O(K n d), far less).
+plain step, three per Newton step (the Jacobian factors, which cost about one
+evaluation, and F with the free energy at the candidate and at the plain step,
+one each), two per extrapolation test, one per line-search point; a power
+iteration is *not* counted as a map evaluation (a structured J·v costs O(K n d),
+far less).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaefp_jax import _validate, tile_jacobian
-from vaefp_jax.fixed_point import _free_energy, _step
+from vaefp_jax.fixed_point import _free_energy, _step, _step_and_free_energy
 from vaefp_jax.grid import LatentGrid
 from vaefp_jax.solver import SolveResult, initial_psi
 
@@ -79,35 +81,47 @@ class AcceleratedResult:
                            residual=self.residual, trajectory=None, tol=self.tol)
 
 
-def _residual(psi, x, beta, lp):
-    return jnp.sqrt(jnp.sum((_step(psi, x, beta, lp) - psi) ** 2))
-
-
-def _newton_phase(psi, x, beta, lp, tol, max_newton):
+def _newton_phase(psi, x, beta, lp, tol, max_newton, plain_after_reject: int = 4):
     """Safeguarded Newton; returns (psi, residual, evaluations, accepted).
 
     A Newton candidate is accepted only if its free energy is no higher than
     that of a plain step from the same point: plain steps never raise f, so
     neither does this loop, and once a saddle has been escaped below its free
-    energy it cannot be reached again."""
+    energy it cannot be reached again.
+
+    Cost per step, in map evaluations: the Jacobian factors (counted as one),
+    F and f at the candidate (one: :func:`_step_and_free_energy` shares the
+    logits), F and f at the plain step (one). F at the accepted point is carried
+    into the next step, so a step costs 3. A rejected candidate means the
+    iterate is not yet in the stable point's Newton basin: ``plain_after_reject``
+    plain steps (one evaluation each) follow before Newton is tried again."""
 
     def cond(s):
-        psi, res, k, evals, acc = s
+        psi, fpsi, res, k, evals, acc = s
         return (k < max_newton) & (res >= tol)
 
     def body(s):
-        psi, res, k, evals, acc = s
-        fpsi = _step(psi, x, beta, lp)
+        psi, fpsi, res, k, evals, acc = s
         f = tile_jacobian.jacobian_factors(psi, x, beta, lp)
         cand = psi + tile_jacobian.woodbury_solve_factors(f, fpsi - psi)
-        e_c, e_p = _free_energy(cand, x, beta, lp), _free_energy(fpsi, x, beta, lp)
-        ok = jnp.all(jnp.isfinite(cand)) & (e_c <= e_p + 1e-13 * jnp.abs(e_p))
-        new = jnp.where(ok, cand, fpsi)
-        return new, _residual(new, x, beta, lp), k + 1, evals + 5, acc + ok.astype(jnp.int32)
+        f_cand, e_c = _step_and_free_energy(cand, x, beta, lp)
+        f_plain, e_p = _step_and_free_energy(fpsi, x, beta, lp)
+        ok = jnp.all(jnp.isfinite(cand)) & jnp.all(jnp.isfinite(f_cand)) & (e_c <= e_p + 1e-13 * jnp.abs(e_p))
+        new, f_new = jnp.where(ok, cand, fpsi), jnp.where(ok, f_cand, f_plain)
 
-    res0 = _residual(psi, x, beta, lp)
-    psi, res, k, evals, acc = jax.lax.while_loop(
-        cond, body, (psi, res0, jnp.int32(0), jnp.int32(1), jnp.int32(0)))
+        def plain(_, pf):
+            return pf[1], _step(pf[1], x, beta, lp)
+
+        new, f_new = jax.lax.cond(
+            ok, lambda pf: pf, lambda pf: jax.lax.fori_loop(0, plain_after_reject, plain, pf), (new, f_new))
+        res = jnp.sqrt(jnp.sum((f_new - new) ** 2))
+        extra = jnp.where(ok, 0, plain_after_reject)
+        return new, f_new, res, k + 1, evals + 3 + extra, acc + ok.astype(jnp.int32)
+
+    fpsi0 = _step(psi, x, beta, lp)
+    res0 = jnp.sqrt(jnp.sum((fpsi0 - psi) ** 2))
+    psi, _, res, k, evals, acc = jax.lax.while_loop(
+        cond, body, (psi, fpsi0, res0, jnp.int32(0), jnp.int32(1), jnp.int32(0)))
     return psi, res, evals, acc
 
 

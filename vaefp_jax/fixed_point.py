@@ -106,6 +106,15 @@ def _step(psi, x, beta, log_prior):
     return weights.T @ x
 
 
+def _step_and_free_energy(psi, x, beta, log_prior):
+    """(F(ψ), f(ψ)) from one set of logits: the free energy is a by-product of
+    the normalisers log c_i that the map computes anyway (one evaluation, not two)."""
+    logits = -squared_distances(x, psi) / (2 * beta)
+    log_c = logsumexp(logits + log_prior[None, :], axis=1, keepdims=True)
+    weights = jax.nn.softmax(logits - log_c, axis=0)
+    return weights.T @ x, -beta * jnp.mean(log_c)
+
+
 def _posterior(sq, beta, log_prior):
     """q_ia from the squared distances (n, K)."""
     return jax.nn.softmax(-sq / (2 * beta) + log_prior[None, :], axis=1)
