@@ -1,19 +1,22 @@
 """Benchmark: one β sweep of the paper's Figure 3 setting, several ways, same run.
 
     python benchmarks/sweep.py [--num-betas 64] [--k 32] [--n 120] [--repeats 3]
-                               [--max-steps 400] [--methods abcdeg] [--skip-numpy]
+                               [--max-steps 400] [--methods abcdegh] [--skip-numpy]
 
 (a) NumPy, a loop over β, each β iterated until its own tolerance;
 (b) JAX, a loop over β calling a jitted single-β ``while_loop`` (the same map);
-(c) ``vaefp_jax.solve`` as shipped (chunked: ``lax.map`` over vmapped loops);
-(d) ``vaefp_jax.solve`` with ``batch_size = B``: one vmapped ``while_loop`` over all β;
+(c) ``vaefp_jax.solve`` as shipped (``schedule="pool"``: one jitted loop over
+    ``default_batch_size`` slots, a slot refilled with the next β as soon as its β stops);
+(d) ``vaefp_jax.solve(schedule="fused", batch_size=B)``: one vmapped ``while_loop`` over all β;
 (e) peer: ``optimistix.fixed_point`` with ``optx.FixedPointIteration`` under
     ``jax.jit(jax.vmap(...))`` over β (optional: skipped, with a note, when
     optimistix is not installed; ``pip install optimistix`` or the ``bench`` extra);
 (f) ``vaefp_jax.streaming.solve_streamed`` (blocked map, ``--tile-chunk`` ×
     ``--data-chunk``), chunked over β like (c); only when ``f`` is in ``--methods``;
 (g) ``vaefp_jax.solve(schedule="compact")``: all running β advance together
-    ``--chunk-steps`` steps at a time, converged β are dropped between chunks.
+    ``--chunk-steps`` steps at a time, converged β are dropped between chunks;
+(h) ``vaefp_jax.solve(schedule="fused")``: ``lax.map`` over chunks of
+    ``default_batch_size`` β, each a vmapped ``while_loop`` (the default before "pool").
 
 Protocol: Appendix A (ψ ← 0.9 F(ψ) + 0.1 ψ, tol 1e-3, ≤ 400 steps), float32,
 the same initial ψ for every method. Prints a markdown table of wall times (best
@@ -25,7 +28,9 @@ our rule, up to float rounding of the division by atol. The damping is in the ma
 (``fn = 0.9 F(ψ) + 0.1 ψ``, ``damp`` left at 0), so older optimistix without a
 ``damp`` field runs the same iteration. optimistix also stops (result
 "nonfinite") on a non-finite iterate, as our loop does on a NaN residual. Its
-``max_steps`` counts map evaluations, like ours. Map evaluations of (d) and (e)
+``max_steps`` counts map evaluations, like ours. "map evaluations" of (a)-(c),
+(f)-(h) are the steps the β needed (Σ steps); the lanes a schedule runs
+masked or idle are not counted, so time / evaluation includes them. Map evaluations of (d) and (e)
 are B × the slowest β's steps: a vmapped ``while_loop`` runs every lane until all
 have stopped.
 
@@ -164,7 +169,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=120, help="data points; issue 7: 120, 10000")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-steps", type=int, default=400, help="step cap (Appendix A: 400)")
-    ap.add_argument("--methods", default="abcdeg", help="rows to run, letters of a-g (default abcdeg)")
+    ap.add_argument("--methods", default="abcdegh", help="rows to run, letters of a-h (default abcdegh)")
     ap.add_argument("--chunk-steps", type=int, default=25, help="(g): steps between compactions")
     ap.add_argument("--skip-numpy", action="store_true", help="same as leaving 'a' out of --methods")
     ap.add_argument("--tile-chunk", type=int, default=1024, help="(f): tiles per block")
@@ -174,8 +179,8 @@ def main(argv=None):
                          "each once untimed first: for the large settings, where a run takes minutes")
     args = ap.parse_args(argv)
     methods = set(args.methods) - ({"a"} if args.skip_numpy else set())
-    if not methods <= set("abcdefg"):
-        ap.error(f"--methods takes letters of abcdefg, got {args.methods!r}")
+    if not methods <= set("abcdefgh"):
+        ap.error(f"--methods takes letters of abcdefgh, got {args.methods!r}")
 
     x64 = vf.datasets.three_clusters(args.n)
     grid = vf.LatentGrid.uniform(args.k)
@@ -223,11 +228,14 @@ def main(argv=None):
         single(betas[:1], psi0)  # compile
         t, (psi_b, steps_b) = best_time(lambda: single(betas, psi0), args.repeats)
         rows.append(("(b) JAX jitted loop over beta", t, int(np.sum(steps_b))))
-    for letter, label, bs in [("c", "(c) vaefp_jax.solve (chunked)", None), ("d", "(d) one vmapped while_loop", B)]:
+    for letter, label, bs, sched in [
+            ("c", f"(c) vaefp_jax.solve (default: pool of {default_batch_size(B)} slots)", None, "auto"),
+            ("d", "(d) one vmapped while_loop", B, "fused"),
+            ("h", f"(h) solve(schedule='fused'), chunks of {default_batch_size(B)}", None, "fused")]:
         if letter not in methods or not fits(label, bs or default_batch_size(B)):
             continue
-        call = lambda bs=bs: vf.solve(x, betas, grid, psi0=psi0, protocol=proto, max_steps=max_steps,
-                                      batch_size=bs, warn=False)
+        call = lambda bs=bs, sched=sched: vf.solve(x, betas, grid, psi0=psi0, protocol=proto, max_steps=max_steps,
+                                                   batch_size=bs, schedule=sched, warn=False)
         t, r = best_time(call, args.repeats, warm)
         rows.append((label, t, int(np.sum(r.steps)) if bs is None else int(B * np.max(r.steps))))
         if letter == "c":
@@ -266,12 +274,15 @@ def main(argv=None):
 
     base_a = next((t for name, t, _ in rows if name.startswith("(a)")), None)
     base_b = next((t for name, t, _ in rows if name.startswith("(b)")), None)
-    print(f"| method | wall time (s) | map evaluations | time / evaluation (us) | vs (a) NumPy | vs (b) JAX loop |")
-    print("|---|---|---|---|---|---|")
+    base_e = next((t for name, t, _ in rows if name.startswith("(e)")), None)
+    print("| method | wall time (s) | map evaluations | time / evaluation (us) | vs (a) NumPy | vs (b) JAX loop "
+          "| vs (e) optimistix |")
+    print("|---|---|---|---|---|---|---|")
     for name, t, evals in rows:
         ra = f"{base_a / t:.1f}x" if base_a else "-"
         rb = f"{base_b / t:.2f}x" if base_b else "-"
-        print(f"| {name} | {t:.3f} | {evals} | {t / evals * 1e6:.0f} | {ra} | {rb} |")
+        re_ = f"{base_e / t:.2f}x" if base_e else "-"
+        print(f"| {name} | {t:.3f} | {evals} | {t / evals * 1e6:.0f} | {ra} | {rb} | {re_} |")
     return 0
 
 

@@ -5,9 +5,14 @@ iteration
 
     ψ^{t+1} = (1 − damping) F(ψ^t) + damping ψ^t,        F the map of eq. (15),
 
-until ‖ψ^{t+1} − ψ^t‖_F < tol or ``max_steps``. All β run in one jitted call:
-``vmap`` over a ``lax.while_loop`` whose predicate is per β, so each β stops
-counting steps (and stops moving) at its own tolerance.
+until ‖ψ^{t+1} − ψ^t‖_F < tol or ``max_steps``. All β run in one jitted call.
+By default ("pool" schedule) a ``lax.while_loop`` advances ``batch_size`` slots
+at once, each holding one β (the map ``vmap``-ed over the slots); a slot whose
+β has stopped writes it out and starts the next waiting β in the same step, so
+converged β stop costing work and every step stays wide. "fused" (``vmap`` over
+per-β ``while_loop``s, chunked by ``lax.map``) is kept for trajectories;
+"compact" re-batches the running β on the host. All three give the same
+fixed points and step counts (tested).
 
 The paper's protocol (Appendix A), :meth:`Protocol.paper`:
 exponential smoothing with α = 0.9, at most 400 steps, stop when the Euclidean
@@ -167,14 +172,19 @@ def initial_psi(x, grid: LatentGrid, noise: float = 0.1, key=None) -> jax.Array:
     return centre + noise * scale * u
 
 
-def initial_batch(x, grid: LatentGrid, psi0, init_noise: float, key, B: int, dtype) -> jax.Array:
-    """ψ^0 for B problems, (B, K, d): :func:`initial_psi` when ``psi0`` is None,
-    else ``psi0`` (K, d) shared or (B, K, d) one per problem, validated."""
+def initial_batch(x, grid: LatentGrid, psi0, init_noise: float, key, B: int, dtype,
+                  broadcast: bool = True) -> jax.Array:
+    """ψ^0 for B problems: :func:`initial_psi` when ``psi0`` is None, else ``psi0``
+    (K, d) shared or (B, K, d) one per problem, validated. Returned as (B, K, d),
+    or, with ``broadcast=False``, a shared ψ^0 stays (K, d) (no B-fold copy)."""
     if psi0 is None:
         psi0 = initial_psi(x, grid, init_noise, key)
     else:
         check_initial(psi0, x, grid.num_tiles, B)
-    return jnp.broadcast_to(jnp.asarray(psi0, dtype), (B, grid.num_tiles, np.shape(x)[1]))
+    psi0 = jnp.asarray(psi0, dtype)
+    if broadcast:
+        psi0 = jnp.broadcast_to(psi0, (B, grid.num_tiles, np.shape(x)[1]))
+    return psi0
 
 
 def check_initial(psi0, x, num_tiles: int, B: int) -> None:
@@ -242,15 +252,18 @@ def default_batch_size(num_betas: int) -> int:
 @functools.partial(jax.jit, static_argnames=("max_steps", "record_every", "batch_size", "step_map"))
 def _solve_batched(x, betas, log_prior, psi0, damping, tol, max_steps, record_every, batch_size,
                    step_map=_step):
+    shared = psi0.ndim == 2  # one ψ^0 for all β: not copied B times
+
     def one(args):
-        beta, p0 = args
+        beta, p0 = (args, psi0) if shared else args
         F = lambda psi: step_map(psi, x, beta, log_prior)
         return iterate(F, p0, damping, tol, max_steps, record_every)
 
+    xs = betas if shared else (betas, psi0)
     if batch_size >= betas.shape[0]:
-        psi, steps, res, traj = jax.vmap(one)((betas, psi0))
+        psi, steps, res, traj = jax.vmap(one)(xs)
     else:
-        psi, steps, res, traj = jax.lax.map(one, (betas, psi0), batch_size=batch_size)
+        psi, steps, res, traj = jax.lax.map(one, xs, batch_size=batch_size)
     converged = (res < tol) & jnp.all(jnp.isfinite(psi), axis=(1, 2))
     return psi, steps, res, converged, traj
 
@@ -272,6 +285,61 @@ def _advance(x, betas, log_prior, psi, t, res, damping, tol, t_stop, step_map=_s
         return jax.lax.while_loop(cond, body, (psi, t, res))
 
     return jax.vmap(one)(betas, psi, t, res, t_stop)
+
+
+@functools.partial(jax.jit, static_argnames=("max_steps", "width", "step_map"))
+def _solve_pooled(x, betas, log_prior, psi0, damping, tol, max_steps, width, step_map=_step):
+    """One jitted loop over ``width`` slots, each iterating one β; a slot whose β
+    has stopped (tolerance or ``max_steps``) writes its result out and takes the
+    next waiting β in the same step ("continuous batching"). Every step
+    advances ``width`` live β until the queue runs dry, so converged β stop
+    costing work without leaving the jit. ``psi0`` is (K, d) shared or (B, K, d)."""
+    B = betas.shape[0]
+    shared = psi0.ndim == 2
+    dtype = x.dtype
+
+    def start(idx):  # ψ^0 of β number idx (clipped; empty slots are masked anyway)
+        return psi0 if shared else psi0[jnp.minimum(idx, B - 1)]
+
+    slot = jnp.arange(width)
+    init = dict(
+        psi=jnp.broadcast_to(psi0, (width,) + psi0.shape) if shared else psi0[jnp.minimum(slot, B - 1)],
+        who=jnp.where(slot < B, slot, -1),  # β index per slot, −1 when empty
+        t=jnp.zeros(width, jnp.int32),
+        res=jnp.full(width, jnp.inf, dtype),
+        queue=jnp.int32(min(width, B)),  # next β to start
+        out_psi=jnp.zeros((B,) + psi0.shape[-2:], dtype),
+        out_t=jnp.zeros(B, jnp.int32),
+        out_res=jnp.full(B, jnp.inf, dtype),
+    )
+    F = jax.vmap(step_map, in_axes=(0, None, 0, None))
+
+    def cond(s):
+        return jnp.any(s["who"] >= 0)
+
+    def body(s):
+        live = s["who"] >= 0
+        beta = betas[jnp.maximum(s["who"], 0)]
+        new = (1 - damping) * F(s["psi"], x, beta, log_prior) + damping * s["psi"]
+        res = jnp.sqrt(jnp.sum((new - s["psi"]) ** 2, axis=(1, 2)))
+        t = s["t"] + 1
+        stop = live & ((t >= max_steps) | ~(res >= tol))  # a NaN residual stops
+        dest = jnp.where(stop, s["who"], B)  # B: dropped by the scatter
+        out_psi = s["out_psi"].at[dest].set(new, mode="drop")
+        out_t = s["out_t"].at[dest].set(t, mode="drop")
+        out_res = s["out_res"].at[dest].set(res, mode="drop")
+        nxt = s["queue"] + jnp.cumsum(stop) - 1  # the β each stopped slot takes next
+        refill = stop & (nxt < B)
+        psi = jnp.where(refill[:, None, None], jax.vmap(start)(nxt), new)
+        who = jnp.where(stop, jnp.where(refill, nxt, -1), s["who"])
+        return dict(psi=psi, who=who, t=jnp.where(stop, 0, t), res=jnp.where(stop, jnp.inf, res),
+                    queue=s["queue"] + jnp.sum(stop).astype(jnp.int32), out_psi=out_psi, out_t=out_t,
+                    out_res=out_res)
+
+    out = jax.lax.while_loop(cond, body, init)
+    psi, res = out["out_psi"], out["out_res"]
+    converged = (res < tol) & jnp.all(jnp.isfinite(psi), axis=(1, 2))
+    return psi, out["out_t"], res, converged, None
 
 
 def _solve_compacted(x, betas, log_prior, psi0, damping, tol, max_steps, chunk_steps, step_map):
@@ -313,7 +381,7 @@ def solve(
     record_every: int = 0,
     batch_size: int | None = None,
     step_map=None,
-    schedule: str = "fused",
+    schedule: str = "auto",
     chunk_steps: int = 25,
     warn: bool = True,
 ) -> SolveResult:
@@ -333,17 +401,21 @@ def solve(
       record_every: if > 0, also return ψ every that many steps (the trajectories
         of Figures 3–4). 0 (default) records nothing and costs nothing.
       batch_size: β values iterated together (see :func:`default_batch_size`);
-        the results do not depend on it.
+        the slot count of ``schedule="pool"``; the results do not depend on it.
       step_map: the map F as a hashable callable ``(psi, x, beta, log_prior) -> psi``
         (default the dense eq. (15); e.g. :class:`vaefp_jax.streaming.StreamedMap`
         for problems whose n × K logits do not fit in memory).
-      schedule: "fused" (default): the whole sweep is one jitted call (``lax.map``
+      schedule: "auto" (default): "pool" when nothing is recorded, else "fused".
+        "fused": the whole sweep is one jitted call (``lax.map``
         over vmapped ``while_loop``s of ``batch_size`` β). "compact": a host loop
         advances all still-running β ``chunk_steps`` steps at a time in one
         vmapped loop and drops the converged ones between chunks, so converged β
-        stop costing work and the batch stays wide (fastest on CPU for sweeps
-        whose β need very different step counts; not traceable under ``jit``;
-        no ``record_every``). Same fixed points and step counts either way.
+        stop costing work and the batch stays wide (not traceable under ``jit``;
+        no ``record_every``). "pool": one jitted loop over ``batch_size`` slots;
+        a slot whose β has stopped hands its result out and starts the next
+        waiting β in the same step, so every step advances ``batch_size`` live β
+        until the queue runs dry (traceable; no ``record_every``). Same fixed
+        points and step counts whichever schedule.
       chunk_steps: steps between compactions (``schedule="compact"``).
       warn: emit a ``RuntimeWarning`` naming the β that did not converge.
 
@@ -364,11 +436,21 @@ def solve(
     x = x.astype(dtype)
     betas = jnp.asarray(betas, dtype)
     B = betas.shape[0]
-    psi0 = initial_batch(x, grid, psi0, protocol.init_noise, key, B, dtype)
+    if schedule not in ("auto", "fused", "compact", "pool"):
+        raise ValueError(f"schedule must be 'auto', 'fused', 'compact' or 'pool', got {schedule!r}")
+    if schedule == "auto":
+        schedule = "fused" if record_every else "pool"
+    psi0 = initial_batch(x, grid, psi0, protocol.init_noise, key, B, dtype, broadcast=schedule == "compact")
     tol_ = protocol.resolved_tol(dtype)
-    if schedule not in ("fused", "compact"):
-        raise ValueError(f"schedule must be 'fused' or 'compact', got {schedule!r}")
-    if schedule == "compact":
+    if schedule == "pool":
+        if record_every:
+            raise ValueError("record_every needs schedule='fused'")
+        psi, steps, res, converged, traj = _solve_pooled(
+            x, betas, jnp.asarray(grid.log_prior, dtype), psi0, jnp.asarray(protocol.damping, dtype),
+            jnp.asarray(tol_, dtype), max_steps=int(protocol.max_steps),
+            width=int(min(batch_size or default_batch_size(B), B)),
+            step_map=_step if step_map is None else step_map)
+    elif schedule == "compact":
         if record_every:
             raise ValueError("record_every needs schedule='fused'")
         if int(chunk_steps) != chunk_steps or chunk_steps < 1:
@@ -377,18 +459,14 @@ def solve(
             x, betas, jnp.asarray(grid.log_prior, dtype), psi0, jnp.asarray(protocol.damping, dtype),
             jnp.asarray(tol_, dtype), int(protocol.max_steps), int(chunk_steps),
             _step if step_map is None else step_map)
-        result = SolveResult(beta=betas, psi=psi, steps=steps, converged=converged,
-                             residual=res, trajectory=traj, tol=tol_)
-        if warn:
-            result.warn_if_not_converged(stacklevel=2)
-        return result
-    psi, steps, res, converged, traj = _solve_batched(
-        x, betas, jnp.asarray(grid.log_prior, dtype), psi0,
-        jnp.asarray(protocol.damping, dtype), jnp.asarray(tol_, dtype),
-        max_steps=int(protocol.max_steps), record_every=int(record_every),
-        batch_size=int(batch_size or default_batch_size(B)),
-        step_map=_step if step_map is None else step_map,
-    )
+    else:
+        psi, steps, res, converged, traj = _solve_batched(
+            x, betas, jnp.asarray(grid.log_prior, dtype), psi0,
+            jnp.asarray(protocol.damping, dtype), jnp.asarray(tol_, dtype),
+            max_steps=int(protocol.max_steps), record_every=int(record_every),
+            batch_size=int(batch_size or default_batch_size(B)),
+            step_map=_step if step_map is None else step_map,
+        )
     result = SolveResult(beta=betas, psi=psi, steps=steps, converged=converged,
                          residual=res, trajectory=traj, tol=tol_)
     if warn:
