@@ -126,6 +126,83 @@ def test_streamed_solver_on_a_device_subset(multi_device):
     assert multi_device["streamed_mesh"] == 3
 
 
+# --------------------------------------------------------------- two processes (jax.distributed)
+
+MP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    pid, port = int(sys.argv[1]), sys.argv[2]
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process gather on CPU
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=2, process_id=pid)
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    import vaefp_jax as vf
+    from vaefp_jax.sharding import solve_sharded
+    sys.path.insert(0, TESTS)
+    from conftest import np_step
+
+    x = vf.datasets.gaussian_blob(150)
+    lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True)).max())
+    grid = vf.LatentGrid.uniform(6)
+    proto = vf.Protocol.tight(max_steps=3000)
+    betas = np.concatenate([lam * np.array([0.97, 1.05]), [0.005, 0.05, 1.0]])  # B = 5 over 4 devices
+    many = solve_sharded(x, betas, grid, protocol=proto, warn=False)
+    one = vf.solve(x, betas, grid, protocol=proto, warn=False)  # this process alone
+    psi = np.asarray(many.psi)
+    psi0 = np.stack([np.asarray(vf.initial_psi(x, grid, key=jax.random.PRNGKey(i))) for i in range(4)])
+    many4 = solve_sharded(x, betas[:4], grid, psi0=psi0, protocol=proto, warn=False)
+    one4 = vf.solve(x, betas[:4], grid, psi0=psi0, protocol=proto, warn=False)
+    lp = np.asarray(grid.log_prior)
+    print(json.dumps({
+        "pid": pid, "processes": jax.process_count(), "devices": jax.device_count(),
+        "local_devices": jax.local_device_count(), "gathered": isinstance(many.psi, np.ndarray),
+        "shape": list(psi.shape), "psi_gap": float(np.max(np.abs(psi - np.asarray(one.psi)))),
+        "same_steps": bool(np.array_equal(np.asarray(many.steps), np.asarray(one.steps))),
+        "converged": np.asarray(many.converged).tolist(),
+        "numpy_map_gap": max(float(np.max(np.abs(np_step(p, x, b, lp) - p))) for p, b in zip(psi, betas)),
+        "psi0_gap": float(np.max(np.abs(np.asarray(many4.psi) - np.asarray(one4.psi)))),
+    }))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def two_processes():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    code = f"TESTS = {TESTS!r}\n" + MP_SCRIPT
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(pid), str(port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for pid in (0, 1)]
+    outs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=600)
+            assert p.returncode == 0, err[-4000:]
+            outs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for p in procs:
+            p.kill()
+    return outs
+
+
+def test_two_processes_gather_the_one_process_result(two_processes):
+    # Multi-controller JAX: 2 processes × 2 CPU devices; every process makes the
+    # same call and receives the whole result (gathered across processes).
+    for out in two_processes:
+        assert out["processes"] == 2 and out["devices"] == 4 and out["local_devices"] == 2
+        assert out["gathered"] and out["shape"] == [5, 36, 2]
+        assert out["psi_gap"] <= 1e-6 and out["same_steps"]
+        assert all(out["converged"]) and out["numpy_map_gap"] < 1e-8
+        assert out["psi0_gap"] <= 1e-6  # per-β ψ0 sharded across the processes
+
+
 # --------------------------------------------------------------- in-process (one device)
 
 
