@@ -58,7 +58,7 @@ import numpy as np
 
 import vaefp_jax as vf
 from vaefp_jax.fixed_point import _step
-from vaefp_jax.solver import default_batch_size, iterate
+from vaefp_jax.solver import DENSE_COPIES, default_batch_size, iterate
 from vaefp_jax.streaming import solve_streamed
 
 try:
@@ -66,7 +66,6 @@ try:
 except ImportError:  # optional peer
     optx = None
 
-DENSE_COPIES = 3  # (n, K) float32 arrays XLA keeps per β in the dense map (see docs/scale.md)
 
 
 def numpy_step(psi, x, beta, lp):

@@ -177,3 +177,18 @@ def test_order_parameter_of_solution_matches_numpy(small, x64):
     for j, b in enumerate(betas):
         u = float(vf.order_parameter(out.psi[j], x, b, grid.log_prior))
         assert u == pytest.approx(np_order_parameter(out.psi[j], x, b, grid.log_prior), rel=1e-12)
+
+
+def test_default_batch_size_cpu_and_memory_cap():
+    from vaefp_jax.solver import DENSE_COPIES, default_batch_size
+
+    assert default_batch_size(64, backend="cpu") == 8
+    assert default_batch_size(3, backend="cpu") == 3
+    assert default_batch_size(1024, backend="gpu") == 1024  # no sizes: no cap
+    # n = 1e4, K = 128², float32 on an 80 GB device: half the memory / (3 (n, K) arrays per lane)
+    per_lane = DENSE_COPIES * 10_000 * 16_384 * 4
+    lanes = default_batch_size(1024, 10_000, 16_384, 4, backend="gpu", memory_bytes=80e9)
+    assert lanes == int(40e9 // per_lane) == 20
+    assert default_batch_size(5, 10_000, 16_384, 4, backend="gpu", memory_bytes=80e9) == 5
+    assert default_batch_size(1024, 10_000, 16_384, 8, backend="gpu", memory_bytes=80e9) == 10
+    assert default_batch_size(1024, 10**6, 10**6, 4, backend="gpu", memory_bytes=80e9) == 1  # never 0

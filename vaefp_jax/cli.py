@@ -113,7 +113,8 @@ def _sweep(args) -> int:
     betas = np.geomspace(args.beta_min, args.beta_max, args.num_betas)
     xj = jnp.asarray(x, dtype)
     psi0 = initial_psi(xj, grid, protocol.init_noise, jax.random.PRNGKey(args.seed))
-    chunk = args.batch_size or default_batch_size(len(betas))
+    width = args.batch_size or default_batch_size(len(betas), x.shape[0], grid.num_tiles, np.dtype(dtype).itemsize)
+    chunk = min(len(betas), 4 * width)  # β per call (progress granularity); the pool refills within a call
     u_fn = jax.jit(jax.vmap(_order_parameter, in_axes=(0, None, 0, None)))
     parts = []
     print(f"data: {x.shape[0]} points in {x.shape[1]}-D; grid: {grid.num_tiles} tiles ({grid.kind}); "
@@ -123,7 +124,7 @@ def _sweep(args) -> int:
         for lo in range(0, len(betas), chunk):
             b = betas[lo:lo + chunk]
             pad = np.concatenate([b, np.repeat(b[-1:], chunk - len(b))])  # one compiled shape
-            r = solve(xj, pad, grid, psi0=psi0, protocol=protocol, batch_size=chunk, warn=False)
+            r = solve(xj, pad, grid, psi0=psi0, protocol=protocol, batch_size=width, warn=False)
             u = u_fn(r.psi, xj, jnp.asarray(pad, dtype), jnp.asarray(grid.log_prior, dtype))
             parts.append({k: np.asarray(v)[: len(b)] for k, v in
                           dict(psi=r.psi, steps=r.steps, converged=r.converged, residual=r.residual, u=u).items()})
@@ -183,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beta-min", type=_positive_float, default=1e-4)
     s.add_argument("--beta-max", type=_positive_float, default=1.0)
     s.add_argument("--num-betas", type=_positive_int, default=64)
-    s.add_argument("--batch-size", type=_positive_int, help="β per jitted chunk (progress granularity)")
+    s.add_argument("--batch-size", type=_positive_int, help="β iterated together (slots of the pool schedule); default 8 on CPU, "
+                   "all (memory permitting) on GPU")
     s.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_sweep)

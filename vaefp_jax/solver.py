@@ -237,16 +237,33 @@ def iterate(F, psi0, damping, tol, max_steps: int, record_every: int):
     return psi, steps, res, traj
 
 
-def default_batch_size(num_betas: int) -> int:
-    """β values iterated together in one vmapped ``while_loop``.
+DENSE_COPIES = 3  # (n, K) arrays the dense map keeps per β lane (XLA's plans: 2–3; docs/scale.md)
 
-    On CPU, small chunks (8) run one after another (``lax.map``): each chunk
-    stops at its own slowest β instead of the whole sweep waiting for the
-    slowest β overall (a vmapped ``while_loop`` runs every lane until all have
-    converged), and the (chunk, n, K) intermediates stay in cache. On GPU/TPU
-    the whole batch goes at once, for parallelism.
+
+def default_batch_size(num_betas: int, num_points: int | None = None, num_tiles: int | None = None,
+                       itemsize: int = 4, *, backend: str | None = None, memory_bytes: int | None = None) -> int:
+    """β values iterated together (the slots of ``schedule="pool"``, the vmap
+    width of ``"fused"``).
+
+    On CPU, 8: enough lanes to keep both the vector units and the cores busy
+    while the (8, n, K) intermediates stay in cache (measured in
+    benchmarks/RESULTS.md: 4 → 8 → 16 slots: 0.72, 0.71, 0.77 s). On GPU/TPU
+    all β at once, for parallelism, capped by memory when the problem size is
+    given: at most half the device memory (``memory_bytes``, default the
+    device's ``bytes_limit``) for ``DENSE_COPIES`` (n, K) arrays per lane.
     """
-    return min(num_betas, 8) if jax.default_backend() == "cpu" else num_betas
+    backend = backend or jax.default_backend()
+    if backend == "cpu":
+        return max(1, min(num_betas, 8))
+    lanes = num_betas
+    if num_points and num_tiles:
+        if memory_bytes is None:
+            stats = jax.devices()[0].memory_stats() or {}
+            memory_bytes = stats.get("bytes_limit")
+        if memory_bytes:
+            per_lane = DENSE_COPIES * int(num_points) * int(num_tiles) * int(itemsize)
+            lanes = min(lanes, max(1, int(0.5 * memory_bytes) // per_lane))
+    return max(1, lanes)
 
 
 @functools.partial(jax.jit, static_argnames=("max_steps", "record_every", "batch_size", "step_map"))
@@ -448,7 +465,7 @@ def solve(
         psi, steps, res, converged, traj = _solve_pooled(
             x, betas, jnp.asarray(grid.log_prior, dtype), psi0, jnp.asarray(protocol.damping, dtype),
             jnp.asarray(tol_, dtype), max_steps=int(protocol.max_steps),
-            width=int(min(batch_size or default_batch_size(B), B)),
+            width=int(min(batch_size or default_batch_size(B, x.shape[0], grid.num_tiles, x.dtype.itemsize), B)),
             step_map=_step if step_map is None else step_map)
     elif schedule == "compact":
         if record_every:
@@ -464,7 +481,7 @@ def solve(
             x, betas, jnp.asarray(grid.log_prior, dtype), psi0,
             jnp.asarray(protocol.damping, dtype), jnp.asarray(tol_, dtype),
             max_steps=int(protocol.max_steps), record_every=int(record_every),
-            batch_size=int(batch_size or default_batch_size(B)),
+            batch_size=int(batch_size or default_batch_size(B, x.shape[0], grid.num_tiles, x.dtype.itemsize)),
             step_map=_step if step_map is None else step_map,
         )
     result = SolveResult(beta=betas, psi=psi, steps=steps, converged=converged,
