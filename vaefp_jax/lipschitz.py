@@ -450,7 +450,14 @@ def _solve_strength_batched(x, betas, strengths, log_prior, base, psi0, damping,
         F = lambda psi: _lipschitz_step(psi, x, beta, log_prior, W)
         return iterate(F, p0, damping, tol, max_steps, record_every)
 
-    psi, steps, res, traj = jax.vmap(one)(betas, strengths, psi0)
+    if jax.default_backend() == "cpu":
+        # One problem at a time: every step solves a K × K system, and a vmapped
+        # solve becomes a batched LAPACK call, which jaxlib 0.10 spreads over
+        # XLA:CPU's thread pool (ParallelBatchMap) — seen to hang forever
+        # (see tile_jacobian.batched_small_solve). Elsewhere: one vmapped loop.
+        psi, steps, res, traj = jax.lax.map(lambda a: one(*a), (betas, strengths, psi0))
+    else:
+        psi, steps, res, traj = jax.vmap(one)(betas, strengths, psi0)
     converged = (res < tol) & jnp.all(jnp.isfinite(psi), axis=(1, 2))
     return psi, steps, res, converged, traj
 

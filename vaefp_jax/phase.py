@@ -132,9 +132,12 @@ def _derivatives(x, betas, log_prior, psi, linear_solve, spectral_iters):
             if spectral_iters else jnp.nan
         return u, du, d2u, rho
 
-    # One β at a time (lax.map, batch 1): with several β vmapped together, XLA:CPU
-    # (jaxlib 0.10.2) was seen to deadlock on this computation (all threads idle,
-    # the result never ready) for some inputs; per-β it costs ~30 ms a β here.
+    # One β at a time (lax.map, batch 1). Root cause of the hang this avoided
+    # (found 2026-11-24): jaxlib 0.10's batched LAPACK kernels dispatch the batch
+    # over XLA:CPU's thread pool (ParallelBatchMap) and can wait forever there; the
+    # per-tile (K, d, d) solves of the Woodbury step no longer call LAPACK
+    # (tile_jacobian.batched_small_solve), but vmapping β would batch the n × n
+    # capacity solve, so β stay serial on every backend (~30 ms a β here).
     return jax.lax.map(lambda a: one(*a), (betas, psi))
 
 

@@ -70,13 +70,56 @@ def matvec(f: JacobianFactors, v: jax.Array) -> jax.Array:
     return jnp.einsum("bde,be->bd", f.A, v) - jnp.einsum("bjd,j->bd", f.U, coupling)
 
 
+SMALL_SOLVE_MAX_D = 8
+
+
+def batched_small_solve(M: jax.Array, B: jax.Array) -> jax.Array:
+    """X with M[k] X[k] = B[k] for M (K, d, d), B (K, d, m), d small.
+
+    Gaussian elimination with partial pivoting, unrolled over the d columns and
+    vectorised over k: plain element-wise XLA, no LAPACK call. Why not
+    ``jnp.linalg.solve``: for K ≈ 10³ systems of size 2 the batched LAPACK
+    kernels of jaxlib 0.10 dispatch the batch over XLA:CPU's thread pool
+    (``ParallelBatchMap``), which was seen to hang forever (all threads idle,
+    two waiting in ``BlockingCounter::Wait`` inside ``lapack_dtrsm_ffi``) on
+    the Figure 3 problem — and it is slower than this loop for tiny systems.
+    For d > ``SMALL_SOLVE_MAX_D`` it falls back to ``jnp.linalg.solve``.
+    """
+    d = M.shape[-1]
+    if d > SMALL_SOLVE_MAX_D:
+        return jnp.linalg.solve(M, B)
+    # Eliminate on M alone and replay the row exchanges and updates on B, so
+    # that the result is visibly linear in B (JAX can transpose it: reverse mode).
+    rows = jnp.arange(d)
+
+    def swap(A, k, p, is_p):
+        row_k, row_p = A[:, k], jnp.take_along_axis(A, p[:, None, None], axis=1)[:, 0]
+        return jnp.where(is_p[:, :, None], row_k[:, None, :], A).at[:, k].set(row_p)
+
+    for k in range(d):
+        score = jnp.where(rows[None, :] >= k, jnp.abs(M[:, :, k]), -1.0)  # pivot among rows k..d−1
+        p = jnp.argmax(score, axis=1)
+        is_p = rows[None, :] == p[:, None]  # (K, d)
+        M, B = swap(M, k, p, is_p), swap(B, k, p, is_p)
+        factor = jnp.where(rows[None, :] > k, M[:, :, k] / M[:, k, k, None], 0.0)  # (K, d)
+        M = M - factor[:, :, None] * M[:, k, None, :]
+        B = B - factor[:, :, None] * B[:, k, None, :]
+    X = [None] * d  # back substitution on the upper-triangular M
+    for k in reversed(range(d)):
+        acc = B[:, k]
+        for j in range(k + 1, d):
+            acc = acc - M[:, k, j, None] * X[j]
+        X[k] = acc / M[:, k, k, None]
+    return jnp.stack(X, axis=1)
+
+
 def woodbury_solve_factors(f: JacobianFactors, rhs: jax.Array) -> jax.Array:
     """v with (I − J) v = rhs, rhs (K, d)."""
     K, d = rhs.shape
     n = f.U.shape[1]
     M = jnp.eye(d, dtype=rhs.dtype)[None] - f.A  # (K, d, d)
-    Minv_r = jnp.linalg.solve(M, rhs[..., None])[..., 0]  # (K, d)
-    Minv_U = jnp.linalg.solve(M, jnp.swapaxes(f.U, 1, 2))  # (K, d, n)
+    Minv_r = batched_small_solve(M, rhs[..., None])[..., 0]  # (K, d)
+    Minv_U = batched_small_solve(M, jnp.swapaxes(f.U, 1, 2))  # (K, d, n)
     cap = jnp.eye(n, dtype=rhs.dtype) + jnp.einsum("bjd,bdk->jk", f.V, Minv_U)  # (n, n)
     t = jnp.einsum("bjd,bd->j", f.V, Minv_r)
     y = jnp.linalg.solve(cap, t)
