@@ -12,7 +12,7 @@
     ``jax.jit(jax.vmap(...))`` over β (optional: skipped, with a note, when
     optimistix is not installed; ``pip install optimistix`` or the ``bench`` extra);
 (f) ``vaefp_jax.streaming.solve_streamed`` (blocked map, ``--tile-chunk`` ×
-    ``--data-chunk``), chunked over β like (c); only when ``f`` is in ``--methods``;
+    ``--data-chunk``), scheduled over β like (c) (the pool); only when ``f`` is in ``--methods``;
 (g) ``vaefp_jax.solve(schedule="compact")``: all running β advance together
     ``--chunk-steps`` steps at a time, converged β are dropped between chunks;
 (h) ``vaefp_jax.solve(schedule="fused")``: ``lax.map`` over chunks of
