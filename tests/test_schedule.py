@@ -6,17 +6,21 @@ import pytest
 import vaefp_jax as vf
 
 
+def _assert_same_sweep(a, b):
+    """Same step counts and convergence flags, same fixed points and residuals."""
+    np.testing.assert_array_equal(a.steps, b.steps)
+    np.testing.assert_array_equal(a.converged, b.converged)
+    np.testing.assert_allclose(a.psi, b.psi, atol=1e-12)
+    np.testing.assert_allclose(a.residual, b.residual, rtol=1e-9)
+
+
 def test_compact_schedule_equals_fused(x64):
     x = vf.datasets.three_clusters(30, seed=3)
     grid = vf.LatentGrid.uniform(6)
     betas = np.geomspace(1e-3, 1.0, 11)
-    fused = vf.solve(x, betas, grid, warn=False)
+    fused = vf.solve(x, betas, grid, schedule="fused", warn=False)
     for chunk in (1, 7, 1000):
-        compact = vf.solve(x, betas, grid, schedule="compact", chunk_steps=chunk, warn=False)
-        np.testing.assert_array_equal(compact.steps, fused.steps)
-        np.testing.assert_array_equal(compact.converged, fused.converged)
-        np.testing.assert_allclose(compact.psi, fused.psi, atol=1e-12)
-        np.testing.assert_allclose(compact.residual, fused.residual, rtol=1e-9)
+        _assert_same_sweep(vf.solve(x, betas, grid, schedule="compact", chunk_steps=chunk, warn=False), fused)
     capped = vf.solve(x, betas, grid, schedule="compact", max_steps=5, chunk_steps=3, warn=False)
     np.testing.assert_array_equal(capped.steps, np.minimum(fused.steps, 5))
 
@@ -39,11 +43,7 @@ def test_pool_schedule_equals_fused(x64):
     fused = vf.solve(x, betas, grid, schedule="fused", warn=False)
     assert len(set(np.asarray(fused.steps).tolist())) > 3  # slots really get refilled at different times
     for width in (1, 3, 11, 64):  # 64 > B: clipped to B
-        pool = vf.solve(x, betas, grid, schedule="pool", batch_size=width, warn=False)
-        np.testing.assert_array_equal(pool.steps, fused.steps)
-        np.testing.assert_array_equal(pool.converged, fused.converged)
-        np.testing.assert_allclose(pool.psi, fused.psi, atol=1e-12)
-        np.testing.assert_allclose(pool.residual, fused.residual, rtol=1e-9)
+        _assert_same_sweep(vf.solve(x, betas, grid, schedule="pool", batch_size=width, warn=False), fused)
     capped = vf.solve(x, betas, grid, schedule="pool", batch_size=4, max_steps=5, warn=False)
     np.testing.assert_array_equal(capped.steps, np.minimum(fused.steps, 5))
     assert not np.any(capped.converged & (np.asarray(fused.steps) > 5))

@@ -94,10 +94,15 @@ def squared_distances(x: jax.Array, psi: jax.Array) -> jax.Array:
     return jnp.maximum(sq, 0)
 
 
-def _log_m(psi, x, beta, log_prior):
+def _log_m_and_log_c(psi, x, beta, log_prior):
+    """(log m_ia (n, K), log c_i (n, 1)) of eq. (14)."""
     logits = -squared_distances(x, psi) / (2 * beta)  # ℓ_ia, (n, K)
     log_c = logsumexp(logits + log_prior[None, :], axis=1, keepdims=True)  # (n, 1)
-    return logits - log_c
+    return logits - log_c, log_c
+
+
+def _log_m(psi, x, beta, log_prior):
+    return _log_m_and_log_c(psi, x, beta, log_prior)[0]
 
 
 def _step(psi, x, beta, log_prior):
@@ -109,9 +114,8 @@ def _step(psi, x, beta, log_prior):
 def _step_and_free_energy(psi, x, beta, log_prior):
     """(F(ψ), f(ψ)) from one set of logits: the free energy is a by-product of
     the normalisers log c_i that the map computes anyway (one evaluation, not two)."""
-    logits = -squared_distances(x, psi) / (2 * beta)
-    log_c = logsumexp(logits + log_prior[None, :], axis=1, keepdims=True)
-    weights = jax.nn.softmax(logits - log_c, axis=0)
+    log_m_, log_c = _log_m_and_log_c(psi, x, beta, log_prior)
+    weights = jax.nn.softmax(log_m_, axis=0)
     return weights.T @ x, -beta * jnp.mean(log_c)
 
 

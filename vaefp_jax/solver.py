@@ -196,6 +196,13 @@ def check_initial(psi0, x, num_tiles: int, B: int) -> None:
         raise ValueError(f"psi0 has {np.shape(psi0)[0]} rows but betas has {B}")
 
 
+def damped_update(F, psi, damping):
+    """One damped step ψ' = (1 − damping) F(ψ) + damping ψ and its residual
+    ‖ψ' − ψ‖_F: the loop body every schedule of :func:`solve` shares."""
+    new = (1 - damping) * F(psi) + damping * psi
+    return new, jnp.sqrt(jnp.sum((new - psi) ** 2))
+
+
 def iterate(F, psi0, damping, tol, max_steps: int, record_every: int):
     """Damped fixed-point iteration of ``F`` from ``psi0`` for one problem.
 
@@ -209,8 +216,7 @@ def iterate(F, psi0, damping, tol, max_steps: int, record_every: int):
 
     def body(state):
         psi, t, res = state[:3]
-        new = (1 - damping) * F(psi) + damping * psi
-        res = jnp.sqrt(jnp.sum((new - psi) ** 2))
+        new, res = damped_update(F, psi, damping)
         t = t + 1
         if not record_every:
             return new, t, res
@@ -295,9 +301,8 @@ def _advance(x, betas, log_prior, psi, t, res, damping, tol, t_stop, step_map=_s
             return (s[1] < t_stop) & (s[2] >= tol)
 
         def body(s):
-            psi, t, _ = s
-            new = (1 - damping) * step_map(psi, x, beta, log_prior) + damping * psi
-            return new, t + 1, jnp.sqrt(jnp.sum((new - psi) ** 2))
+            new, res = damped_update(lambda p: step_map(p, x, beta, log_prior), s[0], damping)
+            return new, s[1] + 1, res
 
         return jax.lax.while_loop(cond, body, (psi, t, res))
 
@@ -329,7 +334,7 @@ def _solve_pooled(x, betas, log_prior, psi0, damping, tol, max_steps, width, ste
         out_t=jnp.zeros(B, jnp.int32),
         out_res=jnp.full(B, jnp.inf, dtype),
     )
-    F = jax.vmap(step_map, in_axes=(0, None, 0, None))
+    update = jax.vmap(lambda psi, beta: damped_update(lambda p: step_map(p, x, beta, log_prior), psi, damping))
 
     def cond(s):
         return jnp.any(s["who"] >= 0)
@@ -337,8 +342,7 @@ def _solve_pooled(x, betas, log_prior, psi0, damping, tol, max_steps, width, ste
     def body(s):
         live = s["who"] >= 0
         beta = betas[jnp.maximum(s["who"], 0)]
-        new = (1 - damping) * F(s["psi"], x, beta, log_prior) + damping * s["psi"]
-        res = jnp.sqrt(jnp.sum((new - s["psi"]) ** 2, axis=(1, 2)))
+        new, res = update(s["psi"], beta)
         t = s["t"] + 1
         stop = live & ((t >= max_steps) | ~(res >= tol))  # a NaN residual stops
         dest = jnp.where(stop, s["who"], B)  # B: dropped by the scatter
