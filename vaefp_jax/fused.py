@@ -1,0 +1,234 @@
+r"""The map of eq. (14)–(15) as two fused Pallas kernels (GPU), for d ≤ 8.
+
+XLA evaluates :func:`vaefp_jax.fixed_point.step` as a handful of fusions, each
+re-reading or re-computing (n, K) logits from memory. The floor of the map
+(``benchmarks/floor.py``, ``docs/scale.md``) is set by its 2 n K exponentials
+and by reading x (n, d) and ψ (K, d) once; these kernels compute the
+distances on the fly and never write an (n, K) array:
+
+1. **row kernel**, one program per block of ``data_block`` points: an online
+   log-sum-exp over blocks of ``tile_block`` tiles,
+
+       log c_i = logsumexp_b(−‖x_i − ψ_b‖²/2β + log π_b),       shape (n,);
+
+2. **column kernel**, one program per block of tiles: an online softmax over
+   blocks of data points (as in flash attention),
+
+       ψ_b ← Σ_i x_i exp(ℓ_ib − log c_i − M_b) / Σ_i exp(ℓ_ib − log c_i − M_b),
+       M_b = max_i (ℓ_ib − log c_i),                            shape (K, d).
+
+The same formulas as :func:`~vaefp_jax.fixed_point.step` in the same
+log-space form (no β under- or overflows), up to floating-point reassociation
+of the sums; :mod:`vaefp_jax.streaming` is the XLA version of the same two
+passes and ``step`` is the reference the kernels are tested against
+(tests/test_fused.py, in Pallas's interpret mode on CPU).
+
+Layout: coordinates are passed transposed, x as (d, n) and ψ as (d, K), so
+that every load is a contiguous row and the sum over the d ≤ 8 coordinates is
+unrolled (no matrix unit is needed for d = 2). Padding: n and K are padded to
+multiples of the blocks; padded tiles get log π = ``_NEG`` (they add nothing to
+c_i; their columns are dropped), padded points get log c = −``_NEG`` (their
+log m is ≈ ``_NEG``, so they add nothing to any column). ``_NEG`` is a large
+finite number rather than −∞ so that no ∞ − ∞ arises in the running maxima.
+
+Backends: on GPU the kernels are lowered with Pallas's Triton backend
+(``jax.experimental.pallas.triton.CompilerParams``); on CPU Pallas has only
+its interpreter, which is correct but slow: there, use it to test, and use
+``step``/``solve`` to compute. Under ``vmap`` (the β batch of
+:func:`vaefp_jax.solve`) Pallas adds a grid axis: one launch per pass for all β.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from vaefp_jax.fixed_point import _UNROLL_MAX_D, _cast, _check
+
+__all__ = ["FusedMap", "step_fused", "MAX_DIM"]
+
+MAX_DIM = _UNROLL_MAX_D  # coordinates are unrolled in the kernels
+_NEG = -1e30  # "minus infinity" for padding: finite in float32 and float64
+
+
+def _power_of_two(name: str, value) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 1 or int(value) & (int(value) - 1):
+        raise ValueError(f"{name} must be a positive power of two (a Triton block size), got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _squared_distances_block(rows, cols):
+    """Σ_k (rows[k][:, None] − cols[k][None, :])², rows: d × (nb,), cols: d × (kb,) → (nb, kb)."""
+    sq = None
+    for r, c in zip(rows, cols):
+        diff = r[:, None] - c[None, :]
+        sq = diff * diff if sq is None else sq + diff * diff
+    return sq
+
+
+def _row_kernel(x_ref, psi_ref, lp_ref, two_beta_ref, log_c_ref, *, d, tile_block, num_tile_blocks):
+    """x_ref (d, nb), psi_ref (d, Kp), lp_ref (Kp,), two_beta_ref (1,) → log_c_ref (nb,)."""
+    two_beta = two_beta_ref[0]
+    rows = [x_ref[k, :] for k in range(d)]
+    nb = rows[0].shape[0]
+
+    def body(j, carry):
+        run_max, run_sum = carry
+        cols_sl = pl.ds(j * tile_block, tile_block)
+        sq = _squared_distances_block(rows, [psi_ref[k, cols_sl] for k in range(d)])
+        v = -sq / two_beta + lp_ref[cols_sl][None, :]  # ℓ_ib + log π_b, (nb, kb)
+        new_max = jnp.maximum(run_max, jnp.max(v, axis=1))
+        run_sum = run_sum * jnp.exp(run_max - new_max) + jnp.sum(jnp.exp(v - new_max[:, None]), axis=1)
+        return new_max, run_sum
+
+    init = (jnp.full((nb,), _NEG, rows[0].dtype), jnp.zeros((nb,), rows[0].dtype))
+    run_max, run_sum = jax.lax.fori_loop(0, num_tile_blocks, body, init)
+    log_c_ref[...] = run_max + jnp.log(run_sum)
+
+
+def _column_kernel(psi_ref, x_ref, log_c_ref, two_beta_ref, out_ref, *, d, data_block, num_data_blocks):
+    """psi_ref (d, kb), x_ref (d, Np), log_c_ref (Np,), two_beta_ref (1,) → out_ref (d, kb)."""
+    two_beta = two_beta_ref[0]
+    cols = [psi_ref[k, :] for k in range(d)]
+    kb = cols[0].shape[0]
+    dtype = cols[0].dtype
+
+    def body(j, carry):
+        run_max, run_sum, run_acc = carry
+        rows_sl = pl.ds(j * data_block, data_block)
+        rows = [x_ref[k, rows_sl] for k in range(d)]
+        lm = -_squared_distances_block(rows, cols) / two_beta - log_c_ref[rows_sl][:, None]  # log m, (nb, kb)
+        new_max = jnp.maximum(run_max, jnp.max(lm, axis=0))
+        rescale = jnp.exp(run_max - new_max)
+        w = jnp.exp(lm - new_max[None, :])
+        run_sum = run_sum * rescale + jnp.sum(w, axis=0)
+        run_acc = tuple(a * rescale + jnp.sum(w * r[:, None], axis=0) for a, r in zip(run_acc, rows))
+        return new_max, run_sum, run_acc
+
+    init = (jnp.full((kb,), _NEG, dtype), jnp.zeros((kb,), dtype), tuple(jnp.zeros((kb,), dtype) for _ in range(d)))
+    _, run_sum, run_acc = jax.lax.fori_loop(0, num_data_blocks, body, init)
+    for k in range(d):
+        out_ref[k, :] = run_acc[k] / run_sum
+
+
+# --------------------------------------------------------------------------- the map
+
+
+def _compiler_params(num_warps: int):
+    from jax.experimental.pallas import triton as plt
+
+    return plt.CompilerParams(num_warps=num_warps, num_stages=1)
+
+
+def _pad(a, axis: int, size: int, fill):
+    pad = size - a.shape[axis]
+    if not pad:
+        return a
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (0, pad)
+    return jnp.pad(a, widths, constant_values=fill)
+
+
+def _step_fused(psi, x, beta, log_prior, data_block: int, tile_block: int, num_warps: int, interpret: bool):
+    """F(ψ) (K, d) for cast, validated inputs (traceable, vmappable over β and ψ)."""
+    (K, d), (n, _) = psi.shape, x.shape
+    dtype = x.dtype
+    nb, kb = min(data_block, pl.next_power_of_2(n)), min(tile_block, pl.next_power_of_2(K))
+    n_pad, K_pad = pl.cdiv(n, nb) * nb, pl.cdiv(K, kb) * kb
+    xt = _pad(x.T, 1, n_pad, 0)                                # (d, Np)
+    pt = _pad(psi.T, 1, K_pad, 0)                              # (d, Kp)
+    lp = _pad(log_prior.astype(dtype), 0, K_pad, _NEG)         # (Kp,)
+    two_beta = jnp.reshape(2 * beta, (1,)).astype(dtype)
+    params = {} if interpret else dict(compiler_params=_compiler_params(num_warps))
+    full = lambda shape: pl.BlockSpec(shape, lambda i: (0,) * len(shape))
+
+    log_c = pl.pallas_call(
+        functools.partial(_row_kernel, d=d, tile_block=kb, num_tile_blocks=K_pad // kb),
+        out_shape=jax.ShapeDtypeStruct((n_pad,), dtype),
+        grid=(n_pad // nb,),
+        in_specs=[pl.BlockSpec((d, nb), lambda i: (0, i)), full((d, K_pad)), full((K_pad,)), full((1,))],
+        out_specs=pl.BlockSpec((nb,), lambda i: (i,)),
+        interpret=interpret,
+        name="vaefp_row_logsumexp",
+        **params,
+    )(xt, pt, lp, two_beta)
+    log_c = jnp.where(jnp.arange(n_pad) < n, log_c, -_NEG)    # padded points: log m ≈ _NEG
+
+    new_t = pl.pallas_call(
+        functools.partial(_column_kernel, d=d, data_block=nb, num_data_blocks=n_pad // nb),
+        out_shape=jax.ShapeDtypeStruct((d, K_pad), dtype),
+        grid=(K_pad // kb,),
+        in_specs=[pl.BlockSpec((d, kb), lambda j: (0, j)), full((d, n_pad)), full((n_pad,)), full((1,))],
+        out_specs=pl.BlockSpec((d, kb), lambda j: (0, j)),
+        interpret=interpret,
+        name="vaefp_column_softmax",
+        **params,
+    )(pt, xt, log_c, two_beta)
+    return new_t[:, :K].T
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedMap:
+    """The map F(ψ) of eq. (15) as two fused Pallas kernels (see the module docstring).
+
+    Hashable by value, so it can be a static argument of ``jax.jit`` and the
+    ``step_map`` of :func:`vaefp_jax.solve`; calling it has the signature of
+    ``vaefp_jax.fixed_point._step``:
+    ``(psi (K, d), x (n, d), beta (), log_prior (K,)) -> (K, d)``, traceable,
+    no validation beyond d ≤ ``MAX_DIM``.
+
+    Attributes:
+      data_block: data points per block (a power of two; clipped to n's).
+      tile_block: tiles per block (a power of two; clipped to K's).
+      num_warps: Triton warps per program (GPU only).
+      interpret: run Pallas's interpreter; ``None`` (default): on CPU only,
+        where there is no compiled Pallas.
+    """
+
+    data_block: int = 64
+    tile_block: int = 128
+    num_warps: int = 4
+    interpret: bool | None = None
+
+    def __post_init__(self):
+        _power_of_two("data_block", self.data_block)
+        _power_of_two("tile_block", self.tile_block)
+        _power_of_two("num_warps", self.num_warps)
+
+    def __call__(self, psi, x, beta, log_prior):
+        if x.shape[-1] > MAX_DIM:
+            raise ValueError(f"the fused kernels unroll the coordinates: d ≤ {MAX_DIM}, got d = {x.shape[-1]}; "
+                             "use vaefp_jax.step or vaefp_jax.streaming.StreamedMap")
+        interpret = jax.default_backend() == "cpu" if self.interpret is None else bool(self.interpret)
+        return _step_fused(psi, x, beta, log_prior, self.data_block, self.tile_block, self.num_warps, interpret)
+
+
+@functools.partial(jax.jit, static_argnames=("F",))
+def _jit_map(F, psi, x, beta, log_prior):
+    return F(psi, x, beta, log_prior)
+
+
+def step_fused(psi, x, beta, log_prior, *, data_block: int = 64, tile_block: int = 128,
+               interpret: bool | None = None) -> jax.Array:
+    """One undamped application of eq. (14)–(15), ψ (K, d) → F(ψ) (K, d), by the
+    fused kernels: the values of :func:`vaefp_jax.fixed_point.step` without any
+    (n, K) array in memory.
+
+    Args:
+      psi: (K, d) decoder values on the tiles, d ≤ ``MAX_DIM``.
+      x: (n, d) data.
+      beta: scalar β > 0.
+      log_prior: (K,) log prior masses, ``logsumexp(log_prior) == 0``.
+      data_block, tile_block: block sizes (powers of two).
+      interpret: see :class:`FusedMap`.
+    """
+    _check(psi, x, beta, log_prior)
+    F = FusedMap(data_block=data_block, tile_block=tile_block, interpret=interpret)
+    return _jit_map(F, *_cast(psi, x, beta, log_prior))
