@@ -1,5 +1,6 @@
 """The accelerated solver reaches the same stable fixed point as plain iteration."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ def test_near_critical_same_stable_fixed_point_fewer_evaluations(x64):
     grid = vf.LatentGrid.uniform(6)
     betas = np.array([0.97, 1.03, 1.3]) * lam
     plain = vf.solve(x, betas, grid, protocol=vf.Protocol(damping=0.0, tol=1e-11, max_steps=200_000))
-    acc = solve_accelerated(x, betas, grid, tol=1e-11, power_iters=600)
+    acc = solve_accelerated(x, betas, grid, tol=1e-11, spectral_iters=40)
     assert np.all(acc.converged) and np.all(acc.stable)
     np.testing.assert_allclose(acc.psi, plain.psi, atol=1e-6)
     lp = jnp.asarray(grid.log_prior)
@@ -33,8 +34,51 @@ def test_escapes_the_unstable_collapsed_point(x64):
     lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
     grid = vf.LatentGrid.uniform(6)
     collapsed = np.broadcast_to(x.mean(0), (grid.num_tiles, 2))
-    acc = solve_accelerated(x, np.array([0.7 * lam]), grid, psi0=collapsed, power_iters=600)
+    acc = solve_accelerated(x, np.array([0.7 * lam]), grid, psi0=collapsed, spectral_iters=40)
     assert bool(acc.converged[0]) and float(acc.spectral_radius[0]) < 1
     assert int(acc.escapes[0]) >= 1
     u = float(vf.order_parameter(acc.psi[0], x, 0.7 * lam, grid.log_prior))
     assert u < np.trace(np.cov(x.T, bias=True)) * 0.99  # split: lower error than collapsed
+
+
+@pytest.mark.parametrize("factor", [0.5, 0.97, 1.03, 3.0])
+def test_lanczos_matches_dense_eigenvalues_at_fixed_points(x64, factor):
+    """ρ and the leading eigenvector from 32 Lanczos steps against NumPy's
+    eigenvalues of the dense Jacobian (jacfwd of the map), at stable fixed points
+    of the blob (ρ → 1 near β_c = λ_max) and at the unstable collapsed point
+    (ρ = λ_max/β > 1 for β < λ_max), whose unstable direction is the top
+    principal axis for every tile alike."""
+    from vaefp_jax.fixed_point import _step
+
+    x = vf.datasets.gaussian_blob(120, seed=0)
+    cov = np.cov(x.T, bias=True)
+    lam, axes = np.linalg.eigh(cov)
+    grid = vf.LatentGrid.uniform(5)
+    X, lp, beta = jnp.asarray(x), jnp.asarray(grid.log_prior), factor * lam[-1]
+    stable = vf.solve(x, [beta], grid, protocol=vf.Protocol(damping=0.0, tol=1e-12, max_steps=100_000)).psi[0]
+    collapsed = jnp.broadcast_to(X.mean(0), stable.shape)
+    for psi in (stable, collapsed) if factor < 1 else (stable,):
+        J = np.asarray(jax.jacfwd(lambda p: _step(p, X, beta, lp))(psi)).reshape(psi.size, psi.size)
+        rho_ref = np.abs(np.linalg.eigvals(J)).max()
+        rho, v = tile_jacobian.lanczos(tile_jacobian.jacobian_factors(psi, X, beta, lp), psi, 32)
+        assert float(rho) == pytest.approx(rho_ref, rel=1e-9, abs=1e-12)
+        v = np.asarray(v).reshape(-1)
+        assert np.linalg.norm(J @ v - rho_ref * v) < 1e-6  # an eigenvector for ρ
+    rho_collapsed = float(tile_jacobian.lanczos(tile_jacobian.jacobian_factors(collapsed, X, beta, lp),
+                                                collapsed, 32)[0])
+    assert rho_collapsed == pytest.approx(lam[-1] / beta, rel=1e-9)
+
+
+def test_power_certificate_agrees_and_bad_options():
+    x = vf.datasets.gaussian_blob(60, seed=1)
+    grid = vf.LatentGrid.uniform(4)
+    b = np.array([0.02])
+    a = solve_accelerated(x, b, grid, tol=1e-4)
+    p = solve_accelerated(x, b, grid, tol=1e-4, spectral="power", spectral_iters=400)
+    assert bool(a.converged[0]) and bool(p.converged[0])
+    np.testing.assert_allclose(np.asarray(a.psi), np.asarray(p.psi), atol=1e-4)
+    assert float(a.spectral_radius[0]) == pytest.approx(float(p.spectral_radius[0]), rel=1e-2)
+    with pytest.raises(ValueError, match="spectral must be 'lanczos' or 'power'"):
+        solve_accelerated(x, b, grid, spectral="arnoldi")
+    with pytest.raises(ValueError, match="spectral_iters must be an integer ≥ 2"):
+        solve_accelerated(x, b, grid, spectral_iters=1)

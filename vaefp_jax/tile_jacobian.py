@@ -36,17 +36,21 @@ from jax.scipy.special import logsumexp
 
 from vaefp_jax.fixed_point import squared_distances
 
-__all__ = ["JacobianFactors", "jacobian_factors", "matvec", "woodbury_solve", "power_iteration", "spectral_radius"]
+__all__ = ["JacobianFactors", "jacobian_factors", "matvec", "woodbury_solve", "power_iteration", "lanczos",
+           "spectral_radius"]
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["A", "U", "V"], meta_fields=[])
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["A", "U", "V", "tile_mass"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class JacobianFactors:
-    """J = blockdiag(A) − U Vᵀ. A: (K, d, d); U, V: (K, n, d)."""
+    """J = blockdiag(A) − U Vᵀ. A: (K, d, d); U, V: (K, n, d); ``tile_mass``
+    s_a = Σ_i q_ia (K,), the scaling that makes J symmetric at a fixed point
+    (see :func:`lanczos`)."""
 
     A: jax.Array
     U: jax.Array
     V: jax.Array
+    tile_mass: jax.Array
 
 
 def jacobian_factors(psi, x, beta, log_prior) -> JacobianFactors:
@@ -61,7 +65,7 @@ def jacobian_factors(psi, x, beta, log_prior) -> JacobianFactors:
     U = w.T[:, :, None] * d_new
     A = jnp.einsum("bjd,bje->bde", U, d_old) / beta
     V = q.T[:, :, None] * d_old / beta
-    return JacobianFactors(A=A, U=U, V=V)
+    return JacobianFactors(A=A, U=U, V=V, tile_mass=jnp.sum(q, axis=0))
 
 
 def matvec(f: JacobianFactors, v: jax.Array) -> jax.Array:
@@ -159,3 +163,63 @@ def power_iteration(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None)
 def spectral_radius(psi, x, beta, log_prior, *, num_iter: int = 500, key=None) -> jax.Array:
     """ρ(∂F/∂ψ) at ψ by :func:`power_iteration` with the factored Jacobian."""
     return power_iteration(jacobian_factors(psi, x, beta, log_prior), psi, num_iter, key)[0]
+
+
+def lanczos(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None) -> tuple[jax.Array, jax.Array]:
+    r"""(ρ, v) like :func:`power_iteration`, from ``num_iter`` Lanczos steps:
+    valid at a fixed point, where J is similar to a symmetric matrix.
+
+    Why J is symmetrisable there: the map is a preconditioned gradient step on
+    the free energy f(ψ) = −(β/n) Σ_i log c_i, F(ψ)_a − ψ_a = −(n/s_a) ∂f/∂ψ_a
+    with s_a = Σ_i q_ia (``tile_mass``), for every ψ. Differentiating, at a fixed
+    point (∇f = 0) J = I − D H with D = diag(n/s) ⊗ I_d and H = ∇²f symmetric, so
+
+        S = D^{−1/2} J D^{1/2} = I − D^{1/2} H D^{1/2}
+
+    is symmetric and has J's (real) eigenvalues; J's eigenvectors are D^{1/2}
+    times S's. Lanczos with full reorthogonalisation on S gives the extreme
+    eigenvalues in O(1/√gap) products J·v where power iteration needs
+    O(1/gap) (near a transition the gap 1 − ρ → 0).
+
+    Returns ρ = max(|θ_max| + r_max, |θ_min| + r_min), the extreme Ritz values
+    θ widened by their residual bounds r = β_m |y_m| (for a symmetric S an
+    eigenvalue lies within r of each Ritz value, so this does not undershoot the
+    extreme eigenvalues the Krylov space has found), and v the Ritz vector of
+    the Ritz value of largest modulus, mapped back to J's coordinates and
+    normalised. Away from a fixed point S is only nearly symmetric (by
+    O(‖F(ψ) − ψ‖)); use :func:`power_iteration` there.
+
+    Tiles with no posterior mass (s_a underflows at small β) have their s_a
+    raised to √tiny: their rows and columns of S are then O(√tiny) or exact.
+    """
+    key = jax.random.PRNGKey(0) if key is None else key
+    dtype = psi.dtype
+    m = int(num_iter)
+    s = jnp.maximum(f.tile_mass, jnp.sqrt(jnp.finfo(dtype).tiny))
+    root = jnp.sqrt(s / jnp.sum(s))[:, None]          # D^{-1/2} up to a constant factor, (K, 1)
+    op = lambda u: matvec(f, u / root) * root          # S u = D^{-1/2} J D^{1/2} u
+    q0 = jax.random.normal(key, psi.shape, dtype)
+    Q = jnp.zeros((m + 1,) + psi.shape, dtype).at[0].set(q0 / jnp.linalg.norm(q0))
+    eps = jnp.finfo(dtype).eps
+
+    def body(j, carry):
+        Q, alpha, beta = carry
+        w = op(Q[j])
+        a = jnp.vdot(Q[j], w)
+        for _ in range(2):  # full reorthogonalisation, twice ("twice is enough")
+            w = w - jnp.tensordot(jnp.tensordot(Q, w, axes=w.ndim), Q, axes=1)
+        b = jnp.linalg.norm(w)
+        # breakdown (an invariant subspace found): stop growing the basis
+        ok = b > eps * (jnp.abs(a) + 1)
+        Q = Q.at[j + 1].set(jnp.where(ok, w / jnp.where(ok, b, 1), 0))
+        return Q, alpha.at[j].set(a), beta.at[j].set(jnp.where(ok, b, 0))
+
+    Q, alpha, beta = jax.lax.fori_loop(0, m, body, (Q, jnp.zeros(m, dtype), jnp.zeros(m, dtype)))
+    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
+    theta, Y = jnp.linalg.eigh(T)                      # ascending; an m × m problem
+    r = jnp.abs(beta[-1] * Y[-1, :])                   # residual bounds of the Ritz pairs
+    rho = jnp.maximum(jnp.abs(theta[-1]) + r[-1], jnp.abs(theta[0]) + r[0])
+    top = jnp.where(jnp.abs(theta[-1]) >= jnp.abs(theta[0]), m - 1, 0)
+    u = jnp.tensordot(Y[:, top], Q[:m], axes=1)
+    v = u / root
+    return rho, v / jnp.linalg.norm(v)

@@ -1,0 +1,174 @@
+"""Benchmark: how far is the solver from what the hardware allows? (issue 7, "the limit")
+
+    python benchmarks/floor.py [--num-betas 64] [--k 32] [--n 120] [--steps 400] [--repeats 3]
+    python benchmarks/floor.py --num-betas 1024        # the GPU target setting
+
+1. Measures, on the default JAX device, with XLA itself:
+   * the exp throughput: ``y ← exp(−y)`` over a float32 array, repeated in a
+     ``fori_loop`` (CPU: a cache-resident array, one exp per pass; GPU: a large
+     array, 16 exps per element and pass), in exps/s;
+   * the multiply-add throughput: the same with ``y ← a·y + b`` (8 / 64 per pass), in FMA/s;
+   * the memory bandwidth: ``y = 2x + 1`` over an array far larger than the
+     caches, bytes read + written per second.
+2. Counts the work of one map evaluation F(ψ) (eq. 14–15) for one β, n points,
+   K tiles, d coordinates, as the fused kernels (``vaefp_jax.fused``) do it:
+   * exps: 2 n K (row log-sum-exp, column softmax), plus n logs;
+   * multiply-adds: 2 passes × 2 d n K for the distances (difference, square and
+     sum: ~2 per coordinate) + d n K for the weighted sums + ~4 n K for
+     scaling, shifts and sums: (5 d + 4) n K;
+   * bytes: x (n, d), ψ (K, d), log π (K,) read, ψ (K, d) written: 4 (n d + 2 K d + K).
+   The floor of one evaluation is max(exps / exp rate, FMAs / FMA rate, bytes / bandwidth):
+   the exps and the arithmetic share the same units on a CPU, so on CPU the floor
+   is the sum of the first two (still a lower bound: the reductions' own latency
+   and the vector lane shuffles are not counted).
+3. Times the benchmark problem of issue 7: ``--num-betas`` β (log-spaced in
+   [1e-4, 1]), n three-cluster points, k × k tiles, exactly ``--steps`` steps per
+   β (nothing stops early), float32, damping 0.1, with the loops of
+   (c) ``vaefp_jax.solve`` (default schedule and batch size),
+   (d) ``solve(schedule="fused", batch_size=B)``: all β in one vmapped loop,
+   (k) ``solve(step_map=FusedMap())``: the Pallas kernels, all β in one vmapped loop
+       (GPU only: on CPU Pallas only interprets),
+   and reports each as a multiple of B × steps × the floor of one evaluation.
+
+The issue's GPU target: 1024 β × 32 × 32 tiles × n = 120 × 400 steps in ≤ 0.5 s
+and within 5× of the floor. On CPU, run with the default 64 β.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import vaefp_jax as vf
+from vaefp_jax.fused import FusedMap
+from vaefp_jax.solver import _solve_batched, _solve_pooled, default_batch_size
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sweep import best_time, cpu_name  # noqa: E402
+
+
+def _throughput(op, size: int, chain: int, total: int, repeats: int) -> float:
+    """Applications of ``op`` per second: ``op`` chained ``chain`` times in one
+    fused loop over ``size`` float32, that loop repeated (``fori_loop``) until
+    ``total`` applications. On CPU keep ``size`` cache-resident and ``chain``
+    short (XLA:CPU vectorises a long elementwise chain poorly); on GPU use a
+    large array (parallelism) and a long chain (one load/store per ``chain`` ops)."""
+    passes = max(1, total // (size * chain))
+
+    def one_pass(_, y):
+        for _ in range(chain):
+            y = op(y)
+        return y
+
+    f = jax.jit(lambda y: jax.lax.fori_loop(0, passes, one_pass, y))
+    y = jnp.linspace(0.0, 1.0, size, dtype=jnp.float32)
+    t, _ = best_time(lambda: f(y), repeats, warmup=True)
+    return passes * chain * size / t
+
+
+def exp_rate(backend: str, repeats: int) -> float:
+    """Exps per second (``y ← exp(−y)`` stays in (0.3, 1]: no denormals, no overflow)."""
+    size, chain = ((1 << 16), 1) if backend == "cpu" else ((1 << 24), 16)
+    return _throughput(lambda y: jnp.exp(-y), size, chain, 1 << 28, repeats)
+
+
+def fma_rate(backend: str, repeats: int) -> float:
+    """Multiply-adds per second (``y ← 0.999 y + 0.001``)."""
+    size, chain = ((1 << 16), 8) if backend == "cpu" else ((1 << 24), 64)
+    return _throughput(lambda y: y * jnp.float32(0.999) + jnp.float32(0.001), size, chain, 1 << 30, repeats)
+
+
+def bandwidth(size: int, repeats: int) -> float:
+    """Bytes per second of ``2x + 1`` over ``size`` float32 (read + write)."""
+    f = jax.jit(lambda v: 2 * v + 1)
+    v = jnp.ones((size,), jnp.float32)
+    t, _ = best_time(lambda: f(v), repeats, warmup=True)
+    return 8 * size / t
+
+
+def work(n: int, K: int, d: int) -> dict:
+    """Exps, multiply-adds and bytes of one map evaluation for one β (float32)."""
+    return dict(exps=2 * n * K + n, fmas=(5 * d + 4) * n * K, bytes=4 * (n * d + 2 * K * d + K))
+
+
+def floor_seconds(w: dict, rates: dict, backend: str) -> float:
+    t_exp = w["exps"] / rates["exp"]
+    t_fma = w["fmas"] / rates["fma"]
+    t_mem = w["bytes"] / rates["bandwidth"]
+    compute = t_exp + t_fma if backend == "cpu" else max(t_exp, t_fma)
+    return max(compute, t_mem)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--num-betas", type=int, default=64)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--n", type=int, default=120)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--methods", default="cdk", help="rows to run, letters of c, d, k")
+    args = ap.parse_args(argv)
+    backend = jax.default_backend()
+    big = 1 << (26 if backend != "cpu" else 24)   # 256 MB / 64 MB: beyond the caches
+    rates = dict(exp=exp_rate(backend, args.repeats),
+                 fma=fma_rate(backend, args.repeats),
+                 bandwidth=bandwidth(big, args.repeats))
+    dev = jax.devices()[0]
+    print(f"# {time.strftime('%Y-%m-%d')}  device: {dev.device_kind} ({backend}), CPU: {cpu_name()}, "
+          f"{os.cpu_count()} cores; jax {jax.__version__}")
+    print(f"# measured: exp {rates['exp'] / 1e9:.2f} G/s, multiply-add {rates['fma'] / 1e9:.2f} G/s, "
+          f"memory {rates['bandwidth'] / 1e9:.1f} GB/s (float32)")
+
+    x = jnp.asarray(vf.datasets.three_clusters(args.n), jnp.float32)
+    grid = vf.LatentGrid.uniform(args.k)
+    n, K, d, B, S = args.n, grid.num_tiles, x.shape[1], args.num_betas, args.steps
+    w = work(n, K, d)
+    one = floor_seconds(w, rates, backend)
+    total = B * S * one
+    print(f"# problem: n={n}, {args.k}x{args.k} tiles (K={K}), d={d}, B={B} beta, {S} steps each (none stops early), float32")
+    print(f"# one evaluation: {w['exps']:.3g} exps, {w['fmas']:.3g} multiply-adds, {w['bytes']:.3g} bytes "
+          f"-> floor {one * 1e6:.2f} us ({'exp + FMA' if backend == 'cpu' else 'max of exp, FMA, memory'}); "
+          f"sweep floor {total:.4f} s")
+    betas = jnp.asarray(np.geomspace(1e-4, 1.0, B), jnp.float32)
+    psi0 = vf.initial_psi(x, grid)
+    lp = jnp.asarray(grid.log_prior, jnp.float32)
+    # tol = −1: the residual never drops below it, so every β runs exactly S steps
+    # (a public solve() would stop a β whose float32 iterate stops changing).
+    common = (x, betas, lp, psi0, jnp.float32(0.1), jnp.float32(-1.0))
+    width = default_batch_size(B, n, K, 4)
+    specs = [("c", f"(c) solve's default loop (pool of {width} slots)",
+              lambda: _solve_pooled(*common, max_steps=S, width=width)),
+             ("d", "(d) solve(schedule='fused', batch_size=B): one vmapped loop",
+              lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B)),
+             ("k", "(k) the same with step_map=FusedMap() (Pallas kernels)",
+              lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B, step_map=FusedMap()))]
+    rows, ref = [], None
+    for letter, label, call in specs:
+        if letter not in args.methods:
+            continue
+        if letter == "k" and backend == "cpu":
+            print("# (k) skipped: Pallas kernels only interpret on CPU (run this on a GPU)")
+            continue
+        t, (psi, steps, *_) = best_time(call, args.repeats, warmup=True)
+        assert int(np.min(steps)) == S == int(np.max(steps)), "every beta should run exactly --steps steps"
+        if ref is None:
+            ref = np.asarray(psi)
+        else:
+            err = float(np.nanmax(np.abs(np.asarray(psi) - ref)))
+            print(f"# {label}: max |psi - psi of the first row| = {err:.1e}")
+        rows.append((label, t))
+    print("| method | wall time (s) | time / (beta x step) (us) | floor / (beta x step) (us) | x floor |")
+    print("|---|---|---|---|---|")
+    for label, t in rows:
+        print(f"| {label} | {t:.4f} | {t / (B * S) * 1e6:.2f} | {one * 1e6:.2f} | {t / total:.1f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
