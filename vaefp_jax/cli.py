@@ -102,7 +102,7 @@ def _sweep(args) -> int:
 
     from vaefp_jax.clusters import count_distinct, default_merge_tol
     from vaefp_jax.fixed_point import _order_parameter
-    from vaefp_jax.solver import default_batch_size, initial_psi, solve
+    from vaefp_jax.solver import initial_psi, resolve_defaults, solve
 
     if args.beta_max <= args.beta_min:
         raise ValueError(f"--beta-max ({args.beta_max}) must exceed --beta-min ({args.beta_min})")
@@ -113,7 +113,8 @@ def _sweep(args) -> int:
     betas = np.geomspace(args.beta_min, args.beta_max, args.num_betas)
     xj = jnp.asarray(x, dtype)
     psi0 = initial_psi(xj, grid, protocol.init_noise, jax.random.PRNGKey(args.seed))
-    width = args.batch_size or default_batch_size(len(betas), x.shape[0], grid.num_tiles, np.dtype(dtype).itemsize)
+    step_map, width = resolve_defaults(None, args.batch_size, len(betas), x.shape[0], grid.num_tiles, x.shape[1],
+                                       np.dtype(dtype).itemsize)
     chunk = min(len(betas), 4 * width)  # β per call (progress granularity); the pool refills within a call
     u_fn = jax.jit(jax.vmap(_order_parameter, in_axes=(0, None, 0, None)))
     parts = []
@@ -124,7 +125,7 @@ def _sweep(args) -> int:
         for lo in range(0, len(betas), chunk):
             b = betas[lo:lo + chunk]
             pad = np.concatenate([b, np.repeat(b[-1:], chunk - len(b))])  # one compiled shape
-            r = solve(xj, pad, grid, psi0=psi0, protocol=protocol, batch_size=width, warn=False)
+            r = solve(xj, pad, grid, psi0=psi0, protocol=protocol, batch_size=width, step_map=step_map, warn=False)
             u = u_fn(r.psi, xj, jnp.asarray(pad, dtype), jnp.asarray(grid.log_prior, dtype))
             parts.append({k: np.asarray(v)[: len(b)] for k, v in
                           dict(psi=r.psi, steps=r.steps, converged=r.converged, residual=r.residual, u=u).items()})

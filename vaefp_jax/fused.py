@@ -209,6 +209,11 @@ class FusedMap:
         interpret = jax.default_backend() == "cpu" if self.interpret is None else bool(self.interpret)
         return _step_fused(psi, x, beta, log_prior, self.data_block, self.tile_block, self.num_warps, interpret)
 
+    def lane_shape(self, num_points: int, num_tiles: int) -> tuple[int, int]:
+        """The logits one program holds at once, (data_block, tile_block): no
+        (n, K) array is formed, so the default lanes are not memory-capped."""
+        return min(self.data_block, num_points), min(self.tile_block, num_tiles)
+
 
 @functools.partial(jax.jit, static_argnames=("F",))
 def _jit_map(F, psi, x, beta, log_prior):

@@ -42,7 +42,8 @@ from vaefp_jax import _validate
 from vaefp_jax.fixed_point import _step
 from vaefp_jax.grid import LatentGrid
 
-__all__ = ["Protocol", "SolveResult", "solve", "initial_psi", "iterate", "default_batch_size"]
+__all__ = ["Protocol", "SolveResult", "solve", "initial_psi", "iterate", "default_batch_size", "default_step_map",
+           "resolve_defaults"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,32 +245,72 @@ def iterate(F, psi0, damping, tol, max_steps: int, record_every: int):
 
 
 DENSE_COPIES = 3  # (n, K) arrays the dense map keeps per β lane (XLA's plans: 2–3; docs/scale.md)
+CPU_CACHE_BYTES = 16 * 2**20  # CPU: the per-step working set of all lanes that stays in cache (below)
+STREAM_MIN_POINTS = 2048  # CPU: from this many points (and STREAM_MIN_ELEMENTS) the blocked map is faster
+STREAM_MIN_ELEMENTS = 1 << 22
+STREAM_MAX_D = 64  # beyond, the blocked map's two distance products cost more than the cache saves
 
 
 def default_batch_size(num_betas: int, num_points: int | None = None, num_tiles: int | None = None,
                        itemsize: int = 4, *, backend: str | None = None, memory_bytes: int | None = None) -> int:
     """β values iterated together (the slots of ``schedule="pool"``, the vmap
-    width of ``"fused"``).
+    width of ``"fused"``). ``num_points`` × ``num_tiles`` is the (n, K) array one
+    lane's map forms (for a blocked map: one block).
 
-    On CPU, 8: enough lanes to keep both the vector units and the cores busy
-    while the (8, n, K) intermediates stay in cache (measured in
-    benchmarks/RESULTS.md: 4 → 8 → 16 slots: 0.72, 0.71, 0.77 s). On GPU/TPU
-    all β at once, for parallelism, capped by memory when the problem size is
-    given: at most half the device memory (``memory_bytes``, default the
-    device's ``bytes_limit``) for ``DENSE_COPIES`` (n, K) arrays per lane.
+    On CPU, 8, or fewer when the problem size is given and ``DENSE_COPIES``
+    such arrays per lane would not fit in ``CPU_CACHE_BYTES``: wide enough to keep
+    the vector units and both cores busy while the intermediates stay in cache
+    (measured in benchmarks/RESULTS.md: at n = 120, K = 1024, 8 slots beat 1–4;
+    at K = 16 384 one slot is 1.5× faster than 8). On GPU/TPU all β at once,
+    for parallelism, capped by memory when the problem size is given: at most
+    half the device memory (``memory_bytes``, default the device's
+    ``bytes_limit``) for ``DENSE_COPIES`` (n, K) arrays per lane.
     """
     backend = backend or jax.default_backend()
+    per_lane = DENSE_COPIES * int(num_points) * int(num_tiles) * int(itemsize) if num_points and num_tiles else 0
     if backend == "cpu":
-        return max(1, min(num_betas, 8))
+        lanes = 8 if not per_lane else min(8, CPU_CACHE_BYTES // per_lane)
+        return max(1, min(num_betas, lanes))
     lanes = num_betas
-    if num_points and num_tiles:
+    if per_lane:
         if memory_bytes is None:
             stats = jax.devices()[0].memory_stats() or {}
             memory_bytes = stats.get("bytes_limit")
         if memory_bytes:
-            per_lane = DENSE_COPIES * int(num_points) * int(num_tiles) * int(itemsize)
-            lanes = min(lanes, max(1, int(0.5 * memory_bytes) // per_lane))
+            lanes = min(lanes, int(0.5 * memory_bytes) // per_lane)
     return max(1, lanes)
+
+
+def default_step_map(num_points: int, num_tiles: int, dim: int, *, backend: str | None = None):
+    """The map ``solve`` uses when none is given: the dense one (``None``), except
+    on CPU for large problems (n ≥ ``STREAM_MIN_POINTS``, n K ≥
+    ``STREAM_MIN_ELEMENTS``, d ≤ ``STREAM_MAX_D``), where the blocked map
+    :class:`vaefp_jax.streaming.StreamedMap` (1024 × 1024 blocks) keeps its
+    working set in cache: 3.3× faster per step at n = 10⁴, K = 1024 (measured,
+    benchmarks/RESULTS.md 2026-12-01), same values up to rounding. With few
+    points and many tiles the dense map with fewer lanes is faster (it is kept)."""
+    backend = backend or jax.default_backend()
+    if (backend == "cpu" and num_points >= STREAM_MIN_POINTS and num_points * num_tiles >= STREAM_MIN_ELEMENTS
+            and dim <= STREAM_MAX_D):
+        from vaefp_jax.streaming import StreamedMap  # streaming builds on this module
+
+        return StreamedMap(tile_chunk=1024, data_chunk=1024)
+    return None
+
+
+def resolve_defaults(step_map, batch_size, num_betas: int, num_points: int, num_tiles: int, dim: int,
+                     itemsize: int):
+    """(step_map, batch_size) with ``None`` replaced by :func:`default_step_map`
+    and :func:`default_batch_size`; the lanes are sized by the logits one lane of
+    the chosen map holds at once (``step_map.lane_shape(n, K)`` where the map
+    defines it, as the blocked and fused maps do; else (n, K))."""
+    if step_map is None:
+        step_map = default_step_map(num_points, num_tiles, dim) or _step
+    if batch_size is None:
+        shape = step_map.lane_shape(num_points, num_tiles) if hasattr(step_map, "lane_shape") \
+            else (num_points, num_tiles)
+        batch_size = default_batch_size(num_betas, *shape, itemsize)
+    return step_map, int(batch_size)
 
 
 @functools.partial(jax.jit, static_argnames=("max_steps", "record_every", "batch_size", "step_map"))
@@ -424,8 +465,10 @@ def solve(
       batch_size: β values iterated together (see :func:`default_batch_size`);
         the slot count of ``schedule="pool"``; the results do not depend on it.
       step_map: the map F as a hashable callable ``(psi, x, beta, log_prior) -> psi``
-        (default the dense eq. (15); e.g. :class:`vaefp_jax.streaming.StreamedMap`
-        for problems whose n × K logits do not fit in memory).
+        (default :func:`default_step_map`: the dense eq. (15), or on CPU for large
+        n the blocked :class:`vaefp_jax.streaming.StreamedMap`; pass one for
+        problems whose n × K logits do not fit in memory, or
+        :class:`vaefp_jax.fused.FusedMap` for the Pallas kernels on GPU).
       schedule: "auto" (default): "pool" when nothing is recorded, else "fused".
         "fused": the whole sweep is one jitted call (``lax.map``
         over vmapped ``while_loop``s of ``batch_size`` β). "compact": a host loop
@@ -463,14 +506,15 @@ def solve(
         schedule = "fused" if record_every else "pool"
     psi0 = initial_batch(x, grid, psi0, protocol.init_noise, key, B, dtype, broadcast=schedule == "compact")
     tol_ = protocol.resolved_tol(dtype)
+    step_map, batch_size = resolve_defaults(step_map, batch_size, B, x.shape[0], grid.num_tiles, x.shape[1],
+                                            x.dtype.itemsize)
     if schedule == "pool":
         if record_every:
             raise ValueError("record_every needs schedule='fused'")
         psi, steps, res, converged, traj = _solve_pooled(
             x, betas, jnp.asarray(grid.log_prior, dtype), psi0, jnp.asarray(protocol.damping, dtype),
             jnp.asarray(tol_, dtype), max_steps=int(protocol.max_steps),
-            width=int(min(batch_size or default_batch_size(B, x.shape[0], grid.num_tiles, x.dtype.itemsize), B)),
-            step_map=_step if step_map is None else step_map)
+            width=int(min(batch_size, B)), step_map=step_map)
     elif schedule == "compact":
         if record_every:
             raise ValueError("record_every needs schedule='fused'")
@@ -478,15 +522,13 @@ def solve(
             raise ValueError(f"chunk_steps must be a positive integer, got {chunk_steps}")
         psi, steps, res, converged, traj = _solve_compacted(
             x, betas, jnp.asarray(grid.log_prior, dtype), psi0, jnp.asarray(protocol.damping, dtype),
-            jnp.asarray(tol_, dtype), int(protocol.max_steps), int(chunk_steps),
-            _step if step_map is None else step_map)
+            jnp.asarray(tol_, dtype), int(protocol.max_steps), int(chunk_steps), step_map)
     else:
         psi, steps, res, converged, traj = _solve_batched(
             x, betas, jnp.asarray(grid.log_prior, dtype), psi0,
             jnp.asarray(protocol.damping, dtype), jnp.asarray(tol_, dtype),
             max_steps=int(protocol.max_steps), record_every=int(record_every),
-            batch_size=int(batch_size or default_batch_size(B, x.shape[0], grid.num_tiles, x.dtype.itemsize)),
-            step_map=_step if step_map is None else step_map,
+            batch_size=int(batch_size), step_map=step_map,
         )
     result = SolveResult(beta=betas, psi=psi, steps=steps, converged=converged,
                          residual=res, trajectory=traj, tol=tol_)

@@ -178,6 +178,10 @@ class StreamedMap:
     def __call__(self, psi, x, beta, log_prior):
         return _step_streamed(psi, x, beta, log_prior, self.tile_chunk, self.data_chunk)
 
+    def lane_shape(self, num_points: int, num_tiles: int) -> tuple[int, int]:
+        """The largest block of logits one β holds at once (sizes the default lanes)."""
+        return min(self.data_chunk, num_points), min(self.tile_chunk, num_tiles)
+
 
 @functools.partial(jax.jit, static_argnames=("F",))
 def _jit_map(F, psi, x, beta, log_prior):
