@@ -47,7 +47,7 @@ import numpy as np
 
 import vaefp_jax as vf
 from vaefp_jax.fused import FusedMap
-from vaefp_jax.solver import _solve_batched, _solve_pooled, default_batch_size
+from vaefp_jax.solver import _solve_batched, _solve_pooled, resolve_defaults
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sweep import best_time, cpu_name  # noqa: E402
@@ -141,9 +141,9 @@ def main(argv=None):
     # tol = −1: the residual never drops below it, so every β runs exactly S steps
     # (a public solve() would stop a β whose float32 iterate stops changing).
     common = (x, betas, lp, psi0, jnp.float32(0.1), jnp.float32(-1.0))
-    width = default_batch_size(B, n, K, 4)
+    auto_map, width = resolve_defaults(None, None, B, n, K, d, 4)
     specs = [("c", f"(c) solve's default loop (pool of {width} slots)",
-              lambda: _solve_pooled(*common, max_steps=S, width=width)),
+              lambda: _solve_pooled(*common, max_steps=S, width=width, step_map=auto_map)),
              ("d", "(d) solve(schedule='fused', batch_size=B): one vmapped loop",
               lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B)),
              ("k", "(k) the same with step_map=FusedMap() (Pallas kernels)",

@@ -6,7 +6,9 @@
 (a) NumPy, a loop over β, each β iterated until its own tolerance;
 (b) JAX, a loop over β calling a jitted single-β ``while_loop`` (the same map);
 (c) ``vaefp_jax.solve`` as shipped (``schedule="pool"``: one jitted loop over
-    ``default_batch_size`` slots, a slot refilled with the next β as soon as its β stops);
+    ``default_batch_size`` slots, a slot refilled with the next β as soon as its β stops;
+    the map and the slot count of ``resolve_defaults``: on CPU fewer slots when the
+    (n, K) arrays leave the cache, and the blocked map for n ≥ 2048);
 (d) ``vaefp_jax.solve(schedule="fused", batch_size=B)``: one vmapped ``while_loop`` over all β;
 (e) peer: ``optimistix.fixed_point`` with ``optx.FixedPointIteration`` under
     ``jax.jit(jax.vmap(...))`` over β (optional: skipped, with a note, when
@@ -58,7 +60,7 @@ import numpy as np
 
 import vaefp_jax as vf
 from vaefp_jax.fixed_point import _step
-from vaefp_jax.solver import DENSE_COPIES, default_batch_size, iterate
+from vaefp_jax.solver import DENSE_COPIES, iterate, resolve_defaults
 from vaefp_jax.streaming import solve_streamed
 
 try:
@@ -227,11 +229,14 @@ def main(argv=None):
         single(betas[:1], psi0)  # compile
         t, (psi_b, steps_b) = best_time(lambda: single(betas, psi0), args.repeats)
         rows.append(("(b) JAX jitted loop over beta", t, int(np.sum(steps_b))))
+    auto_map, auto_lanes = resolve_defaults(None, None, B, args.n, K, x.shape[1], 4)
+    auto_name = "dense map" if auto_map is _step else f"{type(auto_map).__name__} {auto_map.tile_chunk}x{auto_map.data_chunk}"
     for letter, label, bs, sched in [
-            ("c", f"(c) vaefp_jax.solve (default: pool of {default_batch_size(B)} slots)", None, "auto"),
+            ("c", f"(c) vaefp_jax.solve (default: {auto_name}, pool of {auto_lanes} slots)", None, "auto"),
             ("d", "(d) one vmapped while_loop", B, "fused"),
-            ("h", f"(h) solve(schedule='fused'), chunks of {default_batch_size(B)}", None, "fused")]:
-        if letter not in methods or not fits(label, bs or default_batch_size(B)):
+            ("h", f"(h) solve(schedule='fused'), chunks of {auto_lanes}", None, "fused")]:
+        lanes = bs or auto_lanes
+        if letter not in methods or (auto_map is _step and not fits(label, lanes)):
             continue
         call = lambda bs=bs, sched=sched: vf.solve(x, betas, grid, psi0=psi0, protocol=proto, max_steps=max_steps,
                                                    batch_size=bs, schedule=sched, warn=False)

@@ -18,7 +18,7 @@ from vaefp_jax.fixed_point import _step
 from vaefp_jax.fused import FusedMap, step_fused
 
 from conftest import np_solve, np_step
-from test_streaming import _problem
+from test_streaming import _problem, assert_map_equals_step
 
 # (n, K, d, data_block, tile_block, dead tiles): blocks that do not divide n or
 # K (padded points and tiles), blocks larger than the problem, blocks of 1, a
@@ -36,13 +36,9 @@ CASES = [
 @pytest.mark.parametrize("n, K, d, data_block, tile_block, dead", CASES)
 @pytest.mark.parametrize("beta_scale", [0.01, 0.3, 3.0])
 def test_step_fused_equals_step_float64(x64, n, K, d, data_block, tile_block, dead, beta_scale):
-    x, psi, lp, scale = _problem(n, K, d, seed=n * K + d, dead_tiles=dead)
-    beta = beta_scale * scale
-    got = np.asarray(step_fused(psi, x, beta, lp, data_block=data_block, tile_block=tile_block))
-    assert got.dtype == np.float64 and got.shape == (K, d)
-    # Same formulas, sums reassociated: agreement to a few ulps of |x| ≤ ~5.
-    np.testing.assert_allclose(got, np.asarray(vf.step(psi, x, beta, lp)), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(got, np_step(psi, x, beta, lp), rtol=0, atol=1e-12)
+    assert_map_equals_step(lambda psi, x, beta, lp: step_fused(psi, x, beta, lp, data_block=data_block,
+                                                               tile_block=tile_block),
+                           n, K, d, dead, beta_scale)
 
 
 def test_step_fused_float32_and_extreme_beta():
