@@ -71,3 +71,16 @@ def test_missing_file_and_bad_options(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--beta-min", "-1"])
     assert cli.main(["sweep", "--beta-min", "1", "--beta-max", "0.5", "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("step_map", ["dense", "blocked", "fused"])
+def test_sweep_step_maps_agree(tmp_path, step_map):
+    """``--map`` changes how F is computed, not the answer (the fused kernels run
+    in Pallas's interpreter on CPU)."""
+    common = ["sweep", "--n", "24", "--k", "4", "--num-betas", "3", "--beta-min", "1e-2", "--quiet",
+              "--float64", "--protocol", "tight", "--max-steps", "300"]
+    assert cli.main(common + ["--out", str(tmp_path / "auto")]) == 0
+    assert cli.main(common + ["--map", step_map, "--out", str(tmp_path / step_map)]) == 0
+    a, b = np.load(tmp_path / "auto" / "sweep.npz"), np.load(tmp_path / step_map / "sweep.npz")
+    np.testing.assert_array_equal(a["steps"], b["steps"])
+    np.testing.assert_allclose(b["psi"], a["psi"], rtol=0, atol=1e-10)

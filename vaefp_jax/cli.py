@@ -18,6 +18,28 @@ import numpy as np
 __all__ = ["main"]
 
 
+def _dense_map():
+    from vaefp_jax.fixed_point import _step
+
+    return _step
+
+
+def _blocked_map():
+    from vaefp_jax.streaming import StreamedMap
+
+    return StreamedMap(tile_chunk=1024, data_chunk=1024)
+
+
+def _fused_map():
+    from vaefp_jax.fused import FusedMap
+
+    return FusedMap()
+
+
+# ``vaefp sweep --map``: the step map, built on use (imports stay lazy for --help)
+STEP_MAPS = {"auto": lambda: None, "dense": _dense_map, "blocked": _blocked_map, "fused": _fused_map}
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -113,7 +135,7 @@ def _sweep(args) -> int:
     betas = np.geomspace(args.beta_min, args.beta_max, args.num_betas)
     xj = jnp.asarray(x, dtype)
     psi0 = initial_psi(xj, grid, protocol.init_noise, jax.random.PRNGKey(args.seed))
-    step_map, width = resolve_defaults(None, args.batch_size, len(betas), x.shape[0], grid.num_tiles, x.shape[1],
+    step_map, width = resolve_defaults(STEP_MAPS[args.map](), args.batch_size, len(betas), x.shape[0], grid.num_tiles, x.shape[1],
                                        np.dtype(dtype).itemsize)
     chunk = min(len(betas), 4 * width)  # β per call (progress granularity); the pool refills within a call
     u_fn = jax.jit(jax.vmap(_order_parameter, in_axes=(0, None, 0, None)))
@@ -187,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-betas", type=_positive_int, default=64)
     s.add_argument("--batch-size", type=_positive_int, help="β iterated together (slots of the pool schedule); default 8 on CPU, "
                    "all (memory permitting) on GPU")
+    s.add_argument("--map", choices=sorted(STEP_MAPS), default="auto",
+                   help="how F(ψ) is computed: auto (dense, or on CPU blocked for n ≥ 2048), dense, blocked "
+                        "(1024 × 1024 blocks of the n × K logits), fused (Pallas kernels; GPU, d ≤ 8)")
     s.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_sweep)
