@@ -8,7 +8,7 @@ Modules: ``grid`` (tile bases), ``fixed_point`` (the map of eq. 14–15),
 ``tile_jacobian`` (the map's structured Jacobian), ``phase`` (u(β), u', u'',
 β_c), ``accelerate`` (near-critical solver), ``lipschitz`` (Appendix B),
 ``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``,
-``sharding`` and ``streaming`` (scale), ``mnist`` and ``vae`` (Figure 1),
+``sharding``, ``streaming`` and ``fused`` (scale), ``mnist`` and ``vae`` (Figure 1),
 ``figures``.
 """
 
@@ -17,6 +17,7 @@ from vaefp_jax.accelerate import solve_accelerated
 from vaefp_jax.lipschitz import solve_lipschitz, solve_lipschitz_constraint
 from vaefp_jax.sharding import solve_sharded
 from vaefp_jax.streaming import solve_streamed, step_streamed
+from vaefp_jax.fused import FusedMap, step_fused
 from vaefp_jax.fixed_point import free_energy, log_m, order_parameter, squared_distances, step, tile_posterior
 from vaefp_jax.grid import LatentGrid
 from vaefp_jax.implicit import implicit_fixed_point
@@ -26,6 +27,7 @@ from vaefp_jax.solver import Protocol, SolveResult, initial_psi, solve
 __version__ = "0.1.0"
 
 __all__ = [
+    "FusedMap",
     "LatentGrid",
     "Protocol",
     "SolveResult",
@@ -41,6 +43,7 @@ __all__ = [
     "solve_lipschitz_constraint",
     "solve_sharded",
     "solve_streamed",
+    "step_fused",
     "step_streamed",
     "initial_psi",
     "log_m",
