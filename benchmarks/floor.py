@@ -113,6 +113,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--methods", default="cdk", help="rows to run, letters of c, d, k")
+    ap.add_argument("--data-block", type=int, default=64, help="(k): FusedMap data_block")
+    ap.add_argument("--tile-block", type=int, default=128, help="(k): FusedMap tile_block")
+    ap.add_argument("--num-warps", type=int, default=4, help="(k): FusedMap num_warps (Triton)")
     args = ap.parse_args(argv)
     backend = jax.default_backend()
     big = 1 << (26 if backend != "cpu" else 24)   # 256 MB / 64 MB: beyond the caches
@@ -142,12 +145,13 @@ def main(argv=None):
     # (a public solve() would stop a β whose float32 iterate stops changing).
     common = (x, betas, lp, psi0, jnp.float32(0.1), jnp.float32(-1.0))
     auto_map, width = resolve_defaults(None, None, B, n, K, d, 4)
+    fused = FusedMap(data_block=args.data_block, tile_block=args.tile_block, num_warps=args.num_warps)
     specs = [("c", f"(c) solve's default loop (pool of {width} slots)",
               lambda: _solve_pooled(*common, max_steps=S, width=width, step_map=auto_map)),
              ("d", "(d) solve(schedule='fused', batch_size=B): one vmapped loop",
               lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B)),
-             ("k", "(k) the same with step_map=FusedMap() (Pallas kernels)",
-              lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B, step_map=FusedMap()))]
+             ("k", f"(k) the same with step_map={fused} (Pallas kernels)",
+              lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B, step_map=fused))]
     rows, ref = [], None
     for letter, label, call in specs:
         if letter not in args.methods:
