@@ -36,6 +36,9 @@ Backends: on GPU the kernels are lowered with Pallas's Triton backend
 its interpreter, which is correct but slow: there, use it to test, and use
 ``step``/``solve`` to compute. Under ``vmap`` (the β batch of
 :func:`vaefp_jax.solve`) Pallas adds a grid axis: one launch per pass for all β.
+The Triton backend needs jax ≥ 0.7 here; JAX's Pallas changelog marks it
+deprecated from JAX 0.11 in favour of Mosaic GPU (Hopper and newer), so a
+Mosaic GPU port of these two kernels is the path once a GPU can test it.
 """
 
 from __future__ import annotations
@@ -122,9 +125,12 @@ def _column_kernel(psi_ref, x_ref, log_c_ref, two_beta_ref, out_ref, *, d, data_
 
 
 def _compiler_params(num_warps: int):
-    from jax.experimental.pallas import triton as plt
-
-    return plt.CompilerParams(num_warps=num_warps, num_stages=1)
+    try:
+        from jax.experimental.pallas.triton import CompilerParams  # jax ≥ 0.7
+    except ImportError as e:
+        raise ImportError("FusedMap on GPU needs jax ≥ 0.7 (jax.experimental.pallas.triton.CompilerParams); "
+                          "upgrade jax or use the default map") from e
+    return CompilerParams(num_warps=num_warps, num_stages=1)
 
 
 def _pad(a, axis: int, size: int, fill):
