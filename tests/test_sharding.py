@@ -75,6 +75,14 @@ SCRIPT = textwrap.dedent(
                          solver=solve_streamed, tile_chunk=24, data_chunk=64, warn=False)
     out["streamed_gap"] = gap(many.psi, vf.solve(x, betas[:5], grid, protocol=proto, warn=False).psi)
     out["streamed_mesh"] = len(many.psi.sharding.device_set)
+
+    # The fused Pallas map (interpreted on CPU) inside each device's shard: B = 4, near-critical included.
+    b4 = betas[[0, 2, 5, 8]]
+    many = solve_sharded(x, b4, grid, protocol=proto, step_map=vf.FusedMap(data_block=64, tile_block=16),
+                         warn=False)
+    one = vf.solve(x, b4, grid, protocol=proto, warn=False)
+    out["fused_gap"] = gap(many.psi, one.psi)
+    out["fused_same_steps"] = bool(np.array_equal(many.steps, one.steps))
     print(json.dumps(out))
     """
 )
@@ -124,6 +132,10 @@ def test_per_beta_psi0_and_result_stays_sharded(multi_device):
 def test_streamed_solver_on_a_device_subset(multi_device):
     assert multi_device["streamed_gap"] <= 1e-6
     assert multi_device["streamed_mesh"] == 3
+
+
+def test_fused_kernels_inside_the_shards(multi_device):
+    assert multi_device["fused_gap"] <= 1e-6 and multi_device["fused_same_steps"]
 
 
 # --------------------------------------------------------------- two processes (jax.distributed)
