@@ -20,7 +20,10 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu_check}"
 stage="${1:-all}"
 mkdir -p "$out"
-python -c "import vaefp_jax" 2>/dev/null || python -m pip install -q -e ".[test,bench]" 2>&1 | tail -2
+# The device image has JAX with CUDA, pytest, hypothesis, optimistix, flax, optax, chex and tqdm
+# (.library/device/KINDS.md) and no network: run from the source tree instead of installing.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+python() { python3 "$@"; }
 python -c "import jax; print(jax.__version__, jax.devices())" | tee "$out/devices.txt"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee -a "$out/devices.txt"
 
