@@ -228,3 +228,19 @@ def test_solve_large_n_defaults_to_the_blocked_map():
     dense = vf.solve(x, betas, grid, protocol=proto, step_map=_step, warn=False)
     np.testing.assert_array_equal(np.asarray(auto.steps), [3, 3])
     np.testing.assert_allclose(np.asarray(auto.psi), np.asarray(dense.psi), rtol=0, atol=2e-5)
+
+
+def test_default_plan_for_the_largest_problem_stays_small():
+    """Compile-only (nothing allocated): solve's default loop for n = 10⁴ points on
+    128 × 128 tiles and 64 β plans < 64 MB of scratch on CPU (the blocked map, one
+    lane), where one (n, K) float32 array alone is 655 MB."""
+    from vaefp_jax.solver import _solve_pooled, resolve_defaults
+
+    if jax.default_backend() != "cpu":
+        return  # the default map differs off CPU; this plan is CPU's
+    S, f32 = jax.ShapeDtypeStruct, jnp.float32
+    n, K, d, B = 10_000, 16_384, 2, 64
+    step_map, width = resolve_defaults(None, None, B, n, K, d, 4)
+    args = (S((n, d), f32), S((B,), f32), S((K,), f32), S((K, d), f32), S((), f32), S((), f32))
+    plan = _solve_pooled.lower(*args, max_steps=400, width=width, step_map=step_map).compile().memory_analysis()
+    assert plan.temp_size_in_bytes < 64 * 2**20 < n * K * 4
