@@ -134,7 +134,8 @@ def main(argv=None):
     w = work(n, K, d)
     one = floor_seconds(w, rates, backend)
     total = B * S * one
-    print(f"# problem: n={n}, {args.k}x{args.k} tiles (K={K}), d={d}, B={B} beta, {S} steps each (none stops early), float32")
+    print(f"# problem: n={n}, {args.k}x{args.k} tiles (K={K}), d={d}, B={B} beta, {S} steps each "
+          "(none stops early), float32")
     print(f"# one evaluation: {w['exps']:.3g} exps, {w['fmas']:.3g} multiply-adds, {w['bytes']:.3g} bytes "
           f"-> floor {one * 1e6:.2f} us ({'exp + FMA' if backend == 'cpu' else 'max of exp, FMA, memory'}); "
           f"sweep floor {total:.4f} s")

@@ -230,7 +230,8 @@ def main(argv=None):
         t, (psi_b, steps_b) = best_time(lambda: single(betas, psi0), args.repeats)
         rows.append(("(b) JAX jitted loop over beta", t, int(np.sum(steps_b))))
     auto_map, auto_lanes = resolve_defaults(None, None, B, args.n, K, x.shape[1], 4)
-    auto_name = "dense map" if auto_map is _step else f"{type(auto_map).__name__} {auto_map.tile_chunk}x{auto_map.data_chunk}"
+    auto_name = ("dense map" if auto_map is _step
+                 else f"{type(auto_map).__name__} {auto_map.tile_chunk}x{auto_map.data_chunk}")
     for letter, label, bs, sched in [
             ("c", f"(c) vaefp_jax.solve (default: {auto_name}, pool of {auto_lanes} slots)", None, "auto"),
             ("d", "(d) one vmapped while_loop", B, "fused"),

@@ -2,6 +2,8 @@ import jax
 import numpy as np
 import pytest
 
+import vaefp_jax as vf
+
 
 @pytest.fixture
 def x64():
@@ -50,3 +52,28 @@ def np_solve(x, beta, log_prior, psi0, damping, tol, max_steps):
         if res < tol:
             return psi, t, res
     return psi, max_steps, res
+
+
+def random_problem(n, K, d, seed, dead_tiles=()):
+    """Random x (n, d), ψ near data points (K, d), a random prior with some
+    zero-mass tiles, and the median squared distance (the β scale)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, size=d) + rng.normal(size=d)
+    psi = x[rng.integers(0, n, K)] + 0.3 * rng.normal(size=(K, d))
+    lp = rng.normal(size=K)
+    lp[list(dead_tiles)] = -np.inf
+    lp -= np.log(np.exp(lp).sum())
+    scale = float(np.median(((x[:, None] - psi[None]) ** 2).sum(-1)))
+    return x, psi, lp, scale
+
+
+def assert_map_equals_step(map_fn, n, K, d, dead, beta_scale):
+    """``map_fn(psi, x, beta, log_prior)`` on a random float64 problem equals
+    ``vf.step`` and the NumPy map: the same formulas with the sums reassociated,
+    so agreement to a few ulps of |x| ≤ ~5 (1e-12)."""
+    x, psi, lp, scale = random_problem(n, K, d, seed=n * K + d, dead_tiles=dead)
+    beta = beta_scale * scale
+    got = np.asarray(map_fn(psi, x, beta, lp))
+    assert got.dtype == np.float64 and got.shape == (K, d)
+    np.testing.assert_allclose(got, np.asarray(vf.step(psi, x, beta, lp)), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got, np_step(psi, x, beta, lp), rtol=0, atol=1e-12)

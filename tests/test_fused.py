@@ -17,8 +17,7 @@ import vaefp_jax as vf
 from vaefp_jax.fixed_point import _step
 from vaefp_jax.fused import FusedMap, step_fused
 
-from conftest import np_solve, np_step
-from test_streaming import _problem, assert_map_equals_step
+from conftest import assert_map_equals_step, np_solve, np_step, random_problem
 
 # (n, K, d, data_block, tile_block, dead tiles): blocks that do not divide n or
 # K (padded points and tiles), blocks larger than the problem, blocks of 1, a
@@ -42,7 +41,7 @@ def test_step_fused_equals_step_float64(x64, n, K, d, data_block, tile_block, de
 
 
 def test_step_fused_float32_and_extreme_beta():
-    x, psi, lp, scale = _problem(200, 50, 2, seed=1)
+    x, psi, lp, scale = random_problem(200, 50, 2, seed=1)
     x32, psi32 = np.float32(x), np.float32(psi)
     for beta in (1e-6, 1e6):  # log space: no over-/underflow in float32
         got = np.asarray(step_fused(psi32, x32, beta, lp, data_block=32, tile_block=16))
@@ -59,7 +58,7 @@ def test_step_fused_float32_and_extreme_beta():
 
 def test_fused_map_vmapped_over_beta_and_psi(x64):
     """The β batch of ``solve``: Pallas's batching rule adds a grid axis."""
-    x, psi, lp, scale = _problem(45, 19, 2, seed=5)
+    x, psi, lp, scale = random_problem(45, 19, 2, seed=5)
     betas = scale * np.array([0.02, 0.2, 2.0])
     psis = psi[None] + 0.1 * np.random.default_rng(0).normal(size=(3,) + psi.shape)
     F = FusedMap(data_block=16, tile_block=8)
@@ -90,7 +89,7 @@ def test_fused_map_is_a_static_value():
 
 
 def _lower_for_gpu(n, K, d, lanes):
-    x, psi, lp, _ = _problem(n, K, d, seed=0)
+    x, psi, lp, _ = random_problem(n, K, d, seed=0)
     F = FusedMap(interpret=False)
     f = jax.jit(jax.vmap(lambda p, b: F(p, jnp.float32(x), b, jnp.float32(lp))))
     args = (jnp.zeros((lanes, K, d), jnp.float32), jnp.ones((lanes,), jnp.float32))
@@ -119,18 +118,18 @@ def test_kernels_lower_to_triton_without_a_gpu():
     ],
 )
 def test_block_errors(kwargs, match):
-    x, psi, lp, _ = _problem(10, 4, 2, seed=0)
+    x, psi, lp, _ = random_problem(10, 4, 2, seed=0)
     with pytest.raises(ValueError, match=match):
         step_fused(psi, x, 0.1, lp, **kwargs)
 
 
 def test_input_errors():
-    x, psi, lp, _ = _problem(10, 4, 2, seed=0)
+    x, psi, lp, _ = random_problem(10, 4, 2, seed=0)
     with pytest.raises(ValueError, match="psi has 3 data dimensions"):
         step_fused(np.zeros((4, 3)), x, 0.1, lp)
     with pytest.raises(ValueError, match="beta must be > 0"):
         step_fused(psi, x, 0.0, lp)
-    x9, psi9, lp9, _ = _problem(10, 4, 9, seed=0)
+    x9, psi9, lp9, _ = random_problem(10, 4, 9, seed=0)
     with pytest.raises(ValueError, match="d ≤ 8, got d = 9"):
         step_fused(psi9, x9, 0.1, lp9)
     with pytest.raises(ValueError, match="d ≤ 8, got d = 9"):

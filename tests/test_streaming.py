@@ -15,20 +15,7 @@ import vaefp_jax as vf
 from vaefp_jax.fixed_point import _step
 from vaefp_jax.streaming import StreamedMap, solve_streamed, step_streamed
 
-from conftest import np_solve, np_step
-
-
-def _problem(n, K, d, seed, dead_tiles=()):
-    """Random x (n, d), ψ near data points (K, d), a random prior with some
-    zero-mass tiles, and the median squared distance (the β scale)."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)) * rng.uniform(0.5, 2.0, size=d) + rng.normal(size=d)
-    psi = x[rng.integers(0, n, K)] + 0.3 * rng.normal(size=(K, d))
-    lp = rng.normal(size=K)
-    lp[list(dead_tiles)] = -np.inf
-    lp -= np.log(np.exp(lp).sum())
-    scale = float(np.median(((x[:, None] - psi[None]) ** 2).sum(-1)))
-    return x, psi, lp, scale
+from conftest import assert_map_equals_step, np_solve, np_step, random_problem
 
 
 # (n, K, d, tile_chunk, data_chunk, dead tiles): the three distance formulas
@@ -53,20 +40,8 @@ def test_step_streamed_equals_step_float64(x64, n, K, d, tile_chunk, data_chunk,
                            n, K, d, dead, beta_scale)
 
 
-def assert_map_equals_step(map_fn, n, K, d, dead, beta_scale):
-    """``map_fn(psi, x, beta, log_prior)`` on a random float64 problem equals
-    ``vf.step`` and the NumPy map: the same formulas with the sums reassociated,
-    so agreement to a few ulps of |x| ≤ ~5 (1e-12)."""
-    x, psi, lp, scale = _problem(n, K, d, seed=n * K + d, dead_tiles=dead)
-    beta = beta_scale * scale
-    got = np.asarray(map_fn(psi, x, beta, lp))
-    assert got.dtype == np.float64 and got.shape == (K, d)
-    np.testing.assert_allclose(got, np.asarray(vf.step(psi, x, beta, lp)), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(got, np_step(psi, x, beta, lp), rtol=0, atol=1e-12)
-
-
 def test_step_streamed_float32_and_extreme_beta():
-    x, psi, lp, scale = _problem(200, 50, 2, seed=1)
+    x, psi, lp, scale = random_problem(200, 50, 2, seed=1)
     x32, psi32 = np.float32(x), np.float32(psi)
     for beta in (1e-6, 1e6):  # no over-/underflow in float32
         got = np.asarray(step_streamed(psi32, x32, beta, lp, tile_chunk=16, data_chunk=64))
@@ -78,7 +53,7 @@ def test_step_streamed_float32_and_extreme_beta():
 
 def test_streamed_map_is_a_static_value():
     assert StreamedMap(8, 16) == StreamedMap(8, 16) and hash(StreamedMap(8, 16)) == hash(StreamedMap(8, 16))
-    x, psi, lp, _ = _problem(20, 9, 2, seed=3)
+    x, psi, lp, _ = random_problem(20, 9, 2, seed=3)
     f = jax.jit(lambda p: StreamedMap(4, 6)(p, jnp.float32(x), jnp.float32(0.5), jnp.float32(lp)))
     np.testing.assert_allclose(np.asarray(f(np.float32(psi))), np_step(psi, x, 0.5, lp), atol=1e-5)
 
@@ -133,7 +108,7 @@ def test_solve_streamed_equals_numpy_iteration(x64):
     ],
 )
 def test_chunk_errors(kwargs, match):
-    x, psi, lp, _ = _problem(10, 4, 2, seed=0)
+    x, psi, lp, _ = random_problem(10, 4, 2, seed=0)
     with pytest.raises(ValueError, match=match):
         step_streamed(psi, x, 0.1, lp, **kwargs)
     with pytest.raises(ValueError, match=match):
@@ -141,7 +116,7 @@ def test_chunk_errors(kwargs, match):
 
 
 def test_input_errors():
-    x, psi, lp, _ = _problem(10, 4, 2, seed=0)
+    x, psi, lp, _ = random_problem(10, 4, 2, seed=0)
     with pytest.raises(ValueError, match="psi has 3 data dimensions"):
         step_streamed(np.zeros((4, 3)), x, 0.1, lp)
     with pytest.raises(ValueError, match="beta must be > 0"):

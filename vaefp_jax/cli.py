@@ -27,7 +27,7 @@ def _dense_map():
 def _blocked_map():
     from vaefp_jax.streaming import StreamedMap
 
-    return StreamedMap(tile_chunk=1024, data_chunk=1024)
+    return StreamedMap()  # the blocks solve's default blocked map uses
 
 
 def _fused_map():
@@ -135,8 +135,8 @@ def _sweep(args) -> int:
     betas = np.geomspace(args.beta_min, args.beta_max, args.num_betas)
     xj = jnp.asarray(x, dtype)
     psi0 = initial_psi(xj, grid, protocol.init_noise, jax.random.PRNGKey(args.seed))
-    step_map, width = resolve_defaults(STEP_MAPS[args.map](), args.batch_size, len(betas), x.shape[0], grid.num_tiles, x.shape[1],
-                                       np.dtype(dtype).itemsize)
+    step_map, width = resolve_defaults(STEP_MAPS[args.map](), args.batch_size, len(betas), x.shape[0],
+                                       grid.num_tiles, x.shape[1], np.dtype(dtype).itemsize)
     chunk = min(len(betas), 4 * width)  # β per call (progress granularity); the pool refills within a call
     u_fn = jax.jit(jax.vmap(_order_parameter, in_axes=(0, None, 0, None)))
     parts = []
@@ -207,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beta-min", type=_positive_float, default=1e-4)
     s.add_argument("--beta-max", type=_positive_float, default=1.0)
     s.add_argument("--num-betas", type=_positive_int, default=64)
-    s.add_argument("--batch-size", type=_positive_int, help="β iterated together (slots of the pool schedule); default 8 on CPU, "
-                   "all (memory permitting) on GPU")
+    s.add_argument("--batch-size", type=_positive_int,
+                   help="β iterated together (slots of the pool schedule); default on CPU 8, fewer when their "
+                        "(n, K) arrays would leave the cache; on GPU all (memory permitting)")
     s.add_argument("--map", choices=sorted(STEP_MAPS), default="auto",
                    help="how F(ψ) is computed: auto (dense, or on CPU blocked for n ≥ 2048), dense, blocked "
                         "(1024 × 1024 blocks of the n × K logits), fused (Pallas kernels; GPU, d ≤ 8)")

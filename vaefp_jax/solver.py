@@ -285,7 +285,7 @@ def default_step_map(num_points: int, num_tiles: int, dim: int, *, backend: str 
     """The map ``solve`` uses when none is given: the dense one (``None``), except
     on CPU for large problems (n ≥ ``STREAM_MIN_POINTS``, n K ≥
     ``STREAM_MIN_ELEMENTS``, d ≤ ``STREAM_MAX_D``), where the blocked map
-    :class:`vaefp_jax.streaming.StreamedMap` (1024 × 1024 blocks) keeps its
+    :class:`vaefp_jax.streaming.StreamedMap` (its default 1024 × 1024 blocks) keeps its
     working set in cache: 3.3× faster per step at n = 10⁴, K = 1024 (measured,
     benchmarks/RESULTS.md 2026-12-01), same values up to rounding. With few
     points and many tiles the dense map with fewer lanes is faster (it is kept)."""
@@ -294,7 +294,7 @@ def default_step_map(num_points: int, num_tiles: int, dim: int, *, backend: str 
             and dim <= STREAM_MAX_D):
         from vaefp_jax.streaming import StreamedMap  # streaming builds on this module
 
-        return StreamedMap(tile_chunk=1024, data_chunk=1024)
+        return StreamedMap()
     return None
 
 
