@@ -200,8 +200,9 @@ def test_cpu_defaults_follow_the_cache():
     from vaefp_jax.solver import CPU_CACHE_BYTES, DENSE_COPIES, default_batch_size, default_step_map
     from vaefp_jax.streaming import StreamedMap
 
-    assert default_batch_size(64, 120, 1024, 4, backend="cpu") == 8         # the paper's size
-    assert default_batch_size(64, 120, 4096, 4, backend="cpu") == CPU_CACHE_BYTES // (DENSE_COPIES * 120 * 4096 * 4)
+    assert default_batch_size(64, 120, 64, 4, backend="cpu") == 8           # 8 × 8 tiles
+    assert default_batch_size(64, 120, 256, 4, backend="cpu") == CPU_CACHE_BYTES // (DENSE_COPIES * 120 * 256 * 4)
+    assert default_batch_size(64, 120, 1024, 4, backend="cpu") == 1         # the paper's size
     assert default_batch_size(64, 120, 16_384, 4, backend="cpu") == 1       # never 0
     assert default_batch_size(64, 1024, 1024, 4, backend="cpu") == 1        # one 1024 × 1024 block
     assert default_step_map(120, 16_384, 2, backend="cpu") is None          # few points: dense
@@ -211,18 +212,20 @@ def test_cpu_defaults_follow_the_cache():
 
 
 def test_solve_large_n_defaults_to_the_blocked_map():
-    """n = 2048, K = 2116 on CPU: solve's default (blocked map, one lane) gives the
-    dense map's iterates (three steps, float32; rounding of reassociated sums only)."""
+    """n = 4096, K = 2116 on CPU: solve's default (blocked map, one lane) gives the
+    dense map's iterates (three steps, float32; rounding of reassociated sums only).
+    Below n K = 2^23 the dense map stays the default."""
     from vaefp_jax.fixed_point import _step
     from vaefp_jax.solver import resolve_defaults
     from vaefp_jax.streaming import StreamedMap
 
     rng = np.random.default_rng(0)
-    x = np.float32(rng.normal(size=(2048, 2)))
-    grid = vf.LatentGrid.uniform(46)  # K = 2116: n K ≥ 2^22
+    x = np.float32(rng.normal(size=(4096, 2)))
+    grid = vf.LatentGrid.uniform(46)  # K = 2116: n K ≥ 2^23
     betas = np.array([0.01, 0.3])
     if jax.default_backend() == "cpu":
-        assert resolve_defaults(None, None, 2, 2048, grid.num_tiles, 2, 4) == (StreamedMap(1024, 1024), 1)
+        assert resolve_defaults(None, None, 2, 4096, grid.num_tiles, 2, 4) == (StreamedMap(1024, 1024), 1)
+        assert resolve_defaults(None, None, 2, 2048, grid.num_tiles, 2, 4)[0] is _step
     proto = vf.Protocol.paper().with_overrides(max_steps=3)
     auto = vf.solve(x, betas, grid, protocol=proto, warn=False)
     dense = vf.solve(x, betas, grid, protocol=proto, step_map=_step, warn=False)

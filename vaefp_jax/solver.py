@@ -245,9 +245,9 @@ def iterate(F, psi0, damping, tol, max_steps: int, record_every: int):
 
 
 DENSE_COPIES = 3  # (n, K) arrays the dense map keeps per β lane (XLA's plans: 2–3; docs/scale.md)
-CPU_CACHE_BYTES = 16 * 2**20  # CPU: the per-step working set of all lanes that stays in cache (below)
+CPU_CACHE_BYTES = 2 * 2**20  # CPU: the per-step working set of all lanes that stays in cache (below)
 STREAM_MIN_POINTS = 2048  # CPU: from this many points (and STREAM_MIN_ELEMENTS) the blocked map is faster
-STREAM_MIN_ELEMENTS = 1 << 22
+STREAM_MIN_ELEMENTS = 1 << 23
 STREAM_MAX_D = 64  # beyond, the blocked map's two distance products cost more than the cache saves
 
 
@@ -260,8 +260,9 @@ def default_batch_size(num_betas: int, num_points: int | None = None, num_tiles:
     On CPU, 8, or fewer when the problem size is given and ``DENSE_COPIES``
     such arrays per lane would not fit in ``CPU_CACHE_BYTES``: wide enough to keep
     the vector units and both cores busy while the intermediates stay in cache
-    (measured in benchmarks/RESULTS.md: at n = 120, K = 1024, 8 slots beat 1–4;
-    at K = 16 384 one slot is 1.5× faster than 8). On GPU/TPU all β at once,
+    (measured per β-step with the tiles-first dense map on 2 CPU cores,
+    docs/scale.md: at n = 120 one slot is fastest for K = 1024 and 16 384, 4 to 8
+    slots for K ≤ 256, where one lane's arrays are small). On GPU/TPU all β at once,
     for parallelism, capped by memory when the problem size is given: at most
     half the device memory (``memory_bytes``, default the device's
     ``bytes_limit``) for ``DENSE_COPIES`` (n, K) arrays per lane.
@@ -286,9 +287,10 @@ def default_step_map(num_points: int, num_tiles: int, dim: int, *, backend: str 
     on CPU for large problems (n ≥ ``STREAM_MIN_POINTS``, n K ≥
     ``STREAM_MIN_ELEMENTS``, d ≤ ``STREAM_MAX_D``), where the blocked map
     :class:`vaefp_jax.streaming.StreamedMap` (its default 1024 × 1024 blocks) keeps its
-    working set in cache: 3.3× faster per step at n = 10⁴, K = 1024 (measured,
-    benchmarks/RESULTS.md 2026-12-01), same values up to rounding. With few
-    points and many tiles the dense map with fewer lanes is faster (it is kept)."""
+    working set in cache: per β-step 1.36× faster than the dense map at
+    n = 10⁴, K = 1024 and 1.7× at n = 10⁴ or 2048, K ≥ 4096; equal at
+    n = 4096, K = 1024; the dense map is faster below (2× at n = 2048, K = 2116;
+    4× at n = 120, K = 16 384; docs/scale.md). Same values up to rounding."""
     backend = backend or jax.default_backend()
     if (backend == "cpu" and num_points >= STREAM_MIN_POINTS and num_points * num_tiles >= STREAM_MIN_ELEMENTS
             and dim <= STREAM_MAX_D):
