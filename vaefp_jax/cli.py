@@ -208,10 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--beta-max", type=_positive_float, default=1.0)
     s.add_argument("--num-betas", type=_positive_int, default=64)
     s.add_argument("--batch-size", type=_positive_int,
-                   help="β iterated together (slots of the pool schedule); default on CPU 8, fewer when their "
-                        "(n, K) arrays would leave the cache; on GPU all (memory permitting)")
+                   help="β iterated together (slots of the pool schedule); default on CPU as many (≤ 8) as keep "
+                        "their (n, K) arrays in a 2 MB cache budget (1 at 32 × 32 tiles, n = 120); "
+                        "on GPU all (memory permitting)")
     s.add_argument("--map", choices=sorted(STEP_MAPS), default="auto",
-                   help="how F(ψ) is computed: auto (dense, or on CPU blocked for n ≥ 2048), dense, blocked "
+                   help="how F(ψ) is computed: auto (dense, or on CPU blocked for n ≥ 2048 and n K ≥ 2^23), "
+                        "dense, blocked "
                         "(1024 × 1024 blocks of the n × K logits), fused (Pallas kernels; GPU, d ≤ 8)")
     s.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
