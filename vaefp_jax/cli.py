@@ -213,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "on GPU all (memory permitting)")
     s.add_argument("--map", choices=sorted(STEP_MAPS), default="auto",
                    help="how F(ψ) is computed: auto (dense, or on CPU blocked for n ≥ 2048 and n K ≥ 2^23), "
-                        "dense, blocked "
-                        "(1024 × 1024 blocks of the n × K logits), fused (Pallas kernels; GPU, d ≤ 8)")
+                        "dense, blocked (1024 × 1024 blocks of the n × K logits), "
+                        "fused (Pallas kernels; GPU, d ≤ 8)")
     s.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_sweep)

@@ -117,8 +117,8 @@ def _tile_logits(psi, x, beta):
     distances are the same differences squared; for d > 64 the same
     data-centred matrix-product form, transposed (XLA folds the transpose into
     the product). Measured on 2 CPU cores, float32, per β-step in ``solve``:
-    2.3 ms against 7.3 ms at n = 120, K = 16 384; 18 ms against 71 ms at
-    n = 10⁴, K = 1024 (benchmarks/RESULTS.md).
+    2.5 ms against 7.3 ms at n = 120, K = 16 384; 18.6 ms against 71 ms at
+    n = 10⁴, K = 1024 (docs/scale.md).
     """
     if x.shape[-1] <= _DIRECT_MAX_D:
         return -squared_distances(psi, x) / (2 * beta)
