@@ -28,6 +28,9 @@
    (d) ``solve(schedule="fused", batch_size=B)``: all β in one vmapped loop,
    (k) ``solve(step_map=FusedMap())``: the Pallas kernels, all β in one vmapped loop
        (GPU only: on CPU Pallas only interprets),
+   (l) the loop of (d) with the dense map in its data-first (n, K) layout, as
+       ``_step`` was before 2026-12-01 (the tiles-first layout was chosen on CPU;
+       this row says whether it is also the better one on a GPU),
    and reports each as a multiple of B × steps × the floor of one evaluation.
 
 The issue's GPU target: 1024 β × 32 × 32 tiles × n = 120 × 400 steps in ≤ 0.5 s
@@ -50,7 +53,7 @@ from vaefp_jax.fused import FusedMap
 from vaefp_jax.solver import _solve_batched, _solve_pooled, resolve_defaults
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sweep import best_time, cpu_name  # noqa: E402
+from sweep import best_time, cpu_name, step_data_first  # noqa: E402
 
 
 def _throughput(op, size: int, chain: int, total: int, repeats: int) -> float:
@@ -112,7 +115,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--methods", default="cdk", help="rows to run, letters of c, d, k")
+    ap.add_argument("--methods", default="cdkl", help="rows to run, letters of c, d, k, l")
     ap.add_argument("--data-block", type=int, default=64, help="(k): FusedMap data_block")
     ap.add_argument("--tile-block", type=int, default=128, help="(k): FusedMap tile_block")
     ap.add_argument("--num-warps", type=int, default=4, help="(k): FusedMap num_warps (Triton)")
@@ -152,7 +155,10 @@ def main(argv=None):
              ("d", "(d) solve(schedule='fused', batch_size=B): one vmapped loop",
               lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B)),
              ("k", f"(k) the same with step_map={fused} (Pallas kernels)",
-              lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B, step_map=fused))]
+              lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B, step_map=fused)),
+             ("l", "(l) the loop of (d) with the data-first (n, K) dense map",
+              lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B,
+                                     step_map=step_data_first))]
     rows, ref = [], None
     for letter, label, call in specs:
         if letter not in args.methods:
