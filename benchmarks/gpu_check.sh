@@ -12,8 +12,8 @@
 #        check the real kernels against vaefp_jax.step and NumPy (float32 and
 #        float64); tests/test_solver.py and test_schedule.py: the XLA path on GPU.
 # bench: benchmarks/floor.py at the issue's GPU setting (1024 β × 32×32 tiles ×
-#        n = 120 × 400 steps; target ≤ 0.5 s and within 5× of the floor), three
-#        FusedMap block shapes, benchmarks/sweep.py at 1024 β (per-β stopping), and
+#        n = 120 × 400 steps; target ≤ 0.5 s and within 5× of the floor; row (l):
+#        the data-first dense map, to choose the GPU layout), three FusedMap block shapes, benchmarks/sweep.py at 1024 β (per-β stopping), and
 #        XLA's memory plan on the GPU for the docs/scale.md table (n = 10⁴, K = 16384).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +39,7 @@ if [[ "$stage" == bench || "$stage" == all ]]; then
         timeout 45 python benchmarks/floor.py --num-betas 1024 --repeats 2 --methods k --data-block "$1" \
             --tile-block "$2" --num-warps "$3" 2>&1 | tail -1 | tee -a "$out/floor_blocks.txt"
     done
-    timeout 120 python benchmarks/sweep.py --num-betas 1024 --repeats 2 --methods cde 2>&1 | tee "$out/sweep_1024.txt"
+    timeout 120 python benchmarks/sweep.py --num-betas 1024 --repeats 2 --methods cdei 2>&1 | tee "$out/sweep_1024.txt"
     timeout 60 python - <<'EOF' 2>&1 | tee "$out/memory.txt"
 import jax, jax.numpy as jnp
 from vaefp_jax import streaming
