@@ -20,8 +20,9 @@
 (h) ``vaefp_jax.solve(schedule="fused")``: ``lax.map`` over chunks of
     ``default_batch_size`` β, each a vmapped ``while_loop`` (the default before "pool").
 (i) the peer (e) iterating the dense map in its data-first (n, K) layout
-    (``step_data_first``, ``_step`` before 2026-12-01): the layout that suits a
-    wide ``vmap`` better on CPU; only when ``i`` is in ``--methods``.
+    (``step_data_first``, ``_step`` before 2026-12-01), which under a wide
+    ``vmap`` is sometimes the faster one on CPU (docs/scale.md); only when ``i``
+    is in ``--methods``.
 
 Protocol: Appendix A (ψ ← 0.9 F(ψ) + 0.1 ψ, tol 1e-3, ≤ 400 steps), float32,
 the same initial ψ for every method. Prints a markdown table of wall times (best
