@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import vaefp_jax as vf
-from vaefp_jax.fixed_point import _log_m, _step
+from vaefp_jax.fixed_point import _step, squared_distances
 from vaefp_jax.solver import DENSE_COPIES, iterate, resolve_defaults
 from vaefp_jax.streaming import solve_streamed
 
@@ -120,7 +120,9 @@ def step_data_first(psi, x, beta, log_prior):
     2026-12-01, when it became tiles-first. Under a wide ``vmap`` over β (the
     peer's loop, and ``schedule="fused"`` with all β) this layout can be the
     faster one, so (i) gives the peer its choice."""
-    return jax.nn.softmax(_log_m(psi, x, beta, log_prior), axis=0).T @ x
+    logits = -squared_distances(x, psi) / (2 * beta)                               # (n, K)
+    log_c = jax.nn.logsumexp(logits + log_prior[None, :], axis=1, keepdims=True)   # (n, 1)
+    return jax.nn.softmax(logits - log_c, axis=0).T @ x
 
 
 def make_optimistix(x, lp, damping, tol, max_steps, step=_step):

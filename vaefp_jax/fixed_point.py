@@ -94,17 +94,6 @@ def squared_distances(x: jax.Array, psi: jax.Array) -> jax.Array:
     return jnp.maximum(sq, 0)
 
 
-def _log_m_and_log_c(psi, x, beta, log_prior):
-    """(log m_ia (n, K), log c_i (n, 1)) of eq. (14)."""
-    logits = -squared_distances(x, psi) / (2 * beta)  # ℓ_ia, (n, K)
-    log_c = logsumexp(logits + log_prior[None, :], axis=1, keepdims=True)  # (n, 1)
-    return logits - log_c, log_c
-
-
-def _log_m(psi, x, beta, log_prior):
-    return _log_m_and_log_c(psi, x, beta, log_prior)[0]
-
-
 def _tile_logits(psi, x, beta):
     """ℓ_bi = −‖x_i − ψ_b‖²/2β in the tiles-first layout, shape (K, n).
 
@@ -136,6 +125,11 @@ def _weighted_means(log_m_t, x):
     """Eq. (15): ψ_b = Σ_i x_i m_bi / Σ_j m_bj from log m (K, n), shape (K, d)."""
     e = jnp.exp(log_m_t - jax.lax.stop_gradient(jnp.max(log_m_t, axis=1, keepdims=True)))
     return (e @ x) / jnp.sum(e, axis=1, keepdims=True)
+
+
+def _log_m(psi, x, beta, log_prior):
+    """log m_ia of eq. (14) in the data-first layout of :func:`log_m`, (n, K)."""
+    return _log_m_tiles_first(psi, x, beta, log_prior)[0].T
 
 
 def _step(psi, x, beta, log_prior):
