@@ -233,9 +233,7 @@ def _solve_one(x, beta, lp, psi0, tol, margin, scale, key, warmup, max_newton, r
 def _solve_all(x, betas, lp, psi0, tol, margin, scale, key, warmup, max_newton, rounds, spectral, spectral_iters,
                line_points, fallback_steps):
     # β one after another: each stops at its own cost (a vmapped batch would run
-    # every lane to the slowest), and batched LAPACK solves inside vmapped loops
-    # can hang XLA:CPU (jaxlib 0.10's ParallelBatchMap; see
-    # tile_jacobian.batched_small_solve).
+    # every lane to the slowest).
     one = lambda a: _solve_one(x, a[0], lp, a[1], tol, margin, scale, key, warmup, max_newton, rounds,
                                spectral, spectral_iters, line_points, fallback_steps)
     return jax.lax.map(one, (betas, psi0))

@@ -34,6 +34,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from vaefp_jax import linalg
+
 __all__ = ["implicit_fixed_point", "dense_solve", "gmres_solve", "jacobian_matrix", "spectral_radius"]
 
 Map = Callable[[jax.Array, object], jax.Array]
@@ -49,7 +51,7 @@ def dense_solve(matvec, rhs, F, psi, theta):
     """Solve (I − ∂F/∂ψ) v = rhs by LU on the dense Jacobian."""
     J = jacobian_matrix(F, psi, theta)
     A = jnp.eye(J.shape[0], dtype=J.dtype) - J
-    return jnp.linalg.solve(A, rhs.reshape(-1)).reshape(psi.shape)
+    return linalg.solve(A, rhs.reshape(-1)).reshape(psi.shape)
 
 
 def gmres_solve(tol: float = 1e-10, restart: int = 50, maxiter: int | None = None):
@@ -58,8 +60,10 @@ def gmres_solve(tol: float = 1e-10, restart: int = 50, maxiter: int | None = Non
     operator, so reverse mode works)."""
 
     def gmres(mv, b):
-        v, _ = jax.scipy.sparse.linalg.gmres(mv, b, tol=tol, atol=0.0,
-                                              restart=restart, maxiter=maxiter)
+        # "incremental": Givens rotations in plain XLA; the default "batched"
+        # least-squares step would call LAPACK (see vaefp_jax.linalg)
+        v, _ = jax.scipy.sparse.linalg.gmres(mv, b, tol=tol, atol=0.0, restart=restart, maxiter=maxiter,
+                                              solve_method="incremental")
         return v
 
     def solve(matvec, rhs, F, psi, theta):

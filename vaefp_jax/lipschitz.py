@@ -111,7 +111,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaefp_jax import _validate
+from vaefp_jax import _validate, linalg
 from vaefp_jax.fixed_point import _step, squared_distances
 from vaefp_jax.grid import LatentGrid, _normal_cdf, _normal_pdf
 from vaefp_jax.implicit import dense_solve, implicit_fixed_point
@@ -280,7 +280,7 @@ def project(psi_f, s_bar, W):
     active = jnp.any(W != 0)
     M = jnp.diag(s_bar) + 2.0 * lap
     M = jnp.where(active, M, jnp.eye(M.shape[0], dtype=M.dtype))
-    delta = jnp.linalg.solve(M, -2.0 * lap @ psi_f)
+    delta = linalg.solve(M, -2.0 * lap @ psi_f)
     return psi_f + delta
 
 
@@ -291,7 +291,7 @@ def projection_operator(s_bar, W):
     (K, d) layout ψ^{t+1} = Pᵀ F(ψ^t). Columns of P sum to one and P ≥ 0.
     """
     M = jnp.diag(s_bar) + 2.0 * laplacian(W)
-    return jnp.diag(s_bar) @ jnp.linalg.inv(M)
+    return jnp.diag(s_bar) @ linalg.solve(M, jnp.eye(M.shape[0], dtype=M.dtype))
 
 
 def _aggregate_posterior(psi, x, beta, log_prior):
@@ -450,14 +450,7 @@ def _solve_strength_batched(x, betas, strengths, log_prior, base, psi0, damping,
         F = lambda psi: _lipschitz_step(psi, x, beta, log_prior, W)
         return iterate(F, p0, damping, tol, max_steps, record_every)
 
-    if jax.default_backend() == "cpu":
-        # One problem at a time: every step solves a K × K system, and a vmapped
-        # solve becomes a batched LAPACK call, which jaxlib 0.10 spreads over
-        # XLA:CPU's thread pool (ParallelBatchMap) — seen to hang forever
-        # (see tile_jacobian.batched_small_solve). Elsewhere: one vmapped loop.
-        psi, steps, res, traj = jax.lax.map(lambda a: one(*a), (betas, strengths, psi0))
-    else:
-        psi, steps, res, traj = jax.vmap(one)(betas, strengths, psi0)
+    psi, steps, res, traj = jax.vmap(one)(betas, strengths, psi0)
     converged = (res < tol) & jnp.all(jnp.isfinite(psi), axis=(1, 2))
     return psi, steps, res, converged, traj
 
@@ -670,7 +663,15 @@ def _barrier_newton(psi, psi_f, s_bar, C, mask, mu, max_newton, n_backtrack=30):
         diag = s_bar[:, None, None] * eye + blocks.sum(axis=1)        # (K, d, d)
         H = -blocks + jnp.eye(K, dtype=psi.dtype)[:, :, None, None] * diag[:, None]
         H = H.transpose(0, 2, 1, 3).reshape(K * d, K * d)
-        delta = -jnp.linalg.solve(H, grad.reshape(-1)).reshape(K, d)
+        newton_dir = -linalg.solve_spd(H, grad.reshape(-1)).reshape(K, d)
+        # Near the boundary H is SPD but its condition number can pass 1/eps
+        # (weights ~ μ/h² with h → 0): then the factorisation may break down
+        # (non-finite) or give a non-descent direction, depending on rounding.
+        # Fall back to the diagonally scaled gradient step, always a descent
+        # direction, so the iterate stays finite and strictly feasible.
+        diag_h = jnp.maximum(jnp.diagonal(H).reshape(K, d), jnp.finfo(psi.dtype).tiny)
+        newton_ok = jnp.all(jnp.isfinite(newton_dir)) & (jnp.sum(grad * newton_dir) < 0)
+        delta = jnp.where(newton_ok, newton_dir, -grad / diag_h)
         slope = jnp.sum(grad * delta)                                  # −λ² μ < 0
         a0 = jnp.minimum(1.0, 0.99 * _max_feasible_step(psi, delta, C, mask))
         f0 = phi(psi)
@@ -680,7 +681,8 @@ def _barrier_newton(psi, psi_f, s_bar, C, mask, mu, max_newton, n_backtrack=30):
         # Stop once the step is at the rounding level (or the line search failed:
         # rounding at the optimum), or the decrement λ² = −slope/μ is negligible.
         moved = jnp.where(-slope / mu > 1e-14, alpha * jnp.max(jnp.abs(delta)), 0.0)
-        return psi + alpha * delta, it + 1, moved
+        accept = (alpha > 0) & jnp.all(jnp.isfinite(delta))
+        return jnp.where(accept, psi + alpha * delta, psi), it + 1, jnp.where(accept, moved, 0.0)
 
     psi, _, _ = jax.lax.while_loop(cond, newton, (psi, jnp.int32(0), jnp.asarray(jnp.inf, psi.dtype)))
     return psi

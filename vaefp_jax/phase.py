@@ -132,12 +132,8 @@ def _derivatives(x, betas, log_prior, psi, linear_solve, spectral_iters):
             if spectral_iters else jnp.nan
         return u, du, d2u, rho
 
-    # One β at a time (lax.map, batch 1). Root cause of the hang this avoided
-    # (found 2026-11-24): jaxlib 0.10's batched LAPACK kernels dispatch the batch
-    # over XLA:CPU's thread pool (ParallelBatchMap) and can wait forever there; the
-    # per-tile (K, d, d) solves of the Woodbury step no longer call LAPACK
-    # (tile_jacobian.batched_small_solve), but vmapping β would batch the n × n
-    # capacity solve, so β stay serial on every backend (~30 ms a β here).
+    # One β at a time: the (n, n) capacity solves are serial on CPU anyway
+    # (vaefp_jax.linalg), and a β batch would multiply the (K, n, d) factors.
     return jax.lax.map(lambda a: one(*a), (betas, psi))
 
 

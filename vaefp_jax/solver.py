@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaefp_jax import _validate
+from vaefp_jax import _validate, linalg
 from vaefp_jax.fixed_point import _step
 from vaefp_jax.grid import LatentGrid
 
@@ -161,7 +161,7 @@ def initial_psi(x, grid: LatentGrid, noise: float = 0.1, key=None) -> jax.Array:
         mean = x.mean(axis=0)
         xc = x - mean
         cov = xc.T @ xc / n
-        lam, vec = jnp.linalg.eigh(cov)
+        lam, vec = linalg.eigh(cov)
         order = jnp.argsort(lam)[::-1]
         m = min(grid.dim, d)
         lam, vec = lam[order][:m], vec[:, order][:, :m]

@@ -17,7 +17,8 @@ so the Jacobian is a block diagonal plus a rank-n coupling,
 
     v = M⁻¹r − M⁻¹U (I_n + Vᵀ M⁻¹ U)⁻¹ Vᵀ M⁻¹ r,
 
-at cost O(K d³ + K d n² + n³) instead of O((K d)³). M is singular only where a
+at cost O(K min(d, n)³ + K d n² + n³) instead of O((K d)³); every dense solve
+goes through :mod:`vaefp_jax.linalg` (never a batched LAPACK call on CPU). M is singular only where a
 tile's own weighted covariance reaches β, which for tiles sharing a fixed point
 is a phase transition, where I − J is singular too.
 
@@ -34,23 +35,32 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
+from vaefp_jax import linalg
 from vaefp_jax.fixed_point import squared_distances
 
 __all__ = ["JacobianFactors", "jacobian_factors", "matvec", "woodbury_solve", "power_iteration", "lanczos",
            "spectral_radius"]
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["A", "U", "V", "tile_mass"], meta_fields=[])
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["U", "V", "D", "tile_mass"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class JacobianFactors:
-    """J = blockdiag(A) − U Vᵀ. A: (K, d, d); U, V: (K, n, d); ``tile_mass``
-    s_a = Σ_i q_ia (K,), the scaling that makes J symmetric at a fixed point
-    (see :func:`lanczos`)."""
+    """J = blockdiag(A) − U Vᵀ with A_b = Σ_j U_bj D_bjᵀ, kept in factored form.
 
-    A: jax.Array
+    U, V, D: (K, n, d) with U_bj = w_jb (x_j − ψ'_b), V_aj = q_ja (x_j − ψ_a)/β and
+    D_bj = (x_j − ψ_b)/β; ``tile_mass`` s_a = Σ_i q_ia (K,), the scaling that makes
+    J symmetric at a fixed point (see :func:`lanczos`). The (K, d, d) blocks A are
+    formed only where a solve needs them (:attr:`A`, and only for d ≤ n)."""
+
     U: jax.Array
     V: jax.Array
+    D: jax.Array
     tile_mass: jax.Array
+
+    @property
+    def A(self) -> jax.Array:
+        """The diagonal blocks A_b = Σ_j U_bj D_bjᵀ, (K, d, d)."""
+        return jnp.einsum("bjd,bje->bde", self.U, self.D)
 
 
 def jacobian_factors(psi, x, beta, log_prior) -> JacobianFactors:
@@ -63,70 +73,41 @@ def jacobian_factors(psi, x, beta, log_prior) -> JacobianFactors:
     d_new = x[None, :, :] - psi_new[:, None, :]  # x_j − ψ'_b, (K, n, d)
     d_old = x[None, :, :] - psi[:, None, :]  # x_j − ψ_b
     U = w.T[:, :, None] * d_new
-    A = jnp.einsum("bjd,bje->bde", U, d_old) / beta
-    V = q.T[:, :, None] * d_old / beta
-    return JacobianFactors(A=A, U=U, V=V, tile_mass=jnp.sum(q, axis=0))
+    return JacobianFactors(U=U, V=q.T[:, :, None] * d_old / beta, D=d_old / beta, tile_mass=jnp.sum(q, axis=0))
 
 
 def matvec(f: JacobianFactors, v: jax.Array) -> jax.Array:
-    """J v for v of shape (K, d)."""
+    """J v for v of shape (K, d): (J v)_b = Σ_j U_bj (D_bj·v_b − Σ_a V_aj·v_a), O(K n d)."""
     coupling = jnp.einsum("ajd,ad->j", f.V, v)  # (n,)
-    return jnp.einsum("bde,be->bd", f.A, v) - jnp.einsum("bjd,j->bd", f.U, coupling)
+    own = jnp.einsum("bjd,bd->bj", f.D, v)  # (K, n)
+    return jnp.einsum("bjd,bj->bd", f.U, own - coupling[None, :])
 
 
-SMALL_SOLVE_MAX_D = 8
+def _block_solve(f: JacobianFactors, Y: jax.Array) -> jax.Array:
+    """M_b⁻¹ Y_b for every tile, M_b = I − A_b; Y (K, d, r).
 
-
-def batched_small_solve(M: jax.Array, B: jax.Array) -> jax.Array:
-    """X with M[k] X[k] = B[k] for M (K, d, d), B (K, d, m), d small.
-
-    Gaussian elimination with partial pivoting, unrolled over the d columns and
-    vectorised over k: plain element-wise XLA, no LAPACK call. Why not
-    ``jnp.linalg.solve``: for K ≈ 10³ systems of size 2 the batched LAPACK
-    kernels of jaxlib 0.10 dispatch the batch over XLA:CPU's thread pool
-    (``ParallelBatchMap``), which was seen to hang forever (all threads idle,
-    two waiting in ``BlockingCounter::Wait`` inside ``lapack_dtrsm_ffi``) on
-    the Figure 3 problem — and it is slower than this loop for tiny systems.
-    For d > ``SMALL_SOLVE_MAX_D`` it falls back to ``jnp.linalg.solve``.
+    For d ≤ n the (d, d) blocks are formed and solved (:func:`vaefp_jax.linalg.solve`).
+    For d > n, A_b = U_bᵀ D_b has rank ≤ n and the inner Woodbury identity
+    M_b⁻¹ = I + U_bᵀ (I_n − D_b U_bᵀ)⁻¹ D_b needs only (n, n) systems: with
+    MNIST pixels (d = 784) on a few dozen images this is the difference between
+    K LU factorisations of 784 × 784 and of n × n.
     """
-    d = M.shape[-1]
-    if d > SMALL_SOLVE_MAX_D:
-        return jnp.linalg.solve(M, B)
-    # Eliminate on M alone and replay the row exchanges and updates on B, so
-    # that the result is visibly linear in B (JAX can transpose it: reverse mode).
-    rows = jnp.arange(d)
-
-    def swap(A, k, p, is_p):
-        row_k, row_p = A[:, k], jnp.take_along_axis(A, p[:, None, None], axis=1)[:, 0]
-        return jnp.where(is_p[:, :, None], row_k[:, None, :], A).at[:, k].set(row_p)
-
-    for k in range(d):
-        score = jnp.where(rows[None, :] >= k, jnp.abs(M[:, :, k]), -1.0)  # pivot among rows k..d−1
-        p = jnp.argmax(score, axis=1)
-        is_p = rows[None, :] == p[:, None]  # (K, d)
-        M, B = swap(M, k, p, is_p), swap(B, k, p, is_p)
-        factor = jnp.where(rows[None, :] > k, M[:, :, k] / M[:, k, k, None], 0.0)  # (K, d)
-        M = M - factor[:, :, None] * M[:, k, None, :]
-        B = B - factor[:, :, None] * B[:, k, None, :]
-    X = [None] * d  # back substitution on the upper-triangular M
-    for k in reversed(range(d)):
-        acc = B[:, k]
-        for j in range(k + 1, d):
-            acc = acc - M[:, k, j, None] * X[j]
-        X[k] = acc / M[:, k, k, None]
-    return jnp.stack(X, axis=1)
+    K, n, d = f.U.shape
+    if d <= n:
+        return linalg.solve(jnp.eye(d, dtype=Y.dtype)[None] - f.A, Y)
+    G = jnp.eye(n, dtype=Y.dtype)[None] - jnp.einsum("bjd,bkd->bjk", f.D, f.U)  # (K, n, n)
+    inner = linalg.solve(G, jnp.einsum("bjd,bdr->bjr", f.D, Y))  # (K, n, r)
+    return Y + jnp.einsum("bjd,bjr->bdr", f.U, inner)
 
 
 def woodbury_solve_factors(f: JacobianFactors, rhs: jax.Array) -> jax.Array:
     """v with (I − J) v = rhs, rhs (K, d)."""
-    K, d = rhs.shape
     n = f.U.shape[1]
-    M = jnp.eye(d, dtype=rhs.dtype)[None] - f.A  # (K, d, d)
-    Minv_r = batched_small_solve(M, rhs[..., None])[..., 0]  # (K, d)
-    Minv_U = batched_small_solve(M, jnp.swapaxes(f.U, 1, 2))  # (K, d, n)
+    Minv_r = _block_solve(f, rhs[..., None])[..., 0]  # (K, d)
+    Minv_U = _block_solve(f, jnp.swapaxes(f.U, 1, 2))  # (K, d, n)
     cap = jnp.eye(n, dtype=rhs.dtype) + jnp.einsum("bjd,bdk->jk", f.V, Minv_U)  # (n, n)
     t = jnp.einsum("bjd,bd->j", f.V, Minv_r)
-    y = jnp.linalg.solve(cap, t)
+    y = linalg.solve(cap, t)
     return Minv_r - jnp.einsum("bdk,k->bd", Minv_U, y)
 
 
@@ -216,7 +197,7 @@ def lanczos(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None) -> tupl
 
     Q, alpha, beta = jax.lax.fori_loop(0, m, body, (Q, jnp.zeros(m, dtype), jnp.zeros(m, dtype)))
     T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-    theta, Y = jnp.linalg.eigh(T)                      # ascending; an m × m problem
+    theta, Y = linalg.eigh(T)                      # ascending; an m × m problem
     r = jnp.abs(beta[-1] * Y[-1, :])                   # residual bounds of the Ritz pairs
     rho = jnp.maximum(jnp.abs(theta[-1]) + r[-1], jnp.abs(theta[0]) + r[0])
     top = jnp.where(jnp.abs(theta[-1]) >= jnp.abs(theta[0]), m - 1, 0)
