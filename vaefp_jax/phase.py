@@ -287,7 +287,9 @@ def critical_betas(result: SweepResult, top_k: int = 3, variable: str = "beta") 
     "log_beta" for sweeps over decades): the implicit second derivative where u
     is smooth, the finite-difference one where u jumps between sweep points. A
     local maximum is an interior point ≥ both neighbours (and > one of them);
-    only converged points with converged neighbours count.
+    only converged points with converged neighbours count, and only peaks
+    above the rounding level of the curvature (8 eps max|u| / (h1 h2) for grid
+    gaps h1, h2), so that a flat u (one merged fixed point) has no peaks.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be ≥ 1, got {top_k}")
@@ -297,6 +299,15 @@ def critical_betas(result: SweepResult, top_k: int = 3, variable: str = "beta") 
     h = np.maximum(pointwise, fd)
     ok = result.converged[order] & np.isfinite(h)
     ok[1:-1] &= ok[:-2] & ok[2:]  # the finite difference needs both neighbours
+    # A peak must stand above the rounding level of the curvature. Where u is
+    # flat (a fully merged phase: u = tr Cov at every β) both curvatures are
+    # rounding noise, and ~1e-14 bumps would otherwise count as transitions:
+    # the second difference of u carries an error of up to 4 eps max|u| / (h1 h2).
+    t = b if variable == "beta" else np.log(b)
+    gaps = np.diff(t)
+    noise = np.full_like(h, np.inf)
+    noise[1:-1] = 8 * np.finfo(np.float64).eps * np.max(np.abs(result.u[order])) / (gaps[:-1] * gaps[1:])
+    ok &= h > noise
     h = np.where(ok, h, -np.inf)
     n_fp = result.distinct[order]
     peaks = []

@@ -1,0 +1,73 @@
+"""Phase detection on real data sets of any dimension: wall time and the last merge.
+
+For each data set (standardised per column, constant columns dropped): a cooling
+sweep (``continuation="cooling"``) with implicit derivatives u, u', u'' in
+float64 on a uniform tile grid, its largest critical β against λ_max of the
+(1/n) covariance, and the refined β_c. Prints one Markdown row per data set.
+
+    python benchmarks/real_data.py                 # the regression-suite settings
+    python benchmarks/real_data.py --wine-issue    # issue 13's wine case: 12×12 grid, 48 β in [0.01, 3]·λ_max
+
+Needs scikit-learn (the bundled data sets; no download).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+
+import vaefp_jax as vf  # noqa: E402
+from real_data import REAL_DATA, analyse, load  # noqa: E402  (tests/real_data.py: one definition of the suite)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            text = fh.read()
+        name = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+        flags = next(line for line in text.splitlines() if line.startswith("flags")).split()
+        isa = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "SSE/AVX")
+        return f"{name} ({isa}, {os.cpu_count()} cores)"
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--wine-issue", action="store_true")
+    p.add_argument("--only", nargs="*", default=None)
+    args = p.parse_args()
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name()}, jax {jax.__version__}, float64")
+    print("| data | n | d | grid | β | sweep s | derivatives incl. | converged | last peak / λ_max | refined / λ_max |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    if args.wine_issue:
+        x = load("wine")
+        lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
+        betas = np.geomspace(0.01 * lam, 3 * lam, 48)
+        grid = vf.LatentGrid.uniform(12)
+        t0 = time.perf_counter()
+        sw = vf.sweep(x, betas, grid, continuation="cooling", warn=False)
+        t = time.perf_counter() - t0
+        print(f"| wine (issue 13) | {x.shape[0]} | {x.shape[1]} | 12×12 | 48 | {t:.1f} | yes | "
+              f"{int(sw.converged.sum())}/48 | – | – |")
+        return
+    for name in (args.only or REAL_DATA):
+        r = analyse(name)
+        print(f"| {name} | {r['n']} | {r['d']} | {r['side']}×{r['side']} | {r['num_betas']} | {r['seconds']:.1f} | yes | "
+              f"{r['converged']}/{r['num_betas']} | {r['last_peak'] / r['lam']:.3f} | {r['refined'] / r['lam']:.5f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
