@@ -354,3 +354,76 @@ def test_public_boundary_errors():
         lp.solve_lipschitz_constraint(x, 1e-3, grid, 1.0, support="local", r=0.01)
     with pytest.raises(ValueError, match="r must be"):
         lp.support_mask(grid, "local", r=0.0)
+
+
+# ------------------------------------------- constraint mode on other machines
+
+_CONSTRAINED_PROBLEM = """
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+from vaefp_jax import datasets, lipschitz as lp
+from vaefp_jax.grid import LatentGrid
+x = datasets.mixture_of_lines(20) * float(sys.argv[1])
+grid = LatentGrid.uniform(6)
+res = lp.solve_lipschitz_constraint(x, 1e-3 * float(sys.argv[1]) ** 2, grid, [2.0, 0.5, 0.25], support="local",
+                                    r=0.3, psi0=grid.z * float(sys.argv[1]), tol=1e-9, warn=False)
+print(json.dumps({k: np.asarray(getattr(res, k)).tolist() for k in ("converged", "feasible", "max_violation")}
+                 | {"finite": bool(np.isfinite(np.asarray(res.psi)).all())}))
+"""
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return set(next(line for line in fh if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
+def _lower_isa_environments():
+    """Environments that change the order of floating-point reductions: XLA's
+    vector ISA capped at AVX2 (what a Zen 3 EPYC runs; the AVX-512 default
+    reduces in another order) and OpenBLAS's LAPACK kernels of an AVX2 core
+    (Haswell, as a Zen 3 selects) or of an SSE3 core."""
+    flags = _cpu_flags()
+    envs = [{"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2", "OPENBLAS_CORETYPE": "Prescott"}]
+    if "avx2" in flags:
+        envs.insert(0, {"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", "OPENBLAS_CORETYPE": "Haswell"})
+    return envs
+
+
+@pytest.mark.parametrize("env", _lower_isa_environments(), ids=lambda e: e["OPENBLAS_CORETYPE"])
+def test_constraint_mode_converges_whatever_the_reduction_order(env, tmp_path):
+    """The L = 0.25 problem returned NaN on an AVX2 machine: near the boundary
+    the barrier's Newton matrix has a condition number past 1/eps, and whether
+    its factorisation breaks down depended on rounding. Run in a fresh process
+    with the ISA and LAPACK kernels of smaller machines: every problem converges,
+    feasible, and nothing is NaN."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "constrained.py"
+    script.write_text(_CONSTRAINED_PROBLEM)
+    out = subprocess.run([sys.executable, str(script), "1.0"], env=os.environ | env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["finite"] and all(res["converged"]) and all(res["feasible"]), res
+    assert max(res["max_violation"]) <= 0.0
+
+
+@pytest.mark.parametrize("scale", [1.0 + 2 ** -52, 1.0 - 3 * 2 ** -53, 2.0])
+def test_constraint_mode_robust_to_perturbations_of_a_few_ulps(scale, x64):
+    """The same problem with the data (and β, ψ0 with it) scaled by 1 ± a few ulps
+    or by 2 (exact in binary, but it changes which quantities round): a change of
+    rounding, on any machine, must not turn into NaN or non-convergence."""
+    x = datasets.mixture_of_lines(20) * scale
+    grid = LatentGrid.uniform(6)
+    res = lp.solve_lipschitz_constraint(x, 1e-3 * scale**2, grid, [2.0, 0.5, 0.25], support="local", r=0.3,
+                                        psi0=grid.z * scale, tol=1e-9 * scale, warn=False)
+    assert np.isfinite(np.asarray(res.psi)).all()
+    assert np.asarray(res.converged).all() and np.asarray(res.feasible).all()

@@ -288,7 +288,7 @@ def critical_betas(result: SweepResult, top_k: int = 3, variable: str = "beta") 
     is smooth, the finite-difference one where u jumps between sweep points. A
     local maximum is an interior point ≥ both neighbours (and > one of them);
     only converged points with converged neighbours count, and only peaks
-    above the rounding level of the curvature (8 eps max|u| / (h1 h2) for grid
+    above the rounding level of the curvature (1e3 eps max|u| / (h1 h2) for grid
     gaps h1, h2), so that a flat u (one merged fixed point) has no peaks.
     """
     if top_k < 1:
@@ -301,12 +301,14 @@ def critical_betas(result: SweepResult, top_k: int = 3, variable: str = "beta") 
     ok[1:-1] &= ok[:-2] & ok[2:]  # the finite difference needs both neighbours
     # A peak must stand above the rounding level of the curvature. Where u is
     # flat (a fully merged phase: u = tr Cov at every β) both curvatures are
-    # rounding noise, and ~1e-14 bumps would otherwise count as transitions:
-    # the second difference of u carries an error of up to 4 eps max|u| / (h1 h2).
+    # rounding noise, and ~1e-11 bumps would otherwise count as transitions:
+    # the second difference of u carries an error of 4 eps max|u| / (h1 h2) per
+    # ulp of u, and u from a fixed point converged to 1e-10 is good to far fewer
+    # than the 250 ulps allowed here (a real transition moves u by O(|u|)).
     t = b if variable == "beta" else np.log(b)
     gaps = np.diff(t)
     noise = np.full_like(h, np.inf)
-    noise[1:-1] = 8 * np.finfo(np.float64).eps * np.max(np.abs(result.u[order])) / (gaps[:-1] * gaps[1:])
+    noise[1:-1] = 1e3 * np.finfo(np.float64).eps * np.max(np.abs(result.u[order])) / (gaps[:-1] * gaps[1:])
     ok &= h > noise
     h = np.where(ok, h, -np.inf)
     n_fp = result.distinct[order]
@@ -342,7 +344,8 @@ def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_h
     ``psi_high`` (K, d) is the (merged) stable fixed point at ``beta_high``. At
     each midpoint the branch through it is continued by Newton's method (which
     converges to the branch's root whether or not it is stable) and declared
-    stable when ρ(∂F/∂ψ) < 1. Returns (β_c, ρ at the upper end of the final
+    stable when ρ(∂F/∂ψ) < 1 and Newton stayed on the branch (the same number of
+    distinct fixed points as ``psi_high``). Returns (β_c, ρ at the upper end of the final
     bracket): the β where the merged branch loses stability on cooling — for the
     collapse of a Gaussian blob exactly λ_max of its covariance; for a
     discontinuous transition, the lower edge of the merged branch's range.
@@ -355,10 +358,16 @@ def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_h
     lp = jnp.asarray(grid.log_prior, dtype)
     psi = jnp.asarray(psi_high, dtype)
     lo, hi, rho_hi = float(beta_low), float(beta_high), float("nan")
+    merge_tol = default_merge_tol(np.asarray(x))
+    groups = count_distinct(np.asarray(psi_high, np.float64), merge_tol)
     for _ in range(iterations):
         mid = float(np.sqrt(lo * hi))
         p, res, rho = _branch_point(x, jnp.asarray(mid, dtype), lp, psi, newton_steps, spectral_iters)
-        if bool(rho < 1.0) and bool(jnp.isfinite(res)):
+        # Near a pitchfork I − ∂F/∂ψ is nearly singular and Newton can jump to
+        # the bifurcating (split) branch, which is stable: a change in the number
+        # of distinct fixed points means the merged branch was not followed.
+        same_branch = count_distinct(np.asarray(p, np.float64), merge_tol) == groups
+        if bool(rho < 1.0) and bool(jnp.isfinite(res)) and same_branch:
             hi, psi, rho_hi = mid, p, float(rho)
         else:
             lo = mid
