@@ -43,6 +43,34 @@ def cpu_name() -> str:
         return platform.processor() or "unknown CPU"
 
 
+def wine_issue() -> None:
+    """Issue 13's case, which hung in the derivative pass before vaefp_jax.linalg:
+    the phase sweep (cooling, with derivatives), then the forward solves alone by
+    plain damped iteration (independent β, ``vf.solve`` with the tight protocol)
+    and by the accelerated solver (``solve_accelerated``, which ``sweep`` does not
+    use yet), each timed once after a compile run on the same shapes."""
+    x = load("wine")
+    lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
+    betas = np.geomspace(0.01 * lam, 3 * lam, 48)
+    grid = vf.LatentGrid.uniform(12)
+    t0 = time.perf_counter()
+    sw = vf.sweep(x, betas, grid, continuation="cooling", warn=False)
+    t_sweep = time.perf_counter() - t0
+    print(f"| wine (issue 13): sweep, cooling, u u' u'' ρ | {x.shape[0]} | {x.shape[1]} | 12×12 | 48 | {t_sweep:.1f} | "
+          f"yes | {int(sw.converged.sum())}/48 | – | – |", flush=True)
+    for label, run in (
+            ("solve, tight protocol (forward only)",
+             lambda: vf.solve(x, betas, grid, protocol=vf.Protocol.tight(), warn=False)),
+            ("solve_accelerated (forward only)", lambda: vf.solve_accelerated(x, betas, grid))):
+        run()  # compile
+        t0 = time.perf_counter()
+        res = run()
+        jax.block_until_ready(res.psi)
+        t = time.perf_counter() - t0
+        print(f"| wine (issue 13): {label} | {x.shape[0]} | {x.shape[1]} | 12×12 | 48 | {t:.1f} | no | "
+              f"{int(np.asarray(res.converged).sum())}/48 | – | – |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--wine-issue", action="store_true")
@@ -52,15 +80,7 @@ def main() -> None:
     print("| data | n | d | grid | β | sweep s | derivatives incl. | converged | last peak / λ_max | refined / λ_max |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     if args.wine_issue:
-        x = load("wine")
-        lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
-        betas = np.geomspace(0.01 * lam, 3 * lam, 48)
-        grid = vf.LatentGrid.uniform(12)
-        t0 = time.perf_counter()
-        sw = vf.sweep(x, betas, grid, continuation="cooling", warn=False)
-        t = time.perf_counter() - t0
-        print(f"| wine (issue 13) | {x.shape[0]} | {x.shape[1]} | 12×12 | 48 | {t:.1f} | yes | "
-              f"{int(sw.converged.sum())}/48 | – | – |")
+        wine_issue()
         return
     for name in (args.only or REAL_DATA):
         r = analyse(name)
