@@ -450,7 +450,13 @@ def _solve_strength_batched(x, betas, strengths, log_prior, base, psi0, damping,
         F = lambda psi: _lipschitz_step(psi, x, beta, log_prior, W)
         return iterate(F, p0, damping, tol, max_steps, record_every)
 
-    psi, steps, res, traj = jax.vmap(one)(betas, strengths, psi0)
+    if jax.default_backend() == "cpu":
+        # One problem at a time: each stops at its own step count (a vmapped loop
+        # runs every lane to the slowest), and on CPU the K × K solve of every step
+        # is one LAPACK call per problem anyway (vaefp_jax.linalg).
+        psi, steps, res, traj = jax.lax.map(lambda a: one(*a), (betas, strengths, psi0))
+    else:
+        psi, steps, res, traj = jax.vmap(one)(betas, strengths, psi0)
     converged = (res < tol) & jnp.all(jnp.isfinite(psi), axis=(1, 2))
     return psi, steps, res, converged, traj
 
