@@ -62,7 +62,7 @@ def test_solve_spd_and_eigh_match_numpy(m, x64):
                                atol=1e-11 * np.abs(s).max())
 
 
-@pytest.mark.parametrize("m", [4, 12])
+@pytest.mark.parametrize("m", [12])
 def test_solve_is_differentiable_to_second_order(m, x64):
     """grad and hessian of ‖a⁻¹ b‖² in a and b against central differences."""
     rng = np.random.default_rng(0)
