@@ -5,7 +5,8 @@ properties of high-capacity VAEs" (2018), in JAX.
 
 Modules: ``grid`` (tile bases), ``fixed_point`` (the map of eq. 14–15),
 ``solver`` (batched sweeps), ``implicit`` (implicit differentiation),
-``tile_jacobian`` (the map's structured Jacobian), ``phase`` (u(β), u', u'',
+``tile_jacobian`` (the map's structured Jacobian), ``linalg`` (every dense
+solve; never a batched LAPACK call on CPU), ``phase`` (u(β), u', u'',
 β_c), ``accelerate`` (near-critical solver), ``lipschitz`` (Appendix B),
 ``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``,
 ``sharding``, ``streaming`` and ``fused`` (scale), ``mnist`` and ``vae`` (Figure 1),
