@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -29,18 +28,18 @@ import numpy as np  # noqa: E402
 
 import vaefp_jax as vf  # noqa: E402
 from real_data import REAL_DATA, analyse, load  # noqa: E402  (tests/real_data.py: one definition of the suite)
+from sweep import cpu_name  # noqa: E402  (benchmarks/sweep.py)
 
 
-def cpu_name() -> str:
+def cpu_description() -> str:
+    """The CPU model (:func:`sweep.cpu_name`), its widest vector ISA and core count."""
     try:
         with open("/proc/cpuinfo") as fh:
-            text = fh.read()
-        name = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        flags = next(line for line in text.splitlines() if line.startswith("flags")).split()
+            flags = next(line for line in fh if line.startswith("flags")).split()
         isa = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "SSE/AVX")
-        return f"{name} ({isa}, {os.cpu_count()} cores)"
     except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
+        isa = "ISA unknown"
+    return f"{cpu_name()} ({isa}, {os.cpu_count()} cores)"
 
 
 def wine_issue() -> None:
@@ -70,7 +69,7 @@ def main() -> None:
     p.add_argument("--wine-issue", action="store_true")
     p.add_argument("--only", nargs="*", default=None)
     args = p.parse_args()
-    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name()}, jax {jax.__version__}, float64")
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_description()}, jax {jax.__version__}, float64")
     print("| data | n | d | grid | β | sweep s | derivatives incl. | converged | last peak / λ_max | refined / λ_max |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     if args.wine_issue:

@@ -97,16 +97,12 @@ def _one_at_a_time(fn, core_ndims):
     return call
 
 
-def _lu_solve_one(a, b):
-    return jnp.linalg.solve(a, b)
-
-
 def _cholesky_solve_one(a, b):
     c = jax.scipy.linalg.cho_factor(a, lower=True)
     return jax.scipy.linalg.cho_solve(c, b)
 
 
-_lu_solve = _one_at_a_time(_lu_solve_one, (2, 2))
+_lu_solve = _one_at_a_time(jnp.linalg.solve, (2, 2))
 _cholesky_solve = _one_at_a_time(_cholesky_solve_one, (2, 2))
 
 

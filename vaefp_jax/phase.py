@@ -251,6 +251,11 @@ class CriticalPoint:
     fixed_points_above: int
 
 
+def _grid_variable(beta, variable):
+    """The sweep coordinate in which curvatures are taken: β or ln β."""
+    return beta if variable == "beta" else np.log(beta)
+
+
 def curvature(result: SweepResult, variable: str = "beta") -> tuple[np.ndarray, np.ndarray]:
     """(pointwise, finite-difference) curvature of u, sorted by β.
 
@@ -269,7 +274,7 @@ def curvature(result: SweepResult, variable: str = "beta") -> tuple[np.ndarray, 
         raise ValueError(f"variable must be 'beta' or 'log_beta', got {variable!r}")
     order = np.argsort(result.beta)
     b, u = result.beta[order], result.u[order]
-    t = b if variable == "beta" else np.log(b)
+    t = _grid_variable(b, variable)
     fd = np.zeros_like(u)
     h1, h2 = t[1:-1] - t[:-2], t[2:] - t[1:-1]
     fd[1:-1] = 2 * ((u[2:] - u[1:-1]) / h2 - (u[1:-1] - u[:-2]) / h1) / (h1 + h2)
@@ -305,8 +310,7 @@ def critical_betas(result: SweepResult, top_k: int = 3, variable: str = "beta") 
     # the second difference of u carries an error of 4 eps max|u| / (h1 h2) per
     # ulp of u, and u from a fixed point converged to 1e-10 is good to far fewer
     # than the 250 ulps allowed here (a real transition moves u by O(|u|)).
-    t = b if variable == "beta" else np.log(b)
-    gaps = np.diff(t)
+    gaps = np.diff(_grid_variable(b, variable))
     noise = np.full_like(h, np.inf)
     noise[1:-1] = 1e3 * np.finfo(np.float64).eps * np.max(np.abs(result.u[order])) / (gaps[:-1] * gaps[1:])
     ok &= h > noise

@@ -83,8 +83,9 @@ def matvec(f: JacobianFactors, v: jax.Array) -> jax.Array:
     return jnp.einsum("bjd,bj->bd", f.U, own - coupling[None, :])
 
 
-def _block_solve(f: JacobianFactors, Y: jax.Array) -> jax.Array:
-    """M_b⁻¹ Y_b for every tile, M_b = I − A_b; Y (K, d, r).
+def _block_solver(f: JacobianFactors):
+    """Y ↦ M_b⁻¹ Y_b for every tile, M_b = I − A_b, Y (K, d, r); the matrices are
+    formed once and the returned function applies them to any Y.
 
     For d ≤ n the (d, d) blocks are formed and solved (:func:`vaefp_jax.linalg.solve`).
     For d > n, A_b = U_bᵀ D_b has rank ≤ n and the inner Woodbury identity
@@ -94,17 +95,18 @@ def _block_solve(f: JacobianFactors, Y: jax.Array) -> jax.Array:
     """
     K, n, d = f.U.shape
     if d <= n:
-        return linalg.solve(jnp.eye(d, dtype=Y.dtype)[None] - f.A, Y)
-    G = jnp.eye(n, dtype=Y.dtype)[None] - jnp.einsum("bjd,bkd->bjk", f.D, f.U)  # (K, n, n)
-    inner = linalg.solve(G, jnp.einsum("bjd,bdr->bjr", f.D, Y))  # (K, n, r)
-    return Y + jnp.einsum("bjd,bjr->bdr", f.U, inner)
+        M = jnp.eye(d, dtype=f.U.dtype)[None] - f.A  # (K, d, d)
+        return lambda Y: linalg.solve(M, Y)
+    G = jnp.eye(n, dtype=f.U.dtype)[None] - jnp.einsum("bjd,bkd->bjk", f.D, f.U)  # (K, n, n)
+    return lambda Y: Y + jnp.einsum("bjd,bjr->bdr", f.U, linalg.solve(G, jnp.einsum("bjd,bdr->bjr", f.D, Y)))
 
 
 def woodbury_solve_factors(f: JacobianFactors, rhs: jax.Array) -> jax.Array:
     """v with (I − J) v = rhs, rhs (K, d)."""
     n = f.U.shape[1]
-    Minv_r = _block_solve(f, rhs[..., None])[..., 0]  # (K, d)
-    Minv_U = _block_solve(f, jnp.swapaxes(f.U, 1, 2))  # (K, d, n)
+    block_solve = _block_solver(f)
+    Minv_r = block_solve(rhs[..., None])[..., 0]  # (K, d)
+    Minv_U = block_solve(jnp.swapaxes(f.U, 1, 2))  # (K, d, n)
     cap = jnp.eye(n, dtype=rhs.dtype) + jnp.einsum("bjd,bdk->jk", f.V, Minv_U)  # (n, n)
     t = jnp.einsum("bjd,bd->j", f.V, Minv_r)
     y = linalg.solve(cap, t)
