@@ -3,57 +3,45 @@
 An implementation of the theory of D. J. Rezende and F. Viola, "On the
 properties of high-capacity VAEs" (2018), in JAX.
 
-Modules: ``grid`` (tile bases), ``fixed_point`` (the map of eq. 14–15),
-``solver`` (batched sweeps), ``implicit`` (implicit differentiation),
-``tile_jacobian`` (the map's structured Jacobian), ``linalg`` (every dense
-solve; never a batched LAPACK call on CPU), ``phase`` (u(β), u', u'',
-β_c), ``accelerate`` (near-critical solver), ``lipschitz`` (Appendix B),
-``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``,
-``sharding``, ``streaming`` and ``fused`` (scale), ``mnist`` and ``vae`` (Figure 1),
-``figures``.
+One entry point per problem, with the ways of solving it as strategy objects:
+
+* :func:`solve` — fixed points of eq. (14)–(15) for many β, with an *iteration*
+  (:class:`Damped`, :class:`Accelerated`), a *step map* (:class:`DenseMap`,
+  :class:`BlockedMap`, :class:`PallasMap`), a *constraint* (:class:`Unconstrained`,
+  :class:`LipschitzStrength`, :class:`LipschitzBound`) and a *schedule*
+  (:class:`Pool`, :class:`Vmapped`, :class:`Sharded`); returns a :class:`Solution`
+  with a :class:`Status` per β.
+* :func:`sweep` — the same objects, plus u, u′, u″ by implicit differentiation
+  and the spectral radius (phase detection); :func:`critical_betas`,
+  :func:`refine_critical_beta`.
+
+Packages: ``equations`` (eq. 14–15, the reference), ``maps``, ``constraints``
+(Appendix B), ``iterations``, ``engine``, ``implicit`` and ``tile_jacobian``
+(derivatives), ``phase``, ``linalg`` (every dense solve; never a batched LAPACK
+call on CPU), ``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``,
+``mnist`` and ``vae`` (Figure 1), ``figures``.
 """
 
-from vaefp_jax import datasets, lipschitz, phase, propositions
-from vaefp_jax.accelerate import solve_accelerated
-from vaefp_jax.lipschitz import solve_lipschitz, solve_lipschitz_constraint
-from vaefp_jax.sharding import solve_sharded
-from vaefp_jax.streaming import solve_streamed, step_streamed
-from vaefp_jax.fused import FusedMap, step_fused
-from vaefp_jax.fixed_point import free_energy, log_m, order_parameter, squared_distances, step, tile_posterior
+from vaefp_jax import constraints, datasets, equations, propositions
+from vaefp_jax.constraints import LipschitzBound, LipschitzStrength, Unconstrained
+from vaefp_jax.engine.initial import initial_psi
+from vaefp_jax.engine.schedules import Pool, Vmapped
+from vaefp_jax.engine.sharded import Sharded
+from vaefp_jax.engine.solution import NotConvergedError, Solution, Status
+from vaefp_jax.engine.solve import solve
+from vaefp_jax.equations import free_energy, log_m, order_parameter, squared_distances, step, tile_posterior
 from vaefp_jax.grid import LatentGrid
-from vaefp_jax.implicit import implicit_fixed_point
-from vaefp_jax.phase import SweepResult, critical_betas, refine_critical_beta, sweep
-from vaefp_jax.solver import Protocol, SolveResult, initial_psi, solve
+from vaefp_jax.implicit import Dense, GMRES, Woodbury, implicit_fixed_point
+from vaefp_jax.iterations import Accelerated, Damped
+from vaefp_jax.maps import BlockedMap, DenseMap, PallasMap
+from vaefp_jax.phase import CriticalPoint, SweepResult, critical_betas, refine_critical_beta, sweep
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "FusedMap",
-    "LatentGrid",
-    "Protocol",
-    "SolveResult",
-    "SweepResult",
-    "critical_betas",
-    "datasets",
-    "free_energy",
-    "implicit_fixed_point",
-    "lipschitz",
-    "propositions",
-    "solve_accelerated",
-    "solve_lipschitz",
-    "solve_lipschitz_constraint",
-    "solve_sharded",
-    "solve_streamed",
-    "step_fused",
-    "step_streamed",
-    "initial_psi",
-    "log_m",
-    "order_parameter",
-    "phase",
-    "refine_critical_beta",
-    "solve",
-    "squared_distances",
-    "step",
-    "sweep",
-    "tile_posterior",
+    "Accelerated", "BlockedMap", "CriticalPoint", "Damped", "Dense", "DenseMap", "GMRES", "LatentGrid",
+    "LipschitzBound", "LipschitzStrength", "NotConvergedError", "PallasMap", "Pool", "Sharded", "Solution",
+    "Status", "SweepResult", "Unconstrained", "Vmapped", "Woodbury", "constraints", "critical_betas", "datasets",
+    "equations", "free_energy", "implicit_fixed_point", "initial_psi", "log_m", "order_parameter", "propositions",
+    "refine_critical_beta", "solve", "squared_distances", "step", "sweep", "tile_posterior",
 ]

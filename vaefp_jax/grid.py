@@ -22,14 +22,14 @@ import math
 
 import numpy as np
 
-__all__ = ["LatentGrid"]
+__all__ = ["LatentGrid", "normal_cdf", "normal_pdf"]
 
 
-def _normal_cdf(t: np.ndarray) -> np.ndarray:
+def normal_cdf(t: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.vectorize(math.erf)(np.asarray(t, dtype=np.float64) / math.sqrt(2.0)))
 
 
-def _normal_pdf(t: np.ndarray) -> np.ndarray:
+def normal_pdf(t: np.ndarray) -> np.ndarray:
     t = np.asarray(t, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         out = np.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
@@ -109,10 +109,10 @@ class LatentGrid:
         edges = np.linspace(-limit, limit, k + 1)
         edges[0], edges[-1] = -np.inf, np.inf
         a, b = edges[:-1], edges[1:]
-        mass_1d = _normal_cdf(b) - _normal_cdf(a)
+        mass_1d = normal_cdf(b) - normal_cdf(a)
         if np.any(mass_1d <= 0):
             raise ValueError("a tile has zero prior mass in float64: use a smaller limit or k")
-        mean_1d = (_normal_pdf(a) - _normal_pdf(b)) / mass_1d
+        mean_1d = (normal_pdf(a) - normal_pdf(b)) / mass_1d
         log_mass_1d = np.log(mass_1d)
         z = _product([mean_1d] * dim)
         log_prior = _product([log_mass_1d] * dim).sum(axis=1)

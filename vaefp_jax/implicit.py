@@ -15,28 +15,30 @@ tangent computation, which only needs the linear solve to be transposable.
 The solver's loop is never differentiated (no unrolling): its output passes
 through ``lax.stop_gradient``.
 
-The linear solve is a strategy (a callable ``(matvec, rhs, F, psi, theta) -> v``):
+The linear solve is a strategy object (a callable ``(matvec, rhs, F, psi, theta) -> v``):
 
-* :func:`dense_solve` — builds ∂F/∂ψ with ``jax.jacfwd`` ((K·d)² entries, K·d
-  JVPs of F) and solves by LU. Exact; right for K·d up to a few thousand on
-  small data.
-* :func:`gmres_solve` — matrix-free GMRES, one JVP of F per Krylov vector; for
-  large problems. Near a phase transition I − ∂F/∂ψ is nearly singular and
-  Krylov methods need many iterations: prefer dense there.
-* structured solves for a particular map (see :mod:`vaefp_jax.tile_jacobian`).
+* :class:`Dense` — builds ∂F/∂ψ with ``jax.jacfwd`` ((K·d)² entries, K·d JVPs of
+  F, through whatever step map and constraint F uses) and solves by LU. Exact;
+  right for K·d up to a few thousand.
+* :class:`Woodbury` — the unconstrained tile map's exact structured solve
+  (:mod:`vaefp_jax.tile_jacobian`), O(K d n² + n³); needs θ = {"x", "beta", "log_prior", …}.
+* :class:`GMRES` — matrix-free, one JVP of F per Krylov vector; for large
+  problems. Near a phase transition I − ∂F/∂ψ is nearly singular and Krylov
+  methods need many iterations: prefer the exact solves there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from vaefp_jax import linalg
+from vaefp_jax import linalg, tile_jacobian
 
-__all__ = ["implicit_fixed_point", "dense_solve", "gmres_solve", "jacobian_matrix", "spectral_radius"]
+__all__ = ["implicit_fixed_point", "Dense", "Woodbury", "GMRES", "jacobian_matrix", "spectral_radius"]
 
 Map = Callable[[jax.Array, object], jax.Array]
 
@@ -47,37 +49,49 @@ def jacobian_matrix(F: Map, psi: jax.Array, theta) -> jax.Array:
     return jax.jacfwd(flat)(psi.reshape(-1))
 
 
-def dense_solve(matvec, rhs, F, psi, theta):
-    """Solve (I − ∂F/∂ψ) v = rhs by LU on the dense Jacobian."""
-    J = jacobian_matrix(F, psi, theta)
-    A = jnp.eye(J.shape[0], dtype=J.dtype) - J
-    return linalg.solve(A, rhs.reshape(-1)).reshape(psi.shape)
+@dataclasses.dataclass(frozen=True)
+class Dense:
+    """Solve (I − ∂F/∂ψ) v = rhs by LU on the dense Jacobian (any map, any smooth constraint)."""
+
+    def __call__(self, matvec, rhs, F, psi, theta):
+        J = jacobian_matrix(F, psi, theta)
+        A = jnp.eye(J.shape[0], dtype=J.dtype) - J
+        return linalg.solve(A, rhs.reshape(-1)).reshape(psi.shape)
 
 
-def gmres_solve(tol: float = 1e-10, restart: int = 50, maxiter: int | None = None):
-    """A matrix-free GMRES strategy (``jax.scipy.sparse.linalg.gmres`` inside a
+@dataclasses.dataclass(frozen=True)
+class Woodbury:
+    """The exact structured solve of the unconstrained tile map, θ = {"x", "beta", "log_prior", …}:
+    ∂F/∂ψ = blockdiag(A) − U Vᵀ in closed form (:mod:`vaefp_jax.tile_jacobian`)."""
+
+    def __call__(self, matvec, rhs, F, psi, theta):
+        f = tile_jacobian.jacobian_factors(psi, theta["x"], theta["beta"], theta["log_prior"])
+        return tile_jacobian.woodbury_solve_factors(f, rhs)
+
+
+@dataclasses.dataclass(frozen=True)
+class GMRES:
+    """Matrix-free GMRES (``jax.scipy.sparse.linalg.gmres`` inside a
     ``lax.custom_linear_solve`` whose transpose solves with the transposed
     operator, so reverse mode works)."""
 
-    def gmres(mv, b):
+    tol: float = 1e-10
+    restart: int = 50
+    maxiter: int | None = None
+
+    def _gmres(self, mv, b):
         # "incremental": Givens rotations in plain XLA; the default "batched"
         # least-squares step would call LAPACK (see vaefp_jax.linalg)
-        v, _ = jax.scipy.sparse.linalg.gmres(mv, b, tol=tol, atol=0.0, restart=restart, maxiter=maxiter,
-                                              solve_method="incremental")
+        v, _ = jax.scipy.sparse.linalg.gmres(mv, b, tol=self.tol, atol=0.0, restart=self.restart,
+                                              maxiter=self.maxiter, solve_method="incremental")
         return v
 
-    def solve(matvec, rhs, F, psi, theta):
-        def transpose_solve(mv_t, b):
-            return gmres(mv_t, b)
-
-        return jax.lax.custom_linear_solve(matvec, rhs, solve=gmres,
-                                           transpose_solve=transpose_solve)
-
-    return solve
+    def __call__(self, matvec, rhs, F, psi, theta):
+        return jax.lax.custom_linear_solve(matvec, rhs, solve=self._gmres, transpose_solve=self._gmres)
 
 
 def implicit_fixed_point(F: Map, solve: Callable[..., jax.Array], theta,
-                         linear_solve=dense_solve, *, psi_init=None) -> jax.Array:
+                         linear_solve=Dense(), *, psi_init=None) -> jax.Array:
     """ψ*(θ) = ``solve(θ)``, a fixed point of ``F(·, θ)``, differentiable in θ.
 
     Args:
@@ -85,7 +99,8 @@ def implicit_fixed_point(F: Map, solve: Callable[..., jax.Array], theta,
       solve: ``solve(theta) -> psi_star``, or ``solve(theta, psi_init)`` when
         ``psi_init`` is given (any iteration; never differentiated).
       theta: pytree of the parameters to differentiate with respect to.
-      linear_solve: :func:`dense_solve`, :func:`gmres_solve` (…) or a structured one.
+      linear_solve: :class:`Dense`, :class:`Woodbury`, :class:`GMRES` or any callable
+        ``(matvec, rhs, F, psi, theta) -> v``.
       psi_init: optional starting point handed to ``solve`` (for example an
         already converged ψ*, with ``solve`` returning it or polishing it). It is
         not differentiated: the fixed point does not depend on where the

@@ -72,7 +72,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from vaefp_jax import _validate
-from vaefp_jax.fixed_point import squared_distances
+from vaefp_jax.equations import squared_distances
 
 __all__ = [
     "PartitionPosterior",

@@ -33,12 +33,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
 from vaefp_jax import linalg
-from vaefp_jax.fixed_point import squared_distances
+from vaefp_jax.equations import encoder
 
-__all__ = ["JacobianFactors", "jacobian_factors", "matvec", "woodbury_solve", "power_iteration", "lanczos",
+__all__ = ["JacobianFactors", "jacobian_factors", "matvec", "power_iteration", "lanczos",
            "spectral_radius"]
 
 
@@ -65,15 +64,14 @@ class JacobianFactors:
 
 def jacobian_factors(psi, x, beta, log_prior) -> JacobianFactors:
     """The factors of ∂F/∂ψ at ψ (K, d) for data x (n, d)."""
-    logits = -squared_distances(x, psi) / (2 * beta)  # (n, K)
-    log_c = logsumexp(logits + log_prior[None, :], axis=1, keepdims=True)
-    w = jax.nn.softmax(logits - log_c, axis=0)  # (n, K), columns sum to 1
-    q = jax.nn.softmax(logits + log_prior[None, :], axis=1)  # (n, K), rows sum to 1
-    psi_new = w.T @ x  # (K, d)
+    log_m_t, _ = encoder(psi, x, beta, log_prior)  # eq. (14), (K, n)
+    w = jax.nn.softmax(log_m_t, axis=1)  # the weights of eq. (15): each tile's row sums to 1
+    q = jnp.exp(log_m_t + log_prior[:, None])  # the tile posterior q_jb, transposed: columns sum to 1
+    psi_new = w @ x  # (K, d)
     d_new = x[None, :, :] - psi_new[:, None, :]  # x_j − ψ'_b, (K, n, d)
     d_old = x[None, :, :] - psi[:, None, :]  # x_j − ψ_b
-    U = w.T[:, :, None] * d_new
-    return JacobianFactors(U=U, V=q.T[:, :, None] * d_old / beta, D=d_old / beta, tile_mass=jnp.sum(q, axis=0))
+    return JacobianFactors(U=w[:, :, None] * d_new, V=q[:, :, None] * d_old / beta, D=d_old / beta,
+                           tile_mass=jnp.sum(q, axis=1))
 
 
 def matvec(f: JacobianFactors, v: jax.Array) -> jax.Array:
@@ -111,13 +109,6 @@ def woodbury_solve_factors(f: JacobianFactors, rhs: jax.Array) -> jax.Array:
     t = jnp.einsum("bjd,bd->j", f.V, Minv_r)
     y = linalg.solve(cap, t)
     return Minv_r - jnp.einsum("bdk,k->bd", Minv_U, y)
-
-
-def woodbury_solve(matvec_, rhs, F, psi, theta):
-    """A ``linear_solve`` strategy for :func:`vaefp_jax.implicit.implicit_fixed_point`
-    when F is the tile map and θ = {"x", "beta", "log_prior"}."""
-    f = jacobian_factors(psi, theta["x"], theta["beta"], theta["log_prior"])
-    return woodbury_solve_factors(f, rhs)
 
 
 def power_iteration(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None) -> tuple[jax.Array, jax.Array]:

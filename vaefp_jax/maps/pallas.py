@@ -1,6 +1,6 @@
-r"""The map of eq. (14)–(15) as two fused Pallas kernels (GPU), for d ≤ 8.
+r"""The Pallas map: eq. (14)–(15) as two fused Pallas kernels (GPU), for d ≤ 8.
 
-XLA evaluates :func:`vaefp_jax.fixed_point.step` as a handful of fusions, each
+XLA evaluates the dense map as a handful of fusions, each
 re-reading or re-computing (n, K) logits from memory. The floor of the map
 (``benchmarks/floor.py``, ``docs/scale.md``) is set by its 2 n K exponentials
 and by reading x (n, d) and ψ (K, d) once; these kernels compute the
@@ -17,11 +17,19 @@ distances on the fly and never write an (n, K) array:
        ψ_b ← Σ_i x_i exp(ℓ_ib − log c_i − M_b) / Σ_i exp(ℓ_ib − log c_i − M_b),
        M_b = max_i (ℓ_ib − log c_i),                            shape (K, d).
 
-The same formulas as :func:`~vaefp_jax.fixed_point.step` in the same
-log-space form (no β under- or overflows), up to floating-point reassociation
-of the sums; :mod:`vaefp_jax.streaming` is the XLA version of the same two
-passes and ``step`` is the reference the kernels are tested against
-(tests/test_fused.py, in Pallas's interpret mode on CPU).
+The same formulas as :mod:`vaefp_jax.equations` in the same log-space form (no
+β under- or overflows), up to floating-point reassociation of the sums. The
+column kernel also writes log Σ_i m_ib = M_b + log Σ_i exp(ℓ_ib − log c_i − M_b)
+(one more row of its output), so the kernels return the whole
+:class:`~vaefp_jax.equations.MapValue`. :class:`~vaefp_jax.maps.BlockedMap` is
+the XLA version of the same two passes; the kernels are tested against
+:mod:`vaefp_jax.equations` in Pallas's interpret mode on CPU (tests/test_maps.py).
+
+Derivatives: a ``pallas_call`` has no JVP rule, so :class:`PallasMap` is a
+``jax.custom_jvp`` whose tangent is that of the blocked map with the same
+blocks (the same function, so the same derivative; no (n, K) array either),
+and the order parameter is the blocked map's. Implicit derivatives through a
+Pallas forward solve therefore work to any order.
 
 Layout: coordinates are passed transposed, x as (d, n) and ψ as (d, K), so
 that every load is a contiguous row and the sum over the d ≤ 8 coordinates is
@@ -50,11 +58,13 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from vaefp_jax.fixed_point import _UNROLL_MAX_D, _cast, _check
+from vaefp_jax.equations import UNROLL_MAX_D, MapValue
+from vaefp_jax.maps.base import StepMap
+from vaefp_jax.maps.blocked import BlockedMap
 
-__all__ = ["FusedMap", "step_fused", "MAX_DIM"]
+__all__ = ["PallasMap", "MAX_DIM"]
 
-MAX_DIM = _UNROLL_MAX_D  # coordinates are unrolled in the kernels
+MAX_DIM = UNROLL_MAX_D  # coordinates are unrolled in the kernels
 _NEG = -1e30  # "minus infinity" for padding: finite in float32 and float64
 
 
@@ -97,7 +107,8 @@ def _row_kernel(x_ref, psi_ref, lp_ref, two_beta_ref, log_c_ref, *, d, tile_bloc
 
 
 def _column_kernel(psi_ref, x_ref, log_c_ref, two_beta_ref, out_ref, *, d, data_block, num_data_blocks):
-    """psi_ref (d, kb), x_ref (d, Np), log_c_ref (Np,), two_beta_ref (1,) → out_ref (d, kb)."""
+    """psi_ref (d, kb), x_ref (d, Np), log_c_ref (Np,), two_beta_ref (1,) → out_ref (d + 1, kb):
+    rows 0..d−1 the new ψ, row d log Σ_i m_ib."""
     scale = -1 / two_beta_ref[0]
     cols = [psi_ref[k, :] for k in range(d)]
     kb = cols[0].shape[0]
@@ -116,9 +127,10 @@ def _column_kernel(psi_ref, x_ref, log_c_ref, two_beta_ref, out_ref, *, d, data_
         return new_max, run_sum, run_acc
 
     init = (jnp.full((kb,), _NEG, dtype), jnp.zeros((kb,), dtype), tuple(jnp.zeros((kb,), dtype) for _ in range(d)))
-    _, run_sum, run_acc = jax.lax.fori_loop(0, num_data_blocks, body, init)
+    run_max, run_sum, run_acc = jax.lax.fori_loop(0, num_data_blocks, body, init)
     for k in range(d):
         out_ref[k, :] = run_acc[k] / run_sum
+    out_ref[d, :] = run_max + jnp.log(run_sum)
 
 
 # --------------------------------------------------------------------------- the map
@@ -128,7 +140,7 @@ def _compiler_params(num_warps: int):
     try:
         from jax.experimental.pallas.triton import CompilerParams  # jax ≥ 0.7
     except ImportError as e:
-        raise ImportError("FusedMap on GPU needs jax ≥ 0.7 (jax.experimental.pallas.triton.CompilerParams); "
+        raise ImportError("PallasMap on GPU needs jax ≥ 0.7 (jax.experimental.pallas.triton.CompilerParams); "
                           "upgrade jax or use the default map") from e
     return CompilerParams(num_warps=num_warps, num_stages=1)
 
@@ -142,8 +154,8 @@ def _pad(a, axis: int, size: int, fill):
     return jnp.pad(a, widths, constant_values=fill)
 
 
-def _step_fused(psi, x, beta, log_prior, data_block: int, tile_block: int, num_warps: int, interpret: bool):
-    """F(ψ) (K, d) for cast, validated inputs (traceable, vmappable over β and ψ)."""
+def _pallas_value(psi, x, beta, log_prior, data_block: int, tile_block: int, num_warps: int, interpret: bool):
+    """MapValue for cast, validated inputs (traceable, vmappable over β and ψ)."""
     (K, d), (n, _) = psi.shape, x.shape
     dtype = x.dtype
     nb, kb = min(data_block, pl.next_power_of_2(n)), min(tile_block, pl.next_power_of_2(K))
@@ -169,26 +181,33 @@ def _step_fused(psi, x, beta, log_prior, data_block: int, tile_block: int, num_w
 
     new_t = pl.pallas_call(
         functools.partial(_column_kernel, d=d, data_block=nb, num_data_blocks=n_pad // nb),
-        out_shape=jax.ShapeDtypeStruct((d, K_pad), dtype),
+        out_shape=jax.ShapeDtypeStruct((d + 1, K_pad), dtype),
         grid=(K_pad // kb,),
         in_specs=[pl.BlockSpec((d, kb), lambda j: (0, j)), full((d, n_pad)), full((n_pad,)), full((1,))],
-        out_specs=pl.BlockSpec((d, kb), lambda j: (0, j)),
+        out_specs=pl.BlockSpec((d + 1, kb), lambda j: (0, j)),
         interpret=interpret,
         name="vaefp_column_softmax",
         **params,
     )(pt, xt, log_c, two_beta)
-    return new_t[:, :K].T
+    return MapValue(psi=new_t[:d, :K].T, log_c=log_c[:n], log_mass=new_t[d, :K])
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
+def _value(psi, x, beta, log_prior, config):
+    return _pallas_value(psi, x, beta, log_prior, *config)
+
+
+@_value.defjvp
+def _value_jvp(config, primals, tangents):
+    # the same function as the blocked map with these blocks: its tangent
+    blocked = BlockedMap(tile_chunk=config[1], data_chunk=config[0])
+    _, tangent = jax.jvp(blocked.evaluate, primals, tangents)
+    return _value(*primals, config), tangent
 
 
 @dataclasses.dataclass(frozen=True)
-class FusedMap:
-    """The map F(ψ) of eq. (15) as two fused Pallas kernels (see the module docstring).
-
-    Hashable by value, so it can be a static argument of ``jax.jit`` and the
-    ``step_map`` of :func:`vaefp_jax.solve`; calling it has the signature of
-    ``vaefp_jax.fixed_point._step``:
-    ``(psi (K, d), x (n, d), beta (), log_prior (K,)) -> (K, d)``, traceable,
-    no validation beyond d ≤ ``MAX_DIM``.
+class PallasMap(StepMap):
+    """The map of eq. (14)–(15) as two fused Pallas kernels (see the module docstring).
 
     Attributes:
       data_block: data points per block (a power of two; clipped to n's).
@@ -208,38 +227,20 @@ class FusedMap:
         _power_of_two("tile_block", self.tile_block)
         _power_of_two("num_warps", self.num_warps)
 
-    def __call__(self, psi, x, beta, log_prior):
-        if x.shape[-1] > MAX_DIM:
-            raise ValueError(f"the fused kernels unroll the coordinates: d ≤ {MAX_DIM}, got d = {x.shape[-1]}; "
-                             "use vaefp_jax.step or vaefp_jax.streaming.StreamedMap")
+    def check(self, num_points: int, num_tiles: int, dim: int) -> None:
+        if dim > MAX_DIM:
+            raise ValueError(f"PallasMap unrolls the coordinates: d ≤ {MAX_DIM}, got d = {dim}; "
+                             "use DenseMap or BlockedMap")
+
+    def evaluate(self, psi, x, beta, log_prior) -> MapValue:
+        self.check(x.shape[0], psi.shape[0], x.shape[-1])
         interpret = jax.default_backend() == "cpu" if self.interpret is None else bool(self.interpret)
-        return _step_fused(psi, x, beta, log_prior, self.data_block, self.tile_block, self.num_warps, interpret)
+        return _value(psi, x, beta, log_prior, (self.data_block, self.tile_block, self.num_warps, interpret))
+
+    def order_parameter(self, psi, x, beta, log_prior):
+        return BlockedMap(tile_chunk=self.tile_block, data_chunk=self.data_block).order_parameter(
+            psi, x, beta, log_prior)
 
     def lane_shape(self, num_points: int, num_tiles: int) -> tuple[int, int]:
-        """The logits one program holds at once, (data_block, tile_block): no
-        (n, K) array is formed, so the default lanes are not memory-capped."""
+        """The logits one program holds at once: no (n, K) array is formed."""
         return min(self.data_block, num_points), min(self.tile_block, num_tiles)
-
-
-@functools.partial(jax.jit, static_argnames=("F",))
-def _jit_map(F, psi, x, beta, log_prior):
-    return F(psi, x, beta, log_prior)
-
-
-def step_fused(psi, x, beta, log_prior, *, data_block: int = 64, tile_block: int = 128,
-               interpret: bool | None = None) -> jax.Array:
-    """One undamped application of eq. (14)–(15), ψ (K, d) → F(ψ) (K, d), by the
-    fused kernels: the values of :func:`vaefp_jax.fixed_point.step` without any
-    (n, K) array in memory.
-
-    Args:
-      psi: (K, d) decoder values on the tiles, d ≤ ``MAX_DIM``.
-      x: (n, d) data.
-      beta: scalar β > 0.
-      log_prior: (K,) log prior masses, ``logsumexp(log_prior) == 0``.
-      data_block, tile_block: block sizes (powers of two).
-      interpret: see :class:`FusedMap`.
-    """
-    _check(psi, x, beta, log_prior)
-    F = FusedMap(data_block=data_block, tile_block=tile_block, interpret=interpret)
-    return _jit_map(F, *_cast(psi, x, beta, log_prior))

@@ -1,0 +1,160 @@
+"""Schedules: how the B problems of a solve share the machine (vmapped, pool; sharded in
+:mod:`vaefp_jax.engine.sharded`).
+
+* :class:`Vmapped` — ``lax.map`` over chunks of ``batch_size`` problems, each chunk a
+  ``vmap`` of the iteration's own loop. A vmapped ``while_loop`` runs until its
+  slowest member stops, and a vmapped ``lax.cond`` runs both branches, so
+  ``batch_size=1`` (one problem at a time) suits iterations and constraints whose
+  stages branch. The only schedule that records trajectories.
+* :class:`Pool` — one ``while_loop`` over ``width`` slots, each iterating one
+  problem with the iteration's ``step``; a slot whose problem has stopped writes
+  it out and starts the next waiting problem in the same step ("continuous
+  batching"), so converged problems stop costing work and every step stays wide.
+
+Both give the same fixed points and step counts (tested). :func:`default_schedule`
+picks one from the iteration and constraint; :func:`default_batch_size` sizes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Schedule", "Vmapped", "Pool", "default_schedule", "default_batch_size", "DENSE_COPIES",
+           "CPU_CACHE_BYTES"]
+
+DENSE_COPIES = 3  # (n, K) arrays the dense map keeps per β lane (XLA's plans: 2–3; docs/scale.md)
+CPU_CACHE_BYTES = 2 * 2**20  # CPU: the per-step working set of all lanes that stays in cache
+
+
+def default_batch_size(num_problems: int, num_points: int | None = None, num_tiles: int | None = None,
+                       itemsize: int = 4, *, backend: str | None = None, memory_bytes: int | None = None) -> int:
+    """Problems iterated together (Pool slots, Vmapped chunk width); ``num_points`` ×
+    ``num_tiles`` is the block of logits one lane's map holds (``StepMap.lane_shape``).
+
+    On CPU, 8, or fewer when ``DENSE_COPIES`` such arrays per lane would not fit in
+    ``CPU_CACHE_BYTES``: wide enough for the vector units and both cores while the
+    intermediates stay in cache (measured in docs/scale.md). On GPU/TPU all problems
+    at once, capped at half the device memory (``memory_bytes``, default the
+    device's ``bytes_limit``) for ``DENSE_COPIES`` such arrays per lane.
+    """
+    backend = backend or jax.default_backend()
+    per_lane = DENSE_COPIES * int(num_points) * int(num_tiles) * int(itemsize) if num_points and num_tiles else 0
+    if backend == "cpu":
+        lanes = 8 if not per_lane else min(8, CPU_CACHE_BYTES // per_lane)
+        return max(1, min(num_problems, lanes))
+    lanes = num_problems
+    if per_lane:
+        if memory_bytes is None:
+            stats = jax.devices()[0].memory_stats() or {}
+            memory_bytes = stats.get("bytes_limit")
+        if memory_bytes:
+            lanes = min(lanes, int(0.5 * memory_bytes) // per_lane)
+    return max(1, lanes)
+
+
+def _check_width(name, value):
+    if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class Schedule:
+    """Base class: ``resolved(num_problems, lane_shape, itemsize)`` fixes the width;
+    ``run(one, step_one, theta, psi0, num)`` maps the problems (traceable)."""
+
+    def check(self, iteration, record_every: int) -> None:
+        pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Vmapped(Schedule):
+    """``lax.map`` over chunks of ``batch_size`` vmapped problems (``None``: :func:`default_batch_size`)."""
+
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        _check_width("batch_size", self.batch_size)
+
+    def resolved(self, num, lane_shape, itemsize):
+        size = self.batch_size or default_batch_size(num, *lane_shape, itemsize)
+        return dataclasses.replace(self, batch_size=int(min(size, num)))
+
+    def run(self, one, step_fns, theta, psi0, num):
+        shared = psi0.ndim == 2   # one ψ^0 for all problems: not copied B times
+        f = (lambda th: one(th, psi0)) if shared else (lambda a: one(*a))
+        xs = theta if shared else (theta, psi0)
+        if self.batch_size >= num:
+            return jax.vmap(f)(xs)
+        return jax.lax.map(f, xs, batch_size=self.batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool(Schedule):
+    """``width`` slots refilled as problems stop (``None``: :func:`default_batch_size`)."""
+
+    width: int | None = None
+
+    def __post_init__(self):
+        _check_width("width", self.width)
+
+    def check(self, iteration, record_every: int) -> None:
+        if not iteration.has_step:
+            raise ValueError(f"Pool refills slots step by step: it needs an iteration with a step "
+                             f"(Damped), got {iteration!r}; use Vmapped")
+        if record_every:
+            raise ValueError("Pool does not record trajectories: use Vmapped with record_every")
+
+    def resolved(self, num, lane_shape, itemsize):
+        size = self.width or default_batch_size(num, *lane_shape, itemsize)
+        return dataclasses.replace(self, width=int(min(size, num)))
+
+    def run(self, one, step_fns, theta, psi0, num):
+        start, step, report = step_fns.start, step_fns.step, step_fns.report
+        B, width = num, self.width
+        shared = psi0.ndim == 2
+        pick = lambda tree, idx: jax.tree.map(lambda a: a[idx], tree)
+
+        def begin(idx):  # (ψ^0, aux^0) of problem idx (clipped; empty slots are masked anyway)
+            idx = jnp.minimum(idx, B - 1)
+            return start(pick(theta, idx), psi0 if shared else psi0[idx])
+
+        slot = jnp.arange(width)
+        psi_s, aux_s = jax.vmap(begin)(slot)
+        out_psi, out_aux = jax.tree.map(lambda a: jnp.zeros((B,) + a.shape[1:], a.dtype), (psi_s, aux_s))
+        dtype = psi_s.dtype
+        init = dict(psi=psi_s, aux=aux_s, who=jnp.where(slot < B, slot, -1), t=jnp.zeros(width, jnp.int32),
+                    res=jnp.full(width, jnp.inf, dtype), queue=jnp.int32(min(width, B)), out_psi=out_psi,
+                    out_aux=out_aux, out_t=jnp.zeros(B, jnp.int32), out_res=jnp.full(B, jnp.inf, dtype))
+
+        def body(s):
+            live = s["who"] >= 0
+            th = pick(theta, jnp.maximum(s["who"], 0))
+            new, aux, res = jax.vmap(step)(th, s["psi"], s["aux"], s["t"])
+            t = s["t"] + 1
+            stop = live & ((t >= step_fns.max_steps) | ~(res >= step_fns.tol))  # a NaN residual stops
+            dest = jnp.where(stop, s["who"], B)  # B: dropped by the scatter
+            put = lambda out, v: out.at[dest].set(v, mode="drop")
+            nxt = s["queue"] + jnp.cumsum(stop) - 1  # the problem each stopped slot takes next
+            refill = stop & (nxt < B)
+            fresh_psi, fresh_aux = jax.vmap(begin)(nxt)
+            keep = lambda f, v: jnp.where(refill.reshape((-1,) + (1,) * (v.ndim - 1)), f, v)
+            return dict(psi=keep(fresh_psi, new), aux=jax.tree.map(keep, fresh_aux, aux),
+                        who=jnp.where(stop, jnp.where(refill, nxt, -1), s["who"]), t=jnp.where(stop, 0, t),
+                        res=jnp.where(stop, jnp.inf, res), queue=s["queue"] + jnp.sum(stop).astype(jnp.int32),
+                        out_psi=put(s["out_psi"], new), out_aux=jax.tree.map(put, s["out_aux"], aux),
+                        out_t=put(s["out_t"], t), out_res=put(s["out_res"], res))
+
+        s = jax.lax.while_loop(lambda s: jnp.any(s["who"] >= 0), body, init)
+        return jax.vmap(report)(theta, s["out_psi"], s["out_aux"], s["out_t"], s["out_res"])
+
+
+def default_schedule(iteration, constraint, record_every: int) -> Schedule:
+    """Vmapped one at a time when the iteration or the constraint branches per
+    problem; Vmapped when recording trajectories; else Pool."""
+    if iteration.prefers_sequential or constraint.prefers_sequential:
+        return Vmapped(batch_size=1)
+    if record_every or not iteration.has_step:
+        return Vmapped()
+    return Pool()

@@ -1,0 +1,196 @@
+r"""Eq. (14) and eq. (15) of the paper, written once: the reference every map is tested against.
+
+Notation (σ = 1 throughout; a Gaussian decoder with a global σ is recovered by
+β → β σ²):
+
+* x    (n, d)  data points x_i;
+* psi  (K, d)  ψ_a = g(z) on tile a (the decoder in the tile basis);
+* log_prior (K,)  log π_a, the prior mass of tile a;
+* beta  scalar β > 0.
+
+Eq. (14): the encoder in the tile basis, q(z|x_i) = π(z) Σ_a m_ia φ_a(z), with
+
+    m_ia = exp(ℓ_ia) / c_i,   ℓ_ia = −‖x_i − ψ_a‖² / 2β,   c_i = Σ_b π_b exp(ℓ_ib),
+
+so that Σ_a m_ia π_a = 1; the tile posterior of x_i is q_ia = m_ia π_a. Eq. (15):
+the optimal decoder for that encoder,
+
+    ψ_b ← Σ_i x_i m_ib / Σ_j m_jb,
+
+a convex combination of the data. Everything is computed from the logits with
+log-sum-exp reductions, so that no β in [1e-6, 1e6] over- or underflows in
+float32: log c_i is a log-sum-exp over tiles, the weights m_ib / Σ_j m_jb a
+softmax over data points of log m_ib = ℓ_ib − log c_i.
+
+One evaluation of the map gives, besides F(ψ), the two normalisers every other
+quantity needs (:class:`MapValue`): log c_i (the free energy
+f(ψ) = −(β/n) Σ_i log c_i, minimised over the encoder) and log Σ_i m_ib (so the
+aggregate posterior mass of tile b is s_b = π_b Σ_i m_ib). The pair (14)–(15) is
+coordinate descent on the β-free energy, so the undamped map never increases f.
+
+Layout: the logits are formed tiles-first, (K, n): the reduction over tiles
+accumulates whole rows and the softmax and weighted mean of eq. (15) run over
+contiguous rows (a plain (K, n) @ (n, d) product). Why it is faster on CPU is
+measured in docs/scale.md.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from vaefp_jax import _validate
+
+__all__ = [
+    "MapValue",
+    "squared_distances",
+    "tile_logits",
+    "encoder",
+    "log_m",
+    "tile_posterior",
+    "evaluate",
+    "step",
+    "order_parameter",
+    "free_energy",
+    "UNROLL_MAX_D",
+    "DIRECT_MAX_D",
+    "working_dtype",
+]
+
+def _checked(fn):
+    """Validate (ψ, x, β, log π) at the boundary and cast them to one float dtype.
+
+    The checks are Python-level: under ``jit`` they run once, at trace time, and
+    value checks on tracers are skipped (see :mod:`vaefp_jax._validate`)."""
+
+    def wrapper(psi, x, beta, log_prior):
+        _validate.check_data(x)
+        _validate.check_psi(psi, x)
+        _validate.check_beta(beta)
+        _validate.check_log_prior(log_prior, num_tiles=psi.shape[0] if hasattr(psi, "shape") else None)
+        dtype = working_dtype(psi, x)
+        return fn(jnp.asarray(psi, dtype), jnp.asarray(x, dtype), jnp.asarray(beta, dtype),
+                  jnp.asarray(log_prior, dtype))
+
+    wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = fn.__name__, fn.__doc__, fn
+    return wrapper
+
+
+def working_dtype(*arrays):
+    """The float dtype computations run in: that of the inputs, at least float32."""
+    dtype = jnp.result_type(*arrays, jnp.float32)
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.dtype(jnp.float32)
+
+
+UNROLL_MAX_D = 8
+DIRECT_MAX_D = 64
+
+
+class MapValue(NamedTuple):
+    """One evaluation of the map at ψ: ``psi`` F(ψ) (K, d); ``log_c`` log c_i (n,)
+    of eq. (14); ``log_mass`` log Σ_i m_ib (K,), the denominator of eq. (15)."""
+
+    psi: jax.Array
+    log_c: jax.Array
+    log_mass: jax.Array
+
+    def free_energy(self, beta) -> jax.Array:
+        """f(ψ) = −(β/n) Σ_i log c_i (the negative β-ELBO minimised over the encoder)."""
+        return -beta * jnp.mean(self.log_c)
+
+    def tile_mass(self, log_prior) -> jax.Array:
+        """s̄_b = (1/n) Σ_i q_ib = π_b Σ_i m_ib / n, the aggregate posterior (K,)."""
+        return jnp.exp(log_prior + self.log_mass) / self.log_c.shape[0]
+
+
+def squared_distances(x: jax.Array, psi: jax.Array) -> jax.Array:
+    """‖x_i − ψ_a‖², shape (n, K).
+
+    From differences for d ≤ 64: full relative precision, which the logits
+    −‖x − ψ‖²/2β need at small β. For d ≤ 8 the sum over coordinates is unrolled
+    (XLA fuses it into one loop over (n, K)); for 8 < d ≤ 64 a broadcast-and-reduce.
+    For larger d (images), the matrix-product form ‖x − μ‖² + ‖ψ − μ‖² − 2 (x − μ)·(ψ − μ),
+    centred on the data mean μ to limit cancellation and clipped at 0, so that no
+    (n, K, d) intermediate is formed; its absolute error is ~eps·‖x − μ‖² (use
+    float64 at small β there).
+    """
+    d = x.shape[-1]
+    if d <= UNROLL_MAX_D:
+        out = None
+        for k in range(d):
+            diff = x[:, k][:, None] - psi[:, k][None, :]
+            out = diff * diff if out is None else out + diff * diff
+        return out
+    if d <= DIRECT_MAX_D:
+        diff = x[:, None, :] - psi[None, :, :]
+        return jnp.sum(diff * diff, axis=-1)
+    mu = jnp.mean(x, axis=0)
+    xc, pc = x - mu, psi - mu
+    sq = jnp.sum(xc * xc, axis=1)[:, None] + jnp.sum(pc * pc, axis=1)[None, :] - 2 * xc @ pc.T
+    return jnp.maximum(sq, 0)
+
+
+def tile_logits(psi, x, beta) -> jax.Array:
+    """ℓ_bi = −‖x_i − ψ_b‖²/2β in the tiles-first layout, shape (K, n)."""
+    if x.shape[-1] <= DIRECT_MAX_D:
+        return -squared_distances(psi, x) / (2 * beta)
+    return -squared_distances(x, psi).T / (2 * beta)
+
+
+def encoder(psi, x, beta, log_prior) -> tuple[jax.Array, jax.Array]:
+    """Eq. (14): (log m_bi (K, n), log c_i (n,)), tiles-first."""
+    logits = tile_logits(psi, x, beta)
+    log_c = logsumexp(logits + log_prior[:, None], axis=0)
+    return logits - log_c[None, :], log_c
+
+
+@_checked
+def evaluate(psi, x, beta, log_prior) -> MapValue:
+    """Eq. (15) from eq. (14): F(ψ)_b = Σ_i x_i m_ib / Σ_j m_jb with its normalisers."""
+    log_m_t, log_c = encoder(psi, x, beta, log_prior)
+    shift = jax.lax.stop_gradient(jnp.max(log_m_t, axis=1, keepdims=True))
+    e = jnp.exp(log_m_t - shift)
+    total = jnp.sum(e, axis=1, keepdims=True)
+    return MapValue(psi=(e @ x) / total, log_c=log_c, log_mass=(jnp.log(total) + shift)[:, 0])
+
+
+@_checked
+def step(psi, x, beta, log_prior) -> jax.Array:
+    """One undamped application of eq. (14)–(15): ψ (K, d) → F(ψ) (K, d)."""
+    return evaluate(psi, x, beta, log_prior).psi
+
+
+@_checked
+def log_m(psi, x, beta, log_prior) -> jax.Array:
+    """log m_ia of eq. (14), data-first, shape (n, K)."""
+    return encoder(psi, x, beta, log_prior)[0].T
+
+
+@_checked
+def tile_posterior(psi, x, beta, log_prior) -> jax.Array:
+    """q_ia = m_ia π_a, the posterior over tiles of each x_i; shape (n, K), rows sum to 1."""
+    return jnp.exp(log_m(psi, x, beta, log_prior) + log_prior[None, :])
+
+
+@_checked
+def order_parameter(psi, x, beta, log_prior) -> jax.Array:
+    r"""The order parameter u = E_ρ(x) E_q(z|x) ‖x − g(z)‖² (Section 2.2), a scalar ≥ 0.
+
+    With g(z) = Σ_a ψ_a φ_a(z) and disjoint tiles (φ_a φ_b = δ_ab φ_a),
+    E_q(z|x_i) ‖x_i − g(z)‖² = Σ_a m_ia π_a ‖x_i − ψ_a‖², and averaging over the
+    empirical data density, u = (1/n) Σ_i Σ_a q_ia ‖x_i − ψ_a‖² with q_ia the
+    tile posterior of eq. (14) for this ψ.
+    """
+    sq = squared_distances(x, psi)                                   # (n, K)
+    q = jax.nn.softmax(-sq / (2 * beta) + log_prior[None, :], axis=1)
+    return jnp.mean(jnp.sum(q * sq, axis=1))
+
+
+@_checked
+def free_energy(psi, x, beta, log_prior) -> jax.Array:
+    """f(ψ) = −(β/n) Σ_i log c_i(ψ): the negative β-ELBO (σ = 1, up to a constant)
+    minimised over the encoder. Non-increasing along undamped iterations of eq. (15)."""
+    return -beta * jnp.mean(encoder(psi, x, beta, log_prior)[1])

@@ -1,0 +1,8 @@
+"""Iterations: strategies that drive one fixed-point problem (damped, accelerated)."""
+
+from vaefp_jax.iterations.accelerated import Accelerated as Accelerated
+from vaefp_jax.iterations.base import Iteration as Iteration
+from vaefp_jax.iterations.base import Outcome as Outcome
+from vaefp_jax.iterations.damped import Damped as Damped
+
+__all__ = ["Iteration", "Outcome", "Damped", "Accelerated"]

@@ -1,0 +1,44 @@
+"""What a step map is: the strategy that evaluates eq. (14)–(15) for the engine.
+
+A step map is an immutable, hashable object (a static argument of ``jit``) with
+
+* ``evaluate(psi (K, d), x (n, d), beta (), log_prior (K,)) -> MapValue``: F(ψ)
+  and the normalisers log c_i and log Σ_i m_ib of
+  :class:`vaefp_jax.equations.MapValue` (free energy, aggregate posterior);
+* ``order_parameter(psi, x, beta, log_prior) -> ()``: u of Section 2.2;
+* ``lane_shape(n, K)``: the logits one β holds at once (sizes the default batch);
+* ``check(n, K, d)``: raises ``ValueError`` for a problem the map cannot do.
+
+All are traceable and differentiable (forward and reverse, to any order), so
+the implicit derivatives of :mod:`vaefp_jax.implicit` use the same map as the
+forward solve. :mod:`vaefp_jax.equations` is the reference every map is
+tested against (tests/test_maps.py).
+"""
+
+from __future__ import annotations
+
+import jax
+
+from vaefp_jax.equations import MapValue
+
+__all__ = ["StepMap"]
+
+
+class StepMap:
+    """Base class of the step maps (see the module docstring)."""
+
+    def evaluate(self, psi, x, beta, log_prior) -> MapValue:
+        raise NotImplementedError
+
+    def __call__(self, psi, x, beta, log_prior) -> jax.Array:
+        """F(ψ), (K, d)."""
+        return self.evaluate(psi, x, beta, log_prior).psi
+
+    def order_parameter(self, psi, x, beta, log_prior) -> jax.Array:
+        raise NotImplementedError
+
+    def lane_shape(self, num_points: int, num_tiles: int) -> tuple[int, int]:
+        return num_points, num_tiles
+
+    def check(self, num_points: int, num_tiles: int, dim: int) -> None:
+        """Raise ``ValueError`` when this map cannot evaluate such a problem."""

@@ -1,0 +1,236 @@
+r"""Phase detection: u(β), ∂u/∂β, ∂²u/∂β² through the converged fixed point, for any solve.
+
+The order parameter at the fixed point, u(β) = U(ψ*(β), β) (Section 2.2), is
+differentiated *through the solution*: ψ*(β) is wrapped by
+:func:`vaefp_jax.implicit.implicit_fixed_point`, whose custom JVP applies
+dψ* = (I − ∂G/∂ψ)⁻¹ ∂G/∂β dβ and is itself differentiable, so one nested
+forward-mode pass gives u, u′ and u″ per β. G is the map the forward solve
+iterated — the same step map and the same constraint (for
+:class:`~vaefp_jax.LipschitzStrength`, the projected map Pᵀ F) — so the
+derivatives are those of the fixed points that were found. The solver's loop is
+never unrolled. :func:`sweep` takes the strategy objects of :func:`vaefp_jax.solve`.
+
+Two ways to visit β:
+
+* independent solves (the paper): every β starts from the same grid
+  initialisation and lands in whichever basin that start falls into; near a
+  transition different β may pick different branches.
+* continuation (``"cooling"`` or ``"heating"``): β visited in order, each from the
+  previous fixed point plus a small perturbation (to break symmetries): one
+  branch, deterministic annealing when cooling. Near a first-order-like
+  transition cooling and heating disagree over a β range (hysteresis).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaefp_jax import _validate, tile_jacobian
+from vaefp_jax.clusters import count_distinct, default_merge_tol
+from vaefp_jax.constraints.strategies import Unconstrained
+from vaefp_jax.engine.core import run_problems
+from vaefp_jax.engine.initial import initial_batch
+from vaefp_jax.engine.problem import Problem
+from vaefp_jax.engine.schedules import Vmapped
+from vaefp_jax.engine.solution import Solution
+from vaefp_jax.engine.solve import prepare, run, to_solution
+from vaefp_jax.grid import LatentGrid
+from vaefp_jax.implicit import GMRES, Dense, Woodbury, implicit_fixed_point, spectral_radius
+from vaefp_jax.iterations.damped import Damped
+
+__all__ = ["SweepResult", "sweep", "order_parameter_at_fixed_point", "default_linear_solver"]
+
+DENSE_MAX_SIZE = 4096   # K·d up to which the dense Jacobian (K·d JVPs, one LU) is affordable
+
+
+def default_linear_solver(constraint, num_points: int, num_tiles: int, dim: int):
+    """The exact solve of least cost: :class:`Woodbury` (unconstrained map only,
+    ~K d n² + n³ flops) or :class:`Dense` (~(K d)³ + K d map JVPs); :class:`GMRES`
+    when neither fits (a constrained map with K d > ``DENSE_MAX_SIZE``)."""
+    n, K, d = num_points, num_tiles, dim
+    dense_cost = float(K * d) ** 3 + float(K * d) * 3 * n * K * d
+    if isinstance(constraint, Unconstrained):
+        woodbury_cost = float(K) * d * n * n + float(n) ** 3
+        if woodbury_cost <= dense_cost or K * d > DENSE_MAX_SIZE:
+            return Woodbury()
+    return Dense() if K * d <= DENSE_MAX_SIZE else GMRES()
+
+
+def _smooth_map(step_map, constraint, shared):
+    """G(ψ, θ): the target of one undamped step, θ = {"x", "beta", "log_prior", …}."""
+
+    def G(psi, theta):
+        problem = Problem(step_map, constraint, theta["x"], theta["log_prior"], shared, theta)
+        return problem.update(psi, (), 0)[0]
+
+    return G
+
+
+def order_parameter_at_fixed_point(beta, x, log_prior, psi_star, *, step_map=None, constraint=None, shared=None,
+                                   params=None, linear_solver=None):
+    """u(β) = U(ψ*(β), β), differentiable in ``beta`` and ``x`` to any order.
+
+    ``psi_star`` (K, d) must be a converged fixed point of the map at (β, x) (for
+    example ``solve(...).psi[j]``); derivatives are taken along the branch through
+    it. ``params``: the constraint's per-problem values (e.g. {"strength": s}) and
+    ``shared`` its shared arrays (as :func:`vaefp_jax.engine.solve.prepare` makes them).
+    """
+    from vaefp_jax.maps.dense import DenseMap
+
+    step_map = DenseMap() if step_map is None else step_map
+    constraint = Unconstrained() if constraint is None else constraint
+    linear_solver = Woodbury() if linear_solver is None else linear_solver
+    theta = {"x": x, "beta": beta, "log_prior": log_prior, **(params or {})}
+    psi = implicit_fixed_point(_smooth_map(step_map, constraint, shared or {}), lambda t, p: p, theta,
+                               linear_solver, psi_init=psi_star)
+    return step_map.order_parameter(psi, x, beta, log_prior)
+
+
+@functools.partial(jax.jit, static_argnames=("step_map", "constraint", "linear_solver", "spectral_iters"))
+def _derivatives(x, log_prior, shared, theta, psi, step_map, constraint, linear_solver, spectral_iters):
+    G = _smooth_map(step_map, constraint, shared)
+
+    def one(args):
+        th, psi_star = args
+        params = {k: v for k, v in th.items() if k != "beta"}
+        u_fn = lambda b: order_parameter_at_fixed_point(b, x, log_prior, psi_star, step_map=step_map,
+                                                        constraint=constraint, shared=shared, params=params,
+                                                        linear_solver=linear_solver)
+        du_fn = lambda b: jax.jvp(u_fn, (b,), (jnp.ones_like(b),))
+        beta = th["beta"]
+        (u, du), (_, d2u) = jax.jvp(du_fn, (beta,), (jnp.ones_like(beta),))
+        if not spectral_iters:
+            rho = jnp.asarray(jnp.nan, x.dtype)
+        elif isinstance(constraint, Unconstrained):   # the factored Jacobian: O(K n d) a product, no exp
+            rho = tile_jacobian.spectral_radius(psi_star, x, beta, log_prior, num_iter=spectral_iters)
+        else:                                          # JVPs of the constrained map
+            rho = spectral_radius(G, psi_star, {"x": x, "log_prior": log_prior, **th}, num_iter=spectral_iters)
+        return u, du, d2u, rho
+
+    # One β at a time: the (n, n) capacity solves are serial on CPU anyway
+    # (vaefp_jax.linalg), and a β batch would multiply the (K, n, d) factors.
+    return jax.lax.map(one, (theta, psi))
+
+
+@functools.partial(jax.jit, static_argnames=("iteration", "step_map", "constraint"))
+def _continuation(x, log_prior, shared, theta, psi0, kick, key, *, iteration, step_map, constraint):
+    """β in the given order, each from the previous answer plus uniform noise of half-width ``kick``."""
+
+    def body(carry, th):
+        psi, key = carry
+        key, sub = jax.random.split(key)
+        start = psi + kick * jax.random.uniform(sub, psi.shape, psi.dtype, -1.0, 1.0)
+        one = jax.tree.map(lambda a: a[None], th)
+        out = run_problems(x, log_prior, shared, one, start[None], sub, iteration=iteration, step_map=step_map,
+                           constraint=constraint, schedule=Vmapped(batch_size=1), record_every=0)
+        out = jax.tree.map(lambda a: a[0], out)
+        return (out["psi"], key), out
+
+    _, out = jax.lax.scan(body, (psi0, key), theta)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """A β sweep with derivatives; NumPy arrays throughout, leading axis B.
+
+    Attributes:
+      solution: the :class:`~vaefp_jax.Solution` of the forward solve (as NumPy).
+      u, du, d2u: (B,) u(β) and its first two derivatives along each fixed point's branch.
+      spectral_radius: (B,) ρ(∂G/∂ψ) at the fixed point (NaN when not computed).
+      distinct: (B,) distinct fixed points (groups of ψ_a closer than ``merge_tol``).
+      merge_tol: the distance under which two ψ_a count as the same fixed point.
+    """
+
+    solution: Solution
+    u: np.ndarray
+    du: np.ndarray
+    d2u: np.ndarray
+    spectral_radius: np.ndarray
+    distinct: np.ndarray
+    merge_tol: float
+
+    beta = property(lambda self: self.solution.beta)
+    psi = property(lambda self: self.solution.psi)
+    status = property(lambda self: self.solution.status)
+    steps = property(lambda self: self.solution.steps)
+    residual = property(lambda self: self.solution.residual)
+    trajectory = property(lambda self: self.solution.trajectory)
+    converged = property(lambda self: self.solution.converged)
+
+    def __repr__(self):
+        return f"SweepResult({self.solution!r}, u ∈ [{np.min(self.u):.4g}, {np.max(self.u):.4g}])"
+
+
+def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constraint=None, schedule=None,
+          linear_solver=None, psi0=None, key=None, continuation: str | None = None, kick: float = 1e-4,
+          spectral_iters: int = 300, record_every: int = 0, throw: bool | None = None) -> SweepResult:
+    """Fixed points, u, u′, u″ and ρ for every β of ``betas`` (B,).
+
+    Args:
+      x: (n, d) data (float64 recommended for u″: enable JAX x64).
+      betas: (B,) β > 0 (any order; sorted for the figures).
+      grid: tile basis.
+      iteration, step_map, constraint, schedule, psi0, key, record_every, throw:
+        as in :func:`vaefp_jax.solve`; the default iteration is :meth:`Damped.tight`
+        (derivatives need accurate fixed points). The constraint must be smooth
+        (not :class:`LipschitzBound`).
+      linear_solver: the solve of the implicit derivative; default
+        :func:`default_linear_solver`.
+      continuation: None (independent solves from ψ^0, the paper), "cooling" (β from
+        largest to smallest, each from the previous fixed point) or "heating".
+      kick: half-width of the perturbation at each continuation step, relative to
+        the data's RMS spread.
+      spectral_iters: power iterations for ρ (0 to skip).
+    """
+    iteration = Damped.tight() if iteration is None else iteration
+    if continuation not in (None, "cooling", "heating"):
+        raise ValueError(f"continuation must be None, 'cooling' or 'heating', got {continuation!r}")
+    if continuation is not None and schedule is not None:
+        raise ValueError("a continuation visits β one after another: leave schedule=None")
+    _validate.check_positive("kick", kick, allow_zero=True)
+    s = prepare(x, betas, grid, iteration=iteration, step_map=step_map, constraint=constraint, schedule=schedule,
+                record_every=record_every)
+    if not s["constraint"].smooth:
+        raise ValueError(f"u′ and u″ need a map that is smooth in β: {s['constraint']!r} is not (use "
+                         "LipschitzStrength, or solve() for the fixed points alone)")
+    xj, dtype, B = s["x"], s["dtype"], s["num"]
+    (n, d), K = xj.shape, grid.num_tiles
+    linear_solver = default_linear_solver(s["constraint"], n, K, d) if linear_solver is None else linear_solver
+    key = jax.random.PRNGKey(0) if key is None else key
+    static_c = s["constraint"].static()
+    if continuation is None:
+        psi0 = initial_batch(xj, grid, psi0, s["iteration"].init_noise, None if key is None else key, B, dtype,
+                             broadcast=False)
+        out = run(s, psi0, key, record_every)
+    else:
+        if record_every:
+            raise ValueError("record_every needs independent solves (continuation=None)")
+        start = initial_batch(xj, grid, psi0, s["iteration"].init_noise, key, B, dtype, broadcast=False)
+        if start.ndim != 2:
+            raise ValueError("continuation needs one psi0 of shape (K, d)")
+        beta_np = np.asarray(betas, np.float64)
+        order = np.argsort(beta_np)[::-1] if continuation == "cooling" else np.argsort(beta_np)
+        spread = float(np.sqrt(np.sum(np.var(np.asarray(xj, np.float64), axis=0))))
+        theta_o = jax.tree.map(lambda a: a[order], s["theta"])
+        out = _continuation(xj, s["log_prior"], s["shared"], theta_o, start, jnp.asarray(kick * spread, dtype),
+                            jax.random.fold_in(key, 1), iteration=s["iteration"], step_map=s["step_map"],
+                            constraint=static_c)
+        inv = np.argsort(order)
+        out = jax.tree.map(lambda a: a[inv], out)
+        out["trajectory"] = None
+    solution = to_solution(s, out)
+    u, du, d2u, rho = _derivatives(xj, s["log_prior"], s["shared"], s["theta"], solution.psi, s["step_map"],
+                                   static_c, linear_solver, int(spectral_iters))
+    solution = jax.device_get(solution)
+    merge_tol = default_merge_tol(np.asarray(xj))
+    result = SweepResult(solution=solution, u=np.asarray(u), du=np.asarray(du), d2u=np.asarray(d2u),
+                         spectral_radius=np.asarray(rho), distinct=count_distinct(np.asarray(solution.psi), merge_tol),
+                         merge_tol=merge_tol)
+    solution.check(throw, stacklevel=2)
+    return result
