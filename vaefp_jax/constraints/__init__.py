@@ -9,6 +9,7 @@ from vaefp_jax.constraints.projection import laplacian as laplacian
 from vaefp_jax.constraints.projection import pair_weights as pair_weights
 from vaefp_jax.constraints.projection import project as project
 from vaefp_jax.constraints.projection import projection_operator as projection_operator
+from vaefp_jax.constraints.projection import lipschitz_step as lipschitz_step
 from vaefp_jax.constraints.projection import violation as violation
 from vaefp_jax.constraints.strategies import Constraint as Constraint
 from vaefp_jax.constraints.strategies import LipschitzBound as LipschitzBound
@@ -17,4 +18,4 @@ from vaefp_jax.constraints.strategies import Unconstrained as Unconstrained
 
 __all__ = ["Constraint", "Unconstrained", "LipschitzStrength", "LipschitzBound", "tile_moments", "tile_kernel",
            "lipschitz_coefficients", "support_mask", "strength_scale", "pair_weights", "laplacian", "project",
-           "projection_operator", "violation"]
+           "projection_operator", "violation", "lipschitz_step"]

@@ -54,10 +54,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vaefp_jax import linalg
+from vaefp_jax import equations, linalg
 from vaefp_jax.equations import squared_distances
 
-__all__ = ["pair_weights", "laplacian", "project", "projection_operator", "violation"]
+__all__ = ["pair_weights", "laplacian", "project", "projection_operator", "pair_violations", "violation",
+           "lipschitz_step"]
 
 
 def pair_weights(omega, C):
@@ -100,7 +101,25 @@ def projection_operator(s_bar, W):
     return jnp.diag(s_bar) @ linalg.solve(M, jnp.eye(M.shape[0], dtype=M.dtype))
 
 
-def violation(psi, C, mask) -> jax.Array:
+def pair_violations(psi, C, mask) -> jax.Array:
     """g_ab = C_ab ‖ψ_a − ψ_b‖² − 1 on the support, −inf elsewhere; (K, K)."""
     sq = squared_distances(psi, psi)
     return jnp.where(mask, C * sq - 1.0, -jnp.inf)
+
+
+def violation(psi, C, mask) -> jax.Array:
+    """max over the support of C_ab ‖ψ_a − ψ_b‖² − 1 (≤ 0: the bound holds);
+    ψ (K, d) → scalar, or (B, K, d) → (B,)."""
+    psi = jnp.asarray(psi)
+    f = lambda p: jnp.max(pair_violations(p, jnp.asarray(C, p.dtype), jnp.asarray(mask)))
+    return f(psi) if psi.ndim == 2 else jax.vmap(f)(psi)
+
+
+def lipschitz_step(psi, x, beta, log_prior, omega, C) -> jax.Array:
+    """One constrained update ψ^{t+1} = Pᵀ F(ψ^t) with multipliers Ω̃ (K, K) ≥ 0 and
+    coefficients C (K, K) (Proposition 6, corrected); ψ (K, d), x (n, d). With
+    Ω̃ = 0 this is exactly eq. (15)."""
+    value = equations.evaluate(psi, x, beta, log_prior)
+    dtype = value.psi.dtype
+    return project(value.psi, value.tile_mass(jnp.asarray(log_prior, dtype)),
+                   pair_weights(jnp.asarray(omega, dtype), jnp.asarray(C, dtype)))

@@ -31,7 +31,7 @@ import numpy as np
 from vaefp_jax import _validate
 from vaefp_jax.constraints import barrier
 from vaefp_jax.constraints.geometry import SUPPORTS, lipschitz_coefficients, support_mask
-from vaefp_jax.constraints.projection import project, violation
+from vaefp_jax.constraints.projection import pair_violations, project
 
 __all__ = ["Constraint", "Unconstrained", "LipschitzStrength", "LipschitzBound", "per_problem"]
 
@@ -222,11 +222,11 @@ class LipschitzBound(Constraint):
             return barrier.barrier_path(psi, psi_f, s_bar, C, mask, hi, mu_lo, self.newton_steps)
 
         # A strictly feasible F is its own projection (exactly; Ω̃ = 0).
-        feasible_f = jnp.max(violation(psi_f, C, mask)) < 0.0
+        feasible_f = jnp.max(pair_violations(psi_f, C, mask)) < 0.0
         return jax.lax.cond(feasible_f, lambda _: (psi_f, jnp.zeros_like(aux)), projected, None)
 
     def report(self, psi, aux, theta, shared):
-        worst = jnp.max(violation(psi, *self._coefficients(theta, shared)))
+        worst = jnp.max(pair_violations(psi, *self._coefficients(theta, shared)))
         return worst <= self.feas_tol, {"max_violation": worst, "omega": aux}
 
     def __repr__(self):
