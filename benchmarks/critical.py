@@ -1,10 +1,11 @@
-"""Benchmark: critical slowing down, plain iteration vs the accelerated solver.
+"""Benchmark: critical slowing down, plain iteration vs the accelerated iteration.
 
     python benchmarks/critical.py [--n 200] [--k 8]
 
 Gaussian blob (β_c = λ_max of its (1/n) covariance), β at 0.5, 0.9, 0.95, 0.99,
 1.01, 1.05, 1.1 × β_c, float64, tolerance 1e-10 on ‖F(ψ) − ψ‖. Each β is solved
-alone (B = 1) by both methods from the same grid initialisation, so wall times
+alone (B = 1) by both iterations, ``Damped(damping=0, tol=1e-10)`` and
+``Accelerated()``, from the same grid initialisation, so wall times
 are per β (best of ``--repeats``, compilation excluded). Reports map
 evaluations, wall time, ρ at the answer, whether both reached the same fixed
 points (max |Δψ| after matching tiles, and |Δu|).
@@ -25,7 +26,6 @@ import numpy as np  # noqa: E402
 
 import vaefp_jax as vf  # noqa: E402
 from vaefp_jax import tile_jacobian  # noqa: E402
-from vaefp_jax.accelerate import solve_accelerated  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sweep import best_time, cpu_name  # noqa: E402
@@ -41,7 +41,7 @@ def main(argv=None):
     lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
     grid = vf.LatentGrid.uniform(args.k)
     lp = jnp.asarray(grid.log_prior)
-    proto = vf.Protocol(damping=0.0, tol=1e-10, max_steps=200_000)
+    proto = vf.Damped(damping=0.0, tol=1e-10, max_steps=200_000)
     print(f"# {time.strftime('%Y-%m-%d')}  {jax.devices()[0].device_kind} ({jax.default_backend()}), "
           f"CPU: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}; float64")
     print(f"# Gaussian blob n={args.n}, {args.k}x{args.k} uniform grid, beta_c = lambda_max = {lam:.5g}, tol 1e-10")
@@ -50,8 +50,8 @@ def main(argv=None):
     print("|---|---|---|---|---|---|---|---|---|---|")
     for f in (0.5, 0.9, 0.95, 0.99, 1.01, 1.05, 1.1):
         b = np.array([f * lam])
-        plain = lambda: vf.solve(x, b, grid, protocol=proto, warn=False)
-        acc = lambda: solve_accelerated(x, b, grid)
+        plain = lambda: vf.solve(x, b, grid, iteration=proto, throw=False)
+        acc = lambda: vf.solve(x, b, grid, iteration=vf.Accelerated())
         jax.block_until_ready(plain().psi)
         jax.block_until_ready(acc().psi)
         tp, rp = best_time(lambda: plain(), args.repeats)
@@ -60,9 +60,9 @@ def main(argv=None):
         up = float(vf.order_parameter(rp.psi[0], x, b[0], grid.log_prior))
         ua = float(vf.order_parameter(ra.psi[0], x, b[0], grid.log_prior))
         dpsi = float(np.max(np.abs(np.sort(np.asarray(rp.psi[0]), axis=0) - np.sort(np.asarray(ra.psi[0]), axis=0))))
-        ep, ea = int(rp.steps[0]), int(ra.evaluations[0])
+        ep, ea = int(rp.steps[0]), int(ra.steps[0])
         print(f"| {f:.2f} | {ep} | {tp:.3f} | {ea} | {ta:.3f} | {ep / ea:.1f}x | {tp / ta:.1f}x | "
-              f"{rho_p:.4f} / {float(ra.spectral_radius[0]):.4f} | {dpsi:.1e} | {abs(up - ua):.1e} |")
+              f"{rho_p:.4f} / {float(ra.stats['spectral_radius'][0]):.4f} | {dpsi:.1e} | {abs(up - ua):.1e} |")
     return 0
 
 

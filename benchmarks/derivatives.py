@@ -3,7 +3,7 @@
     python benchmarks/derivatives.py [--k 16] [--n 120] [--betas 64 256]
 
 For each number of β: (1) forward only, ``vaefp_jax.solve`` with an accurate
-protocol (undamped, tol 1e-8, ≤ 5000 steps, float64); (2) ``phase.sweep`` with
+iteration (``Damped(damping=0, tol=1e-8, max_steps=5000)``, float64); (2) ``vaefp_jax.sweep`` with
 u, u', u'' by implicit differentiation (Woodbury solves) and no spectral
 radius; (3) the same plus ρ(∂F/∂ψ) by 100 power iterations. Wall times are the
 best of ``--repeats`` after compilation. Also prints the iteration counts around
@@ -23,7 +23,6 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import vaefp_jax as vf  # noqa: E402
-from vaefp_jax import phase  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sweep import best_time, cpu_name  # noqa: E402
@@ -38,7 +37,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     x = vf.datasets.three_clusters(args.n)
     grid = vf.LatentGrid.uniform(args.k)
-    proto = vf.Protocol(damping=0.0, tol=1e-8, max_steps=5000)
+    proto = vf.Damped(damping=0.0, tol=1e-8, max_steps=5000)
     print(f"# {time.strftime('%Y-%m-%d')}  {jax.devices()[0].device_kind} ({jax.default_backend()}), "
           f"CPU: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}; float64")
     print(f"# problem: n={args.n} three-cluster points, {args.k}x{args.k} grid, beta in [1e-4, 1], "
@@ -48,9 +47,9 @@ def main(argv=None):
     last = None
     for B in args.betas:
         betas = np.geomspace(1e-4, 1.0, B)
-        fwd = lambda: vf.solve(x, betas, grid, protocol=proto, warn=False).psi
-        der = lambda: phase.sweep(x, betas, grid, protocol=proto, spectral_iters=0, warn=False).d2u
-        rho = lambda: phase.sweep(x, betas, grid, protocol=proto, spectral_iters=100, warn=False)
+        fwd = lambda: vf.solve(x, betas, grid, iteration=proto, throw=False).psi
+        der = lambda: vf.sweep(x, betas, grid, iteration=proto, spectral_iters=0, throw=False).d2u
+        rho = lambda: vf.sweep(x, betas, grid, iteration=proto, spectral_iters=100, throw=False)
         for f in (fwd, der, rho):
             jax.block_until_ready(f() if f is not rho else f().d2u)  # compile
         t_f, _ = best_time(fwd, args.repeats)
@@ -58,7 +57,7 @@ def main(argv=None):
         t_r, last = best_time(rho, args.repeats)
         print(f"| {B} | {t_f:.2f} | {t_d:.2f} | {t_d / t_f:.2f}x | {t_r:.2f} | {t_r / t_f:.2f}x |")
     res = last
-    peaks = phase.critical_betas(res, top_k=3, variable="log_beta")
+    peaks = vf.critical_betas(res, top_k=3, variable="log_beta")
     order = np.argsort(res.beta)
     print("\n# iteration counts (tol 1e-8) and spectral radius around the detected beta_c:")
     print("| beta_c | beta / beta_c | steps | rho |")

@@ -11,7 +11,7 @@
    * the memory bandwidth: ``y = 2x + 1`` over an array far larger than the
      caches, bytes read + written per second.
 2. Counts the work of one map evaluation F(ψ) (eq. 14–15) for one β, n points,
-   K tiles, d coordinates, as the fused kernels (``vaefp_jax.fused``) do it:
+   K tiles, d coordinates, as the fused Pallas kernels (``vaefp_jax.PallasMap``) do it:
    * exps: 2 n K (row log-sum-exp, column softmax), plus n logs;
    * multiply-adds: 2 passes × 2 d n K for the distances (difference, square and
      sum: ~2 per coordinate) + d n K for the weighted sums + ~4 n K for
@@ -24,14 +24,18 @@
 3. Times the benchmark problem of issue 7: ``--num-betas`` β (log-spaced in
    [1e-4, 1]), n three-cluster points, k × k tiles, exactly ``--steps`` steps per
    β (nothing stops early), float32, damping 0.1, with the loops of
-   (c) ``vaefp_jax.solve`` (default schedule and batch size),
-   (d) ``solve(schedule="fused", batch_size=B)``: all β in one vmapped loop,
-   (k) ``solve(step_map=FusedMap())``: the Pallas kernels, all β in one vmapped loop
-       (GPU only: on CPU Pallas only interprets),
+   (c) ``vaefp_jax.solve`` (default step map, schedule and batch size: ``Pool()``),
+   (d) ``solve(schedule=Vmapped(batch_size=B))``: all β in one vmapped loop,
+   (k) ``solve(step_map=PallasMap(), schedule=Vmapped(batch_size=B))``: the Pallas
+       kernels, all β in one vmapped loop (GPU only: on CPU Pallas only interprets),
    (l) the loop of (d) with the dense map in its data-first (n, K) layout, as
-       ``_step`` was before 2026-12-01 (the tiles-first layout was chosen on CPU;
+       the dense map was before 2026-12-01 (the tiles-first layout was chosen on CPU;
        this row says whether it is also the better one on a GPU),
    and reports each as a multiple of B × steps × the floor of one evaluation.
+   Each row is ``solve``'s jitted program alone: the inputs are validated and
+   placed once (``vaefp_jax.engine.solve.prepare``), and the timed call is
+   ``engine.solve.run``, with a damped iteration whose tolerance is −1 (public
+   ``Damped`` refuses it), so that every β runs exactly ``--steps`` steps.
 
 The issue's GPU target: 1024 β × 32 × 32 tiles × n = 120 × 400 steps in ≤ 0.5 s
 and within 5× of the floor. On CPU, run with the default 64 β.
@@ -40,6 +44,7 @@ and within 5× of the floor. On CPU, run with the default 64 β.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -49,11 +54,22 @@ import jax.numpy as jnp
 import numpy as np
 
 import vaefp_jax as vf
-from vaefp_jax.fused import FusedMap
-from vaefp_jax.solver import _solve_batched, _solve_pooled, resolve_defaults
+from vaefp_jax.engine import solve as engine
+from vaefp_jax.engine.schedules import default_batch_size
+from vaefp_jax.maps import default_step_map
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sweep import best_time, cpu_name, step_data_first  # noqa: E402
+from sweep import DataFirstMap, best_time, cpu_name  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactSteps(vf.Damped):
+    """``Damped`` with tolerance −1: the residual is never below it, so every β runs
+    exactly ``max_steps`` steps (a public solve with tol > 0 would stop a β whose
+    float32 iterate stops changing)."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "tol", -1.0)
 
 
 def _throughput(op, size: int, chain: int, total: int, repeats: int) -> float:
@@ -116,9 +132,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--methods", default="cdkl", help="rows to run, letters of c, d, k, l")
-    ap.add_argument("--data-block", type=int, default=64, help="(k): FusedMap data_block")
-    ap.add_argument("--tile-block", type=int, default=128, help="(k): FusedMap tile_block")
-    ap.add_argument("--num-warps", type=int, default=4, help="(k): FusedMap num_warps (Triton)")
+    ap.add_argument("--data-block", type=int, default=64, help="(k): PallasMap data_block")
+    ap.add_argument("--tile-block", type=int, default=128, help="(k): PallasMap tile_block")
+    ap.add_argument("--num-warps", type=int, default=4, help="(k): PallasMap num_warps (Triton)")
     args = ap.parse_args(argv)
     backend = jax.default_backend()
     big = 1 << (26 if backend != "cpu" else 24)   # 256 MB / 64 MB: beyond the caches
@@ -142,31 +158,29 @@ def main(argv=None):
     print(f"# one evaluation: {w['exps']:.3g} exps, {w['fmas']:.3g} multiply-adds, {w['bytes']:.3g} bytes "
           f"-> floor {one * 1e6:.2f} us ({'exp + FMA' if backend == 'cpu' else 'max of exp, FMA, memory'}); "
           f"sweep floor {total:.4f} s")
-    betas = jnp.asarray(np.geomspace(1e-4, 1.0, B), jnp.float32)
+    betas = np.geomspace(1e-4, 1.0, B).astype(np.float32)
     psi0 = vf.initial_psi(x, grid)
-    lp = jnp.asarray(grid.log_prior, jnp.float32)
-    # tol = −1: the residual never drops below it, so every β runs exactly S steps
-    # (a public solve() would stop a β whose float32 iterate stops changing).
-    common = (x, betas, lp, psi0, jnp.float32(0.1), jnp.float32(-1.0))
-    auto_map, width = resolve_defaults(None, None, B, n, K, d, 4)
-    fused = FusedMap(data_block=args.data_block, tile_block=args.tile_block, num_warps=args.num_warps)
-    specs = [("c", f"(c) solve's default loop (pool of {width} slots)",
-              lambda: _solve_pooled(*common, max_steps=S, width=width, step_map=auto_map)),
-             ("d", "(d) solve(schedule='fused', batch_size=B): one vmapped loop",
-              lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B)),
-             ("k", f"(k) the same with step_map={fused} (Pallas kernels)",
-              lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B, step_map=fused)),
-             ("l", "(l) the loop of (d) with the data-first (n, K) dense map",
-              lambda: _solve_batched(*common, max_steps=S, record_every=0, batch_size=B,
-                                     step_map=step_data_first))]
+    iteration = ExactSteps(damping=0.1, max_steps=S)
+    auto_map = default_step_map(n, K, d)
+    width = min(B, default_batch_size(B, *auto_map.lane_shape(n, K), 4))
+    pallas = vf.PallasMap(data_block=args.data_block, tile_block=args.tile_block, num_warps=args.num_warps)
+    all_b = vf.Vmapped(batch_size=B)
+    specs = [("c", f"(c) solve's default loop ({auto_map!r}, pool of {width} slots)", None, None),
+             ("d", "(d) solve(schedule=Vmapped(batch_size=B)): one vmapped loop", None, all_b),
+             ("k", f"(k) the same with step_map={pallas} (Pallas kernels)", pallas, all_b),
+             ("l", "(l) the loop of (d) with the data-first (n, K) dense map", DataFirstMap(), all_b)]
     rows, ref = [], None
-    for letter, label, call in specs:
+    key = jax.random.PRNGKey(0)
+    for letter, label, step_map, schedule in specs:
         if letter not in args.methods:
             continue
         if letter == "k" and backend == "cpu":
             print("# (k) skipped: Pallas kernels only interpret on CPU (run this on a GPU)")
             continue
-        t, (psi, steps, *_) = best_time(call, args.repeats, warmup=True)
+        setup = engine.prepare(x, betas, grid, iteration=iteration, step_map=step_map, schedule=schedule)
+        call = lambda setup=setup: engine.run(setup, psi0, key)
+        t, out = best_time(call, args.repeats, warmup=True)
+        psi, steps = out["psi"], out["steps"]
         assert int(np.min(steps)) == S == int(np.max(steps)), "every beta should run exactly --steps steps"
         if ref is None:
             ref = np.asarray(psi)

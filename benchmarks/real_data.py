@@ -45,22 +45,22 @@ def cpu_description() -> str:
 def wine_issue() -> None:
     """Issue 13's case, which hung in the derivative pass before vaefp_jax.linalg:
     the phase sweep (cooling, with derivatives), then the forward solves alone by
-    the accelerated solver (``solve_accelerated``, independent β; ``sweep`` does
-    not use it yet), each timed once, compilation included."""
+    the accelerated iteration (``solve(..., iteration=Accelerated())``, independent β),
+    each timed once, compilation included."""
     x = load("wine")
     lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
     betas = np.geomspace(0.01 * lam, 3 * lam, 48)
     grid = vf.LatentGrid.uniform(12)
     t0 = time.perf_counter()
-    sw = vf.sweep(x, betas, grid, continuation="cooling", warn=False)
+    sw = vf.sweep(x, betas, grid, continuation="cooling", throw=False)
     t_sweep = time.perf_counter() - t0
     print(f"| wine (issue 13): sweep, cooling, u u' u'' ρ | {x.shape[0]} | {x.shape[1]} | 12×12 | 48 | {t_sweep:.1f} | "
           f"yes | {int(sw.converged.sum())}/48 | – | – |", flush=True)
     t0 = time.perf_counter()
-    acc = vf.solve_accelerated(x, betas, grid)
+    acc = vf.solve(x, betas, grid, iteration=vf.Accelerated())
     jax.block_until_ready(acc.psi)
     t = time.perf_counter() - t0
-    print(f"| wine (issue 13): solve_accelerated, independent β, forward only (compile included) | {x.shape[0]} | "
+    print(f"| wine (issue 13): solve, Accelerated, independent β, forward only (compile included) | {x.shape[0]} | "
           f"{x.shape[1]} | 12×12 | 48 | {t:.1f} | no | {int(np.asarray(acc.converged).sum())}/48 | – | – |", flush=True)
 
 

@@ -1,50 +1,56 @@
 """Benchmark: one β sweep of the paper's Figure 3 setting, several ways, same run.
 
     python benchmarks/sweep.py [--num-betas 64] [--k 32] [--n 120] [--repeats 3]
-                               [--max-steps 400] [--methods abcdegh] [--skip-numpy]
+                               [--max-steps 400] [--methods abcdehj] [--skip-numpy]
 
 (a) NumPy, a loop over β, each β iterated until its own tolerance;
-(b) JAX, a loop over β calling a jitted single-β ``while_loop`` (the same map);
-(c) ``vaefp_jax.solve`` as shipped (``schedule="pool"``: one jitted loop over
-    ``default_batch_size`` slots, a slot refilled with the next β as soon as its β stops;
-    the map and the slot count of ``resolve_defaults``: on CPU fewer slots when the
-    (n, K) arrays leave the cache, and the blocked map for n ≥ 2048);
-(d) ``vaefp_jax.solve(schedule="fused", batch_size=B)``: one vmapped ``while_loop`` over all β;
+(b) JAX, a loop over β calling a jitted single-β ``while_loop`` (the same map,
+    ``DenseMap``, and the same stopping rule as ``Damped``);
+(c) ``vaefp_jax.solve`` as shipped (``Damped.paper()``, the default schedule
+    ``Pool()``: one jitted loop over ``default_batch_size`` slots, a slot refilled
+    with the next β as soon as its β stops; the map of ``default_step_map`` and the
+    slot count of ``default_batch_size``: on CPU fewer slots when the (n, K) arrays
+    leave the cache, and ``BlockedMap`` for n ≥ 2048);
+(d) ``solve(schedule=Vmapped(batch_size=B))``: one vmapped ``while_loop`` over all β;
 (e) peer: ``optimistix.fixed_point`` with ``optx.FixedPointIteration`` under
     ``jax.jit(jax.vmap(...))`` over β (optional: skipped, with a note, when
     optimistix is not installed; ``pip install optimistix`` or the ``bench`` extra);
-(f) ``vaefp_jax.streaming.solve_streamed`` (blocked map, ``--tile-chunk`` ×
-    ``--data-chunk``), scheduled over β like (c) (the pool); only when ``f`` is in ``--methods``;
-(g) ``vaefp_jax.solve(schedule="compact")``: all running β advance together
-    ``--chunk-steps`` steps at a time, converged β are dropped between chunks;
-(h) ``vaefp_jax.solve(schedule="fused")``: ``lax.map`` over chunks of
-    ``default_batch_size`` β, each a vmapped ``while_loop`` (the default before "pool").
+(f) ``solve(step_map=BlockedMap(--tile-chunk, --data-chunk))``, scheduled over β
+    like (c) (the pool); only when ``f`` is in ``--methods``;
+(h) ``solve(schedule=Vmapped())``: ``lax.map`` over chunks of
+    ``default_batch_size`` β, each a vmapped ``while_loop`` (the default before the pool);
 (i) the peer (e) iterating the dense map in its data-first (n, K) layout
-    (``step_data_first``, ``_step`` before 2026-12-01), which under a wide
+    (``step_data_first``, the dense map before 2026-12-01), which under a wide
     ``vmap`` is sometimes the faster one on CPU (docs/scale.md); only when ``i``
-    is in ``--methods``.
+    is in ``--methods``;
+(j) the peer at its best on CPU: optimistix ``FixedPointIteration`` under
+    ``jax.jit(jax.lax.map(...))`` over β, one β at a time, so each β stops at its
+    own tolerance (no vmapped lane waits for the slowest).
+
+(The 0.1 row (g), ``schedule="compact"``, is gone: the pool does the same in one jitted loop.)
 
 Protocol: Appendix A (ψ ← 0.9 F(ψ) + 0.1 ψ, tol 1e-3, ≤ 400 steps), float32,
 the same initial ψ for every method. Prints a markdown table of wall times (best
-of ``--repeats``, compilation excluded), map evaluations, and ratios to (a) and (b).
+of ``--repeats``, compilation excluded), map evaluations, and ratios to (a), (b)
+and the fastest peer row that ran ((e), (i) or (j)).
 
-Stopping rule of (e): optimistix stops when ``norm((y − y') / (atol + rtol·|y'|)) < 1``;
+Stopping rule of (e), (i), (j): optimistix stops when ``norm((y − y') / (atol + rtol·|y'|)) < 1``;
 with ``norm=optx.two_norm``, ``rtol=0`` and ``atol=tol`` that is ‖ψ' − ψ‖_F < tol,
 our rule, up to float rounding of the division by atol. The damping is in the map
 (``fn = 0.9 F(ψ) + 0.1 ψ``, ``damp`` left at 0), so older optimistix without a
 ``damp`` field runs the same iteration. optimistix also stops (result
 "nonfinite") on a non-finite iterate, as our loop does on a NaN residual. Its
 ``max_steps`` counts map evaluations, like ours. "map evaluations" of (a)-(c),
-(f)-(h) are the steps the β needed (Σ steps); the lanes a schedule runs
-masked or idle are not counted, so time / evaluation includes them. Map evaluations of (d) and (e)
-are B × the slowest β's steps: a vmapped ``while_loop`` runs every lane until all
+(f), (h) and (j) are the steps the β needed (Σ steps); the lanes a schedule runs
+masked or idle are not counted, so time / evaluation includes them. Map evaluations of (d), (e)
+and (i) are B × the slowest β's steps: a vmapped ``while_loop`` runs every lane until all
 have stopped.
 
 The problem grid of issue 7: ``--num-betas`` 64 / 256 / 1024, ``--k`` 32 / 128
 (K = k²), ``--n`` 120 / 10000. The large settings need ``--skip-numpy`` and a
 small ``--max-steps`` (e.g. 1–5), ``--repeats 1`` and ``--no-warmup`` to finish in
 minutes on a 2-core CPU (n=10000, k=128, B=64, one step: ~2–5 s per map
-evaluation dense, ~0.4–2 s streamed, so ``--methods cf`` takes minutes); rows whose
+evaluation dense, ~0.4–2 s blocked, so ``--methods cf`` takes minutes); rows whose
 dense (B, n, K) intermediates would not fit in memory (estimate: 3 float32 arrays
 of n × K per β iterated together) are skipped with a note, ``--methods`` picks
 rows, and the (n, K) map is ``--tile-chunk``-blocked in (f).
@@ -53,6 +59,7 @@ rows, and the (n, K) map is ``--tile-chunk``-blocked in (f).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -63,9 +70,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import vaefp_jax as vf
-from vaefp_jax.fixed_point import _step, squared_distances
-from vaefp_jax.solver import DENSE_COPIES, iterate, resolve_defaults
-from vaefp_jax.streaming import solve_streamed
+from vaefp_jax.engine.schedules import DENSE_COPIES, default_batch_size
+from vaefp_jax.equations import MapValue, squared_distances
+from vaefp_jax.maps import StepMap, default_step_map
 
 try:
     import optimistix as optx
@@ -104,9 +111,23 @@ def numpy_sweep(x, betas, lp, psi0, damping, tol, max_steps):
 
 
 def make_jax_single(x, lp, damping, tol, max_steps):
+    """(b): one jitted ``while_loop`` per β, called from a Python loop over β; the
+    damped step and stopping rule of ``Damped`` (‖ψ' − ψ‖_F < tol or ``max_steps``)."""
+    F = vf.DenseMap()
+
     @jax.jit
     def one(beta, psi0):
-        return iterate(lambda p: _step(p, x, beta, lp), psi0, damping, tol, max_steps, 0)[:2]
+        def cond(s):
+            _, t, res = s
+            return (t < max_steps) & (res >= tol)
+
+        def body(s):
+            psi, t, _ = s
+            new = (1 - damping) * F(psi, x, beta, lp) + damping * psi
+            return new, t + 1, jnp.sqrt(jnp.sum((new - psi) ** 2))
+
+        psi, t, _ = jax.lax.while_loop(cond, body, (psi0, jnp.int32(0), jnp.asarray(jnp.inf, psi0.dtype)))
+        return psi, t
 
     def sweep(betas, psi0):
         res = [one(b, psi0) for b in betas]
@@ -116,19 +137,37 @@ def make_jax_single(x, lp, damping, tol, max_steps):
 
 
 def step_data_first(psi, x, beta, log_prior):
-    """F(ψ) (K, d) from log m in the data-first (n, K) layout: ``_step`` before
+    """F(ψ) (K, d) from log m in the data-first (n, K) layout: the dense map before
     2026-12-01, when it became tiles-first. Under a wide ``vmap`` over β (the
-    peer's loop, and ``schedule="fused"`` with all β) this layout can be the
+    peer's loop, and ``Vmapped`` with all β) this layout can be the
     faster one, so (i) gives the peer its choice."""
     logits = -squared_distances(x, psi) / (2 * beta)                               # (n, K)
     log_c = jax.nn.logsumexp(logits + log_prior[None, :], axis=1, keepdims=True)   # (n, 1)
     return jax.nn.softmax(logits - log_c, axis=0).T @ x
 
 
-def make_optimistix(x, lp, damping, tol, max_steps, step=_step):
-    """(e), (i): optimistix fixed-point iteration of the damped map ``step``, jit(vmap) over β.
+@dataclasses.dataclass(frozen=True)
+class DataFirstMap(StepMap):
+    """:func:`step_data_first` as a step map for ``solve`` (benchmarks/floor.py row (l))."""
+
+    def evaluate(self, psi, x, beta, log_prior):
+        logits = -squared_distances(x, psi) / (2 * beta)                         # (n, K)
+        log_c = jax.nn.logsumexp(logits + log_prior[None, :], axis=1)            # (n,)
+        log_m = logits - log_c[:, None]
+        return MapValue(psi=jax.nn.softmax(log_m, axis=0).T @ x, log_c=log_c,
+                        log_mass=jax.nn.logsumexp(log_m, axis=0))
+
+    def order_parameter(self, psi, x, beta, log_prior):
+        return vf.DenseMap().order_parameter(psi, x, beta, log_prior)
+
+
+def make_optimistix(x, lp, damping, tol, max_steps, step=None, loop="vmap"):
+    """(e), (i), (j): optimistix fixed-point iteration of the damped map ``step``
+    (default the dense map), ``jax.jit`` of ``jax.vmap`` (``loop="vmap"``) or of
+    ``jax.lax.map`` (``loop="map"``, one β at a time) over β.
 
     Returns ``sweep(betas, psi0) -> (psi (B, K, d), steps (B,))``."""
+    step = vf.DenseMap() if step is None else step
     solver = optx.FixedPointIteration(rtol=0.0, atol=tol, norm=optx.two_norm)
 
     def damped(psi, beta):
@@ -138,7 +177,9 @@ def make_optimistix(x, lp, damping, tol, max_steps, step=_step):
         sol = optx.fixed_point(damped, solver, psi0, beta, max_steps=max_steps, throw=False)
         return sol.value, sol.stats["num_steps"]
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    if loop == "vmap":
+        return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    return jax.jit(lambda betas, psi0: jax.lax.map(lambda b: one(b, psi0), betas))
 
 
 def memory_limit() -> int:
@@ -184,37 +225,36 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=120, help="data points; issue 7: 120, 10000")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-steps", type=int, default=400, help="step cap (Appendix A: 400)")
-    ap.add_argument("--methods", default="abcdegh", help="rows to run, letters of a-i (default abcdegh)")
-    ap.add_argument("--chunk-steps", type=int, default=25, help="(g): steps between compactions")
+    ap.add_argument("--methods", default="abcdehj", help="rows to run, letters of abcdefhij (default abcdehj)")
     ap.add_argument("--skip-numpy", action="store_true", help="same as leaving 'a' out of --methods")
     ap.add_argument("--tile-chunk", type=int, default=1024, help="(f): tiles per block")
     ap.add_argument("--data-chunk", type=int, default=1024, help="(f): data points per block")
     ap.add_argument("--no-warmup", action="store_true",
-                    help="time the first call of (c)-(f), compilation (~1 s) included, instead of running "
+                    help="time the first call of (c)-(j), compilation (~1 s) included, instead of running "
                          "each once untimed first: for the large settings, where a run takes minutes")
     args = ap.parse_args(argv)
     methods = set(args.methods) - ({"a"} if args.skip_numpy else set())
-    if not methods <= set("abcdefghi"):
-        ap.error(f"--methods takes letters of abcdefghi, got {args.methods!r}")
+    if not methods <= set("abcdefhij"):
+        ap.error(f"--methods takes letters of abcdefhij, got {args.methods!r} (row (g) was removed)")
 
     x64 = vf.datasets.three_clusters(args.n)
     grid = vf.LatentGrid.uniform(args.k)
     B, K, max_steps = args.num_betas, grid.num_tiles, args.max_steps
     betas = np.geomspace(1e-4, 1.0, B).astype(np.float32)
-    proto = vf.Protocol.paper()
+    paper = dataclasses.replace(vf.Damped.paper(), max_steps=max_steps)
     x = jnp.asarray(x64, jnp.float32)
     lp = jnp.asarray(grid.log_prior, jnp.float32)
-    psi0 = vf.initial_psi(x, grid, proto.init_noise)
+    psi0 = vf.initial_psi(x, grid, paper.init_noise)
     dev = jax.devices()[0]
     limit = memory_limit()
     print(f"# {time.strftime('%Y-%m-%d')}  device: {dev.device_kind} ({jax.default_backend()}), "
-          f"CPU: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}"
+          f"CPU: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}; vaefp_jax {vf.__version__}"
           f"{'; optimistix ' + optx.__version__ if optx is not None and hasattr(optx, '__version__') else ''}")
     print(f"# problem: n={args.n} three-cluster points, {args.k}x{args.k} grid (K={K}), "
           f"B={B} beta in [1e-4, 1], paper protocol (max_steps={max_steps}), float32")
     warm = not args.no_warmup
     if not warm:
-        print("# --no-warmup: times of (c)-(f) include their compilation")
+        print("# --no-warmup: times of (c)-(j) include their compilation")
 
     def fits(label, lanes):
         need = dense_bytes(args.n, K, lanes)
@@ -224,7 +264,7 @@ def main(argv=None):
               f"exceed 80% of the {limit / 1e9:.1f} GB memory; use (f) or fewer beta")
         return False
 
-    rows, ref = [], {}  # ref: psi and steps of (c), the agreement reference for (d)-(f)
+    rows, ref = [], {}  # ref: psi and steps of (c), the agreement reference for (d)-(j)
 
     def agreement(label, psi, steps):
         if "c" in ref:
@@ -243,20 +283,20 @@ def main(argv=None):
         single(betas[:1], psi0)  # compile
         t, (psi_b, steps_b) = best_time(lambda: single(betas, psi0), args.repeats)
         rows.append(("(b) JAX jitted loop over beta", t, int(np.sum(steps_b))))
-    auto_map, auto_lanes = resolve_defaults(None, None, B, args.n, K, x.shape[1], 4)
-    auto_name = ("dense map" if auto_map is _step
-                 else f"{type(auto_map).__name__} {auto_map.tile_chunk}x{auto_map.data_chunk}")
-    for letter, label, bs, sched in [
-            ("c", f"(c) vaefp_jax.solve (default: {auto_name}, pool of {auto_lanes} slots)", None, "auto"),
-            ("d", "(d) one vmapped while_loop", B, "fused"),
-            ("h", f"(h) solve(schedule='fused'), chunks of {auto_lanes}", None, "fused")]:
-        lanes = bs or auto_lanes
-        if letter not in methods or (auto_map is _step and not fits(label, lanes)):
+    auto_map = default_step_map(args.n, K, x.shape[1])
+    auto_lanes = min(B, default_batch_size(B, *auto_map.lane_shape(args.n, K), 4))
+    auto_name = "dense map" if isinstance(auto_map, vf.DenseMap) else repr(auto_map)
+    dense_auto = isinstance(auto_map, vf.DenseMap)
+    for letter, label, schedule, lanes in [
+            ("c", f"(c) vaefp_jax.solve (default: {auto_name}, pool of {auto_lanes} slots)", None, auto_lanes),
+            ("d", "(d) solve(schedule=Vmapped(batch_size=B)): one vmapped while_loop", vf.Vmapped(batch_size=B), B),
+            ("h", f"(h) solve(schedule=Vmapped()), chunks of {auto_lanes}", vf.Vmapped(), auto_lanes)]:
+        if letter not in methods or (dense_auto and not fits(label, lanes)):
             continue
-        call = lambda bs=bs, sched=sched: vf.solve(x, betas, grid, psi0=psi0, protocol=proto, max_steps=max_steps,
-                                                   batch_size=bs, schedule=sched, warn=False)
+        call = lambda schedule=schedule: vf.solve(x, betas, grid, psi0=psi0, iteration=paper, schedule=schedule,
+                                                  throw=False)
         t, r = best_time(call, args.repeats, warm)
-        rows.append((label, t, int(np.sum(r.steps)) if bs is None else int(B * np.max(r.steps))))
+        rows.append((label, t, int(B * np.max(r.steps)) if letter == "d" else int(np.sum(r.steps))))
         if letter == "c":
             ref["c"] = (np.asarray(r.psi), np.asarray(r.steps))
         else:
@@ -268,41 +308,39 @@ def main(argv=None):
             same = int(np.sum(np.asarray(r.steps) == steps_np))
             print(f"# {label}: max |psi - psi_numpy| per beta: median {np.median(err):.1e}, "
                   f"max {err.max():.1e}; same step count for {same}/{len(betas)} beta")
-    for letter, label, step in (("e", "(e) optimistix FixedPointIteration, jit(vmap)", _step),
-                                ("i", "(i) optimistix as (e), data-first dense map", step_data_first)):
+    for letter, label, step, loop, lanes in (
+            ("e", "(e) optimistix FixedPointIteration, jit(vmap)", None, "vmap", B),
+            ("i", "(i) optimistix as (e), data-first dense map", step_data_first, "vmap", B),
+            ("j", "(j) optimistix FixedPointIteration, jit(lax.map): one beta at a time", None, "map", 1)):
         if letter in methods and optx is None:
             print(f"# ({letter}) skipped: optimistix is not installed (pip install optimistix, or the 'bench' extra)")
-        elif letter in methods and fits(label, B):
-            peer = make_optimistix(x, lp, jnp.float32(0.1), 1e-3, max_steps, step)
+        elif letter in methods and fits(label, lanes):
+            peer = make_optimistix(x, lp, jnp.float32(0.1), 1e-3, max_steps, step, loop)
             t, (psi_e, steps_e) = best_time(lambda: peer(betas, psi0), args.repeats, warm)
-            rows.append((label, t, int(B * np.max(steps_e))))
+            rows.append((label, t, int(B * np.max(steps_e)) if loop == "vmap" else int(np.sum(steps_e))))
             agreement(label, psi_e, steps_e)
-    if "g" in methods:
-        label = f"(g) vaefp_jax.solve(schedule='compact', chunk_steps={args.chunk_steps})"
-        call = lambda: vf.solve(x, betas, grid, psi0=psi0, protocol=proto, max_steps=max_steps,
-                                schedule="compact", chunk_steps=args.chunk_steps, warn=False)
-        t, r = best_time(call, args.repeats, warm)
-        rows.append((label, t, int(np.sum(r.steps))))
-        agreement(label, r.psi, r.steps)
     if "f" in methods:
-        label = f"(f) solve_streamed, {args.tile_chunk}x{args.data_chunk} blocks"
-        call = lambda: solve_streamed(x, betas, grid, psi0=psi0, protocol=proto, max_steps=max_steps,
-                                      tile_chunk=args.tile_chunk, data_chunk=args.data_chunk, warn=False)
+        blocked = vf.BlockedMap(tile_chunk=args.tile_chunk, data_chunk=args.data_chunk)
+        label = f"(f) solve(step_map=BlockedMap), {args.tile_chunk}x{args.data_chunk} blocks"
+        call = lambda: vf.solve(x, betas, grid, psi0=psi0, iteration=paper, step_map=blocked, throw=False)
         t, r = best_time(call, args.repeats, warm)
         rows.append((label, t, int(np.sum(r.steps))))
         agreement(label, r.psi, r.steps)
 
-    base_a = next((t for name, t, _ in rows if name.startswith("(a)")), None)
-    base_b = next((t for name, t, _ in rows if name.startswith("(b)")), None)
-    base_e = next((t for name, t, _ in rows if name.startswith("(e)")), None)
-    print("| method | wall time (s) | map evaluations | time / evaluation (us) | vs (a) NumPy | vs (b) JAX loop "
-          "| vs (e) optimistix |")
+    base = lambda tag: next((t for name, t, _ in rows if name.startswith(tag)), None)
+    base_a, base_b = base("(a)"), base("(b)")
+    peers = [(name, t) for name, t, _ in rows if name[:3] in ("(e)", "(i)", "(j)")]
+    peer_name, base_p = min(peers, key=lambda p: p[1]) if peers else ("-", None)
+    if peers:
+        print(f"# fastest peer: {peer_name}")
+    print(f"| method | wall time (s) | map evaluations | time / evaluation (us) | vs (a) NumPy | vs (b) JAX loop "
+          f"| vs fastest peer {peer_name[:3]} |")
     print("|---|---|---|---|---|---|---|")
     for name, t, evals in rows:
         ra = f"{base_a / t:.1f}x" if base_a else "-"
         rb = f"{base_b / t:.2f}x" if base_b else "-"
-        re_ = f"{base_e / t:.2f}x" if base_e else "-"
-        print(f"| {name} | {t:.3f} | {evals} | {t / evals * 1e6:.0f} | {ra} | {rb} | {re_} |")
+        rp = f"{base_p / t:.2f}x" if base_p else "-"
+        print(f"| {name} | {t:.3f} | {evals} | {t / evals * 1e6:.0f} | {ra} | {rb} | {rp} |")
     return 0
 
 

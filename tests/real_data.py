@@ -56,7 +56,7 @@ def analyse(name: str) -> dict:
     betas = np.geomspace(lam / 4, 4 * lam, num_betas)
     grid = vf.LatentGrid.uniform(side)
     t0 = time.perf_counter()
-    sw = vf.sweep(x, betas, grid, continuation="cooling", warn=False)
+    sw = vf.sweep(x, betas, grid, continuation="cooling", throw=False)
     seconds = time.perf_counter() - t0
     peaks = vf.critical_betas(sw, top_k=8, variable="log_beta")
     last = max(peaks, key=lambda p: p.beta) if peaks else None

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import vaefp_jax as vf
-from vaefp_jax import tile_jacobian
-from vaefp_jax.accelerate import solve_accelerated
+from vaefp_jax import equations, tile_jacobian
 
 
 def test_near_critical_same_stable_fixed_point_fewer_evaluations(x64):
@@ -15,16 +14,16 @@ def test_near_critical_same_stable_fixed_point_fewer_evaluations(x64):
     lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
     grid = vf.LatentGrid.uniform(6)
     betas = np.array([0.97, 1.03, 1.3]) * lam
-    plain = vf.solve(x, betas, grid, protocol=vf.Protocol(damping=0.0, tol=1e-11, max_steps=200_000))
-    acc = solve_accelerated(x, betas, grid, tol=1e-11, spectral_iters=40)
-    assert np.all(acc.converged) and np.all(acc.stable)
+    plain = vf.solve(x, betas, grid, iteration=vf.Damped(damping=0.0, tol=1e-11, max_steps=200_000))
+    acc = vf.solve(x, betas, grid, iteration=vf.Accelerated(tol=1e-11, spectral_iters=40))
+    assert np.all(acc.converged) and np.all(acc.stats["spectral_radius"] < 1)
     np.testing.assert_allclose(acc.psi, plain.psi, atol=1e-6)
     lp = jnp.asarray(grid.log_prior)
     for j, b in enumerate(betas):
         rho = float(tile_jacobian.spectral_radius(acc.psi[j], jnp.asarray(x), b, lp, num_iter=2000))
-        assert rho < 1 and rho == pytest.approx(float(acc.spectral_radius[j]), rel=1e-3)
+        assert rho < 1 and rho == pytest.approx(float(acc.stats["spectral_radius"][j]), rel=1e-3)
     # within a few % of β_c plain iteration is slow; the accelerated one is not
-    assert np.all(np.asarray(acc.evaluations[:2]) * 4 < np.asarray(plain.steps[:2]))
+    assert np.all(np.asarray(acc.steps[:2]) * 4 < np.asarray(plain.steps[:2]))
 
 
 def test_escapes_the_unstable_collapsed_point(x64):
@@ -34,9 +33,9 @@ def test_escapes_the_unstable_collapsed_point(x64):
     lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
     grid = vf.LatentGrid.uniform(6)
     collapsed = np.broadcast_to(x.mean(0), (grid.num_tiles, 2))
-    acc = solve_accelerated(x, np.array([0.7 * lam]), grid, psi0=collapsed, spectral_iters=40)
-    assert bool(acc.converged[0]) and float(acc.spectral_radius[0]) < 1
-    assert int(acc.escapes[0]) >= 1
+    acc = vf.solve(x, np.array([0.7 * lam]), grid, psi0=collapsed, iteration=vf.Accelerated(spectral_iters=40))
+    assert bool(acc.converged[0]) and float(acc.stats["spectral_radius"][0]) < 1
+    assert int(acc.stats["escapes"][0]) >= 1
     u = float(vf.order_parameter(acc.psi[0], x, 0.7 * lam, grid.log_prior))
     assert u < np.trace(np.cov(x.T, bias=True)) * 0.99  # split: lower error than collapsed
 
@@ -48,17 +47,15 @@ def test_lanczos_matches_dense_eigenvalues_at_fixed_points(x64, factor):
     of the blob (ρ → 1 near β_c = λ_max) and at the unstable collapsed point
     (ρ = λ_max/β > 1 for β < λ_max), whose unstable direction is the top
     principal axis for every tile alike."""
-    from vaefp_jax.fixed_point import _step
-
     x = vf.datasets.gaussian_blob(120, seed=0)
     cov = np.cov(x.T, bias=True)
     lam, axes = np.linalg.eigh(cov)
     grid = vf.LatentGrid.uniform(5)
     X, lp, beta = jnp.asarray(x), jnp.asarray(grid.log_prior), factor * lam[-1]
-    stable = vf.solve(x, [beta], grid, protocol=vf.Protocol(damping=0.0, tol=1e-12, max_steps=100_000)).psi[0]
+    stable = vf.solve(x, [beta], grid, iteration=vf.Damped(damping=0.0, tol=1e-12, max_steps=100_000)).psi[0]
     collapsed = jnp.broadcast_to(X.mean(0), stable.shape)
     for psi in (stable, collapsed) if factor < 1 else (stable,):
-        J = np.asarray(jax.jacfwd(lambda p: _step(p, X, beta, lp))(psi)).reshape(psi.size, psi.size)
+        J = np.asarray(jax.jacfwd(lambda p: equations.step(p, X, beta, lp))(psi)).reshape(psi.size, psi.size)
         rho_ref = np.abs(np.linalg.eigvals(J)).max()
         rho, v = tile_jacobian.lanczos(tile_jacobian.jacobian_factors(psi, X, beta, lp), psi, 32)
         assert float(rho) == pytest.approx(rho_ref, rel=1e-9, abs=1e-12)
@@ -73,12 +70,12 @@ def test_power_certificate_agrees_and_bad_options():
     x = vf.datasets.gaussian_blob(60, seed=1)
     grid = vf.LatentGrid.uniform(4)
     b = np.array([0.02])
-    a = solve_accelerated(x, b, grid, tol=1e-4)
-    p = solve_accelerated(x, b, grid, tol=1e-4, spectral="power", spectral_iters=400)
+    a = vf.solve(x, b, grid, iteration=vf.Accelerated(tol=1e-4))
+    p = vf.solve(x, b, grid, iteration=vf.Accelerated(tol=1e-4, spectral="power", spectral_iters=400))
     assert bool(a.converged[0]) and bool(p.converged[0])
     np.testing.assert_allclose(np.asarray(a.psi), np.asarray(p.psi), atol=1e-4)
-    assert float(a.spectral_radius[0]) == pytest.approx(float(p.spectral_radius[0]), rel=1e-2)
+    assert float(a.stats["spectral_radius"][0]) == pytest.approx(float(p.stats["spectral_radius"][0]), rel=1e-2)
     with pytest.raises(ValueError, match="spectral must be 'lanczos' or 'power'"):
-        solve_accelerated(x, b, grid, spectral="arnoldi")
+        vf.solve(x, b, grid, iteration=vf.Accelerated(spectral="arnoldi"))
     with pytest.raises(ValueError, match="spectral_iters must be an integer ≥ 2"):
-        solve_accelerated(x, b, grid, spectral_iters=1)
+        vf.solve(x, b, grid, iteration=vf.Accelerated(spectral_iters=1))

@@ -73,9 +73,9 @@ def test_missing_file_and_bad_options(tmp_path, capsys):
     assert cli.main(["sweep", "--beta-min", "1", "--beta-max", "0.5", "--quiet"]) == 2
 
 
-@pytest.mark.parametrize("step_map", ["dense", "blocked", "fused"])
+@pytest.mark.parametrize("step_map", ["dense", "blocked", "pallas"])
 def test_sweep_step_maps_agree(tmp_path, step_map):
-    """``--map`` changes how F is computed, not the answer (the fused kernels run
+    """``--map`` changes how F is computed, not the answer (the Pallas kernels run
     in Pallas's interpreter on CPU)."""
     common = ["sweep", "--n", "24", "--k", "4", "--num-betas", "3", "--beta-min", "1e-2", "--quiet",
               "--float64", "--protocol", "tight", "--max-steps", "300"]
@@ -84,3 +84,12 @@ def test_sweep_step_maps_agree(tmp_path, step_map):
     a, b = np.load(tmp_path / "auto" / "sweep.npz"), np.load(tmp_path / step_map / "sweep.npz")
     np.testing.assert_array_equal(a["steps"], b["steps"])
     np.testing.assert_allclose(b["psi"], a["psi"], rtol=0, atol=1e-10)
+
+
+def test_map_choices_build_the_step_maps():
+    import vaefp_jax as vf
+
+    assert cli.STEP_MAPS["auto"]() is None  # solve's default_step_map
+    assert cli.STEP_MAPS["dense"]() == vf.DenseMap()
+    assert cli.STEP_MAPS["blocked"]() == vf.BlockedMap()
+    assert cli.STEP_MAPS["pallas"]() == vf.PallasMap() == cli.STEP_MAPS["fused"]()  # "fused": the 0.1 name

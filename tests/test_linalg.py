@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaefp_jax import datasets, implicit, lipschitz, linalg, phase, tile_jacobian
+from vaefp_jax import constraints, datasets, equations, implicit, linalg, phase, tile_jacobian
 from vaefp_jax.grid import LatentGrid
 
 LAPACK_CALL = re.compile(r"custom_call @(lapack_\w+)\(.*?num_batch_dims = \"(\d+)\"")
@@ -112,17 +112,18 @@ def test_no_batched_lapack_call_in_the_cpu_lowering_of_the_solvers(x64):
     assert_unbatched(lapack_batch_dims(jax.vmap(jax.grad(u)), betas, psi))
     # the dense (K d)² solve of implicit differentiation
     theta = {"x": x, "beta": betas[0], "log_prior": lp}
-    dense = lambda p: implicit.dense_solve(None, p, phase.tile_map, p, theta)
+    tile_map = lambda p, th: equations.step(p, th["x"], th["beta"], th["log_prior"])
+    dense = lambda p: implicit.Dense()(None, p, tile_map, p, theta)
     assert_unbatched(lapack_batch_dims(jax.vmap(dense), psi))
     # Lanczos' tridiagonal eigenproblem
     lanczos = lambda p, b: tile_jacobian.lanczos(tile_jacobian.jacobian_factors(p, x, b, lp), p, 12)[0]
     assert_unbatched(lapack_batch_dims(jax.vmap(lanczos), psi, betas))
     # the Lipschitz projection (K × K) and the barrier's SPD Newton systems
     grid = LatentGrid.uniform(3)
-    C = jnp.asarray(lipschitz.lipschitz_coefficients(grid, 1.0))
+    C = jnp.asarray(constraints.lipschitz_coefficients(grid, 1.0))
     W = jnp.ones((K, K)) - jnp.eye(K)
     sbar = jnp.full((K,), 1.0 / K)
-    assert_unbatched(lapack_batch_dims(jax.vmap(lambda p: lipschitz.project(p, sbar, W * C)), psi))
+    assert_unbatched(lapack_batch_dims(jax.vmap(lambda p: constraints.project(p, sbar, W * C)), psi))
     assert_unbatched(lapack_batch_dims(jax.vmap(lambda a, r: linalg.solve_spd(a, r)),
                                        jnp.broadcast_to(jnp.eye(20), (B, 20, 20)), jnp.ones((B, 20))))
 

@@ -6,15 +6,20 @@ import numpy as np
 import pytest
 
 import vaefp_jax as vf
-from vaefp_jax import linalg, phase, tile_jacobian
-from vaefp_jax.fixed_point import _step
-from vaefp_jax.implicit import dense_solve, jacobian_matrix
-from vaefp_jax.solver import iterate
+from vaefp_jax import equations, linalg, phase, tile_jacobian
+from vaefp_jax.engine.problem import Problem
+from vaefp_jax.implicit import jacobian_matrix
 
 
 @jax.jit
 def _tight_fixed_point(x, beta, lp, psi0):
-    return iterate(lambda p: _step(p, x, beta, lp), psi0, 0.0, 1e-14, 200_000, 0)[0]
+    problem = Problem(vf.DenseMap(), vf.Unconstrained(), x, lp, {}, {"beta": beta})
+    return vf.Damped(damping=0.0, tol=1e-14, max_steps=200_000).run(problem, psi0, (), None, 0).psi
+
+
+def tile_map(psi, theta):
+    """F(ψ, θ) with θ = {"x", "beta", "log_prior"}: eq. (15) as a map of (ψ, θ)."""
+    return equations.step(psi, theta["x"], theta["beta"], theta["log_prior"])
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +69,9 @@ def test_three_ways_to_second_derivative_agree(clusters, x64):
     c = float(jax.jit(jax.hessian(u_fn))(beta))
     assert a == pytest.approx(b, rel=1e-10) and a == pytest.approx(c, rel=1e-10)
     # the other linear solves give the same derivatives
-    dense = lambda bb: phase.order_parameter_at_fixed_point(bb, x, lp, psi_star, "dense")
+    dense = lambda bb: phase.order_parameter_at_fixed_point(bb, x, lp, psi_star, linear_solver=vf.Dense())
     assert float(jax.jit(jax.hessian(dense))(beta)) == pytest.approx(a, rel=1e-8)
-    gmres = lambda bb: phase.order_parameter_at_fixed_point(bb, x, lp, psi_star, "gmres")
+    gmres = lambda bb: phase.order_parameter_at_fixed_point(bb, x, lp, psi_star, linear_solver=vf.GMRES())
     assert float(jax.jit(jax.grad(gmres))(beta)) == pytest.approx(float(jax.jit(jax.grad(u_fn))(beta)), rel=1e-7)
 
 
@@ -75,12 +80,12 @@ def test_structured_jacobian_and_woodbury_against_dense(clusters, x64):
     beta = jnp.asarray(0.01)
     theta = {"x": x, "beta": beta, "log_prior": lp}
     for psi in (psi0, _tight_fixed_point(x, beta, lp, psi0)):
-        J = jacobian_matrix(phase.tile_map, psi, theta)
+        J = jacobian_matrix(tile_map, psi, theta)
         f = tile_jacobian.jacobian_factors(psi, x, beta, lp)
         v = jax.random.normal(jax.random.PRNGKey(0), psi.shape, psi.dtype)
         np.testing.assert_allclose(tile_jacobian.matvec(f, v).reshape(-1), J @ v.reshape(-1), atol=1e-12)
-        np.testing.assert_allclose(tile_jacobian.woodbury_solve(None, v, None, psi, theta),
-                                   dense_solve(None, v, phase.tile_map, psi, theta), rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(vf.Woodbury()(None, v, None, psi, theta),
+                                   vf.Dense()(None, v, tile_map, psi, theta), rtol=1e-9, atol=1e-10)
     rho = float(tile_jacobian.spectral_radius(psi, x, beta, lp, num_iter=2000))
     assert rho == pytest.approx(np.max(np.abs(np.linalg.eigvals(np.asarray(J)))), rel=1e-3)
 
@@ -131,8 +136,8 @@ def blob_sweep():
         lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
         grid = vf.LatentGrid.uniform(6)
         betas = np.geomspace(0.3, 3.0, 64) * lam
-        res = phase.sweep(x, betas, grid, protocol=vf.Protocol(damping=0.0, tol=1e-10, max_steps=20_000),
-                          spectral_iters=200, continuation="cooling", warn=False)
+        res = phase.sweep(x, betas, grid, iteration=vf.Damped(damping=0.0, tol=1e-10, max_steps=20_000),
+                          spectral_iters=200, continuation="cooling", throw=False)
         yield x, lam, grid, res
 
 
@@ -170,7 +175,7 @@ def test_continuation_follows_one_branch(clusters, x64):
     assert np.all(np.diff(cool.distinct[order]) <= 0)
     assert cool.distinct[order][-1] == 1
     for j, b in enumerate(betas):  # each is a fixed point
-        r = np.linalg.norm(np.asarray(_step(jnp.asarray(cool.psi[j]), x, b, lp)) - cool.psi[j])
+        r = np.linalg.norm(np.asarray(equations.step(jnp.asarray(cool.psi[j]), x, b, lp)) - cool.psi[j])
         assert r < 1e-8
     indep = phase.sweep(x, betas, grid, spectral_iters=0)
     np.testing.assert_allclose(cool.u[-1], indep.u[-1], rtol=1e-8)  # same collapsed state at the top
@@ -184,10 +189,10 @@ def test_critical_betas_on_a_constructed_curve():
     d2u[[4, 10, 15]] = [3.0, -7.0, 1.0]
     u = np.zeros_like(beta)
     u[15:] = 0.1  # a jump between β[14] and β[15]: D²u = 0.1/0.25 = 0.4 at 14 and 15
-    res = phase.SweepResult(beta=beta, u=u, du=np.zeros_like(beta), d2u=d2u,
-                            psi=np.zeros((19, 1, 2)), steps=np.ones(19, int), converged=np.ones(19, bool),
-                            residual=np.zeros(19), spectral_radius=np.zeros(19),
-                            distinct=np.arange(19)[::-1], trajectory=None, merge_tol=0.1)
+    solution = vf.Solution(beta=beta, psi=np.zeros((19, 1, 2)), status=np.full(19, vf.Status.CONVERGED, np.int8),
+                           steps=np.ones(19, int), residual=np.zeros(19), stats={}, trajectory=None, tol=1e-10)
+    res = phase.SweepResult(solution=solution, u=u, du=np.zeros_like(beta), d2u=d2u, spectral_radius=np.zeros(19),
+                            distinct=np.arange(19)[::-1], merge_tol=0.1)
     peaks = phase.critical_betas(res, top_k=2)
     assert [p.index for p in peaks] == [10, 4]
     assert peaks[0].height == 7.0 and peaks[0].fixed_points_below == 9 and peaks[0].fixed_points_above == 7

@@ -44,10 +44,10 @@ def test_same_seed_same_result_and_permutation_invariance(seed, perm_seed):
     x = vf.datasets.three_clusters(15, seed=seed % 1000).astype(np.float32)
     b = np.array([3e-3, 3e-2], np.float32)
     key = jax.random.PRNGKey(seed)
-    a = vf.solve(x, b, GRID, key=key, warn=False)
-    again = vf.solve(x, b, GRID, key=key, warn=False)
+    a = vf.solve(x, b, GRID, key=key, throw=False)
+    again = vf.solve(x, b, GRID, key=key, throw=False)
     np.testing.assert_array_equal(a.psi, again.psi)
     perm = np.random.default_rng(perm_seed).permutation(len(x))
-    p = vf.solve(x[perm], b, GRID, key=key, warn=False)
+    p = vf.solve(x[perm], b, GRID, key=key, throw=False)
     # Same fixed points; sums in another order differ by float32 rounding.
     np.testing.assert_allclose(p.psi, a.psi, atol=2e-5)

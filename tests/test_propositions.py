@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from vaefp_jax import datasets, propositions as pr
-from vaefp_jax.fixed_point import free_energy, step, tile_posterior
+from vaefp_jax.equations import free_energy, step, tile_posterior
 from vaefp_jax.grid import LatentGrid
-from vaefp_jax.solver import Protocol, solve
+from vaefp_jax import Damped, solve
 
 
 # ---------------------------------------------------------------- Proposition 2
@@ -131,7 +131,7 @@ def test_mika_preimage_iteration_reaches_the_same_points(x64):
     # stable only through the coupling of the c_i: with c frozen, Mika's decoupled
     # iteration moves away from them.
     beta = 6e-4
-    res = solve(x, [beta], grid, protocol=Protocol(damping=0.0, tol=1e-12, max_steps=20_000), warn=False)
+    res = solve(x, [beta], grid, iteration=Damped(damping=0.0, tol=1e-12, max_steps=20_000), throw=False)
     assert bool(res.converged[0])
     psi = np.asarray(res.psi[0])
     log_gamma = np.asarray(pr.preimage_coefficients(psi, x, beta, grid.log_prior))
@@ -211,8 +211,8 @@ def test_masses_of_a_converged_fixed_point(x64):
     x = datasets.three_clusters(60)
     grid = LatentGrid.uniform(12)
     beta = 3e-3
-    tight = Protocol(damping=0.0, tol=1e-12, max_steps=20_000)
-    res = solve(x, [beta], grid, protocol=tight, warn=False)
+    tight = Damped(damping=0.0, tol=1e-12, max_steps=20_000)
+    res = solve(x, [beta], grid, iteration=tight, throw=False)
     psi = np.asarray(res.psi[0])
     groups = pr.group_tiles(psi, grid.log_prior, atol=1e-6)
     assert len(groups.centres) == 3
@@ -231,7 +231,7 @@ def test_masses_of_a_converged_fixed_point(x64):
     mid = np.cumsum(grid.prior) - grid.prior / 2
     labels = np.searchsorted(bounds, mid)          # contiguous runs with masses ≈ γ
     psi0 = centres[labels]
-    res2 = solve(x, [beta], grid, psi0=psi0, protocol=tight, warn=False)
+    res2 = solve(x, [beta], grid, psi0=psi0, iteration=tight, throw=False)
     psi2 = np.asarray(res2.psi[0])
     g2 = pr.group_tiles(psi2, grid.log_prior, atol=1e-6)
     assert len(g2.centres) == 3

@@ -1,4 +1,6 @@
-"""schedule='compact' and 'pool' give the same fixed points and step counts as the fused sweep."""
+"""Pool and Vmapped schedules give the same fixed points and step counts."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -14,39 +16,47 @@ def _assert_same_sweep(a, b):
     np.testing.assert_allclose(a.residual, b.residual, rtol=1e-9)
 
 
-def test_compact_schedule_equals_fused(x64):
+def _capped(max_steps):
+    return dataclasses.replace(vf.Damped.paper(), max_steps=max_steps)
+
+
+def test_vmapped_chunks_equal_one_vmap(x64):
+    # Vmapped(batch_size < B) maps chunks of vmapped problems (lax.map); the results
+    # are those of one vmap over all β.
     x = vf.datasets.three_clusters(30, seed=3)
     grid = vf.LatentGrid.uniform(6)
     betas = np.geomspace(1e-3, 1.0, 11)
-    fused = vf.solve(x, betas, grid, schedule="fused", warn=False)
-    for chunk in (1, 7, 1000):
-        _assert_same_sweep(vf.solve(x, betas, grid, schedule="compact", chunk_steps=chunk, warn=False), fused)
-    capped = vf.solve(x, betas, grid, schedule="compact", max_steps=5, chunk_steps=3, warn=False)
-    np.testing.assert_array_equal(capped.steps, np.minimum(fused.steps, 5))
+    vmapped = vf.solve(x, betas, grid, schedule=vf.Vmapped(batch_size=len(betas)), throw=False)
+    for chunk in (1, 7, 1000):  # 1000 > B: clipped to B
+        _assert_same_sweep(vf.solve(x, betas, grid, schedule=vf.Vmapped(batch_size=chunk), throw=False), vmapped)
+    capped = vf.solve(x, betas, grid, schedule=vf.Vmapped(batch_size=3), iteration=_capped(5), throw=False)
+    np.testing.assert_array_equal(capped.steps, np.minimum(vmapped.steps, 5))
 
 
-def test_compact_schedule_rejects_bad_options():
+def test_schedules_reject_bad_options():
     x = vf.datasets.three_clusters(12)
     grid = vf.LatentGrid.uniform(3)
-    with pytest.raises(ValueError, match="schedule"):
+    with pytest.raises(TypeError, match="schedule"):
         vf.solve(x, [0.1], grid, schedule="eager")
     with pytest.raises(ValueError, match="record_every"):
-        vf.solve(x, [0.1], grid, schedule="compact", record_every=2)
-    with pytest.raises(ValueError, match="chunk_steps"):
-        vf.solve(x, [0.1], grid, schedule="compact", chunk_steps=0)
+        vf.solve(x, [0.1], grid, schedule=vf.Pool(), record_every=2)
+    with pytest.raises(ValueError, match="width"):
+        vf.Pool(width=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        vf.Vmapped(batch_size=0)
 
 
-def test_pool_schedule_equals_fused(x64):
+def test_pool_schedule_equals_vmapped(x64):
     x = vf.datasets.three_clusters(30, seed=3)
     grid = vf.LatentGrid.uniform(6)
     betas = np.geomspace(1e-3, 1.0, 11)
-    fused = vf.solve(x, betas, grid, schedule="fused", warn=False)
-    assert len(set(np.asarray(fused.steps).tolist())) > 3  # slots really get refilled at different times
+    vmapped = vf.solve(x, betas, grid, schedule=vf.Vmapped(), throw=False)
+    assert len(set(np.asarray(vmapped.steps).tolist())) > 3  # slots really get refilled at different times
     for width in (1, 3, 11, 64):  # 64 > B: clipped to B
-        _assert_same_sweep(vf.solve(x, betas, grid, schedule="pool", batch_size=width, warn=False), fused)
-    capped = vf.solve(x, betas, grid, schedule="pool", batch_size=4, max_steps=5, warn=False)
-    np.testing.assert_array_equal(capped.steps, np.minimum(fused.steps, 5))
-    assert not np.any(capped.converged & (np.asarray(fused.steps) > 5))
+        _assert_same_sweep(vf.solve(x, betas, grid, schedule=vf.Pool(width=width), throw=False), vmapped)
+    capped = vf.solve(x, betas, grid, schedule=vf.Pool(width=4), iteration=_capped(5), throw=False)
+    np.testing.assert_array_equal(capped.steps, np.minimum(vmapped.steps, 5))
+    assert not np.any(capped.converged & (np.asarray(vmapped.steps) > 5))
 
 
 def test_pool_schedule_per_beta_initial_psi(x64):
@@ -56,20 +66,24 @@ def test_pool_schedule_per_beta_initial_psi(x64):
     betas = np.geomspace(1e-2, 1.0, 7)
     rng = np.random.default_rng(0)
     psi0 = rng.normal(size=(7, grid.num_tiles, 2))
-    fused = vf.solve(x, betas, grid, psi0=psi0, schedule="fused", warn=False)
-    pool = vf.solve(x, betas, grid, psi0=psi0, schedule="pool", batch_size=2, warn=False)
-    np.testing.assert_array_equal(pool.steps, fused.steps)
-    np.testing.assert_allclose(pool.psi, fused.psi, atol=1e-12)
+    vmapped = vf.solve(x, betas, grid, psi0=psi0, schedule=vf.Vmapped(), throw=False)
+    pool = vf.solve(x, betas, grid, psi0=psi0, schedule=vf.Pool(width=2), throw=False)
+    np.testing.assert_array_equal(pool.steps, vmapped.steps)
+    np.testing.assert_allclose(pool.psi, vmapped.psi, atol=1e-12)
 
 
 def test_default_schedule_is_pool_without_trajectories(x64):
+    from vaefp_jax.engine.schedules import default_schedule
+
     x = vf.datasets.three_clusters(20, seed=1)
     grid = vf.LatentGrid.uniform(4)
     betas = np.geomspace(1e-2, 1.0, 5)
-    auto = vf.solve(x, betas, grid, warn=False)
-    recorded = vf.solve(x, betas, grid, record_every=3, warn=False)  # needs the fused loop
+    assert isinstance(default_schedule(vf.Damped.paper(), vf.Unconstrained(), 0), vf.Pool)
+    assert isinstance(default_schedule(vf.Damped.paper(), vf.Unconstrained(), 3), vf.Vmapped)
+    auto = vf.solve(x, betas, grid, throw=False)
+    recorded = vf.solve(x, betas, grid, record_every=3, throw=False)  # needs the vmapped loop
     np.testing.assert_array_equal(auto.steps, recorded.steps)
     np.testing.assert_allclose(auto.psi, recorded.psi, atol=1e-12)
     assert recorded.trajectory is not None and auto.trajectory is None
     with pytest.raises(ValueError, match="record_every"):
-        vf.solve(x, betas, grid, schedule="pool", record_every=2)
+        vf.solve(x, betas, grid, schedule=vf.Pool(), record_every=2)

@@ -1,5 +1,6 @@
-"""The batched solver: masking, protocol, closed forms, flags."""
+"""The batched solver: masking, iteration presets, closed forms, flags."""
 
+import dataclasses
 import warnings
 
 import jax
@@ -21,11 +22,11 @@ def small():
 
 def test_batched_equals_each_beta_alone(small, x64):
     x, grid, betas = small
-    proto = vf.Protocol(damping=0.1, tol=1e-9, max_steps=3000)
-    batched = vf.solve(x, betas, grid, protocol=proto, warn=False)
+    it = vf.Damped(damping=0.1, tol=1e-9, max_steps=3000)
+    batched = vf.solve(x, betas, grid, iteration=it, throw=False)
     for j, b in enumerate(betas):
-        alone = vf.solve(x, np.array([b]), grid, protocol=proto, warn=False)
-        # The masked lanes of the vmapped while_loop must neither move nor count.
+        alone = vf.solve(x, np.array([b]), grid, iteration=it, throw=False)
+        # The other problems of the batch (pool slots) must neither move nor count.
         assert int(batched.steps[j]) == int(alone.steps[0])
         np.testing.assert_allclose(batched.psi[j], alone.psi[0], rtol=0, atol=1e-13)
         assert bool(batched.converged[j]) == bool(alone.converged[0])
@@ -33,9 +34,9 @@ def test_batched_equals_each_beta_alone(small, x64):
 
 def test_batch_size_does_not_change_results(small, x64):
     x, grid, betas = small
-    ref = vf.solve(x, betas, grid, batch_size=len(betas), warn=False)
+    ref = vf.solve(x, betas, grid, schedule=vf.Pool(width=len(betas)), throw=False)
     for bs in (1, 3):
-        out = vf.solve(x, betas, grid, batch_size=bs, warn=False)
+        out = vf.solve(x, betas, grid, schedule=vf.Pool(width=bs), throw=False)
         np.testing.assert_array_equal(out.steps, ref.steps)
         np.testing.assert_allclose(out.psi, ref.psi, rtol=0, atol=1e-13)
 
@@ -43,8 +44,7 @@ def test_batch_size_does_not_change_results(small, x64):
 def test_matches_numpy_damped_iteration(small, x64):
     x, grid, betas = small
     psi0 = np.asarray(vf.initial_psi(jnp.asarray(x), grid, 0.1))
-    proto = vf.Protocol.paper()
-    out = vf.solve(x, betas, grid, protocol=proto, warn=False)
+    out = vf.solve(x, betas, grid, iteration=vf.Damped.paper(), throw=False)
     for j, b in enumerate(betas):
         psi, steps, res = np_solve(x, b, grid.log_prior, psi0, 0.1, 1e-3, 400)
         assert int(out.steps[j]) == steps
@@ -52,10 +52,10 @@ def test_matches_numpy_damped_iteration(small, x64):
         np.testing.assert_allclose(float(out.residual[j]), res, rtol=1e-8)
 
 
-def test_paper_protocol_fields():
-    p = vf.Protocol.paper()
+def test_paper_iteration_fields():
+    p = vf.Damped.paper()
     assert (p.damping, p.tol, p.max_steps, p.init_noise) == (pytest.approx(0.1), 1e-3, 400, 0.1)
-    assert vf.Protocol.paper(alpha_on_old=True).damping == pytest.approx(0.9)
+    assert vf.Damped.paper(alpha_on_old=True).damping == pytest.approx(0.9)
 
 
 def test_initial_psi_is_centres_plus_bounded_noise_and_seeded():
@@ -89,7 +89,7 @@ def test_collapse_above_lambda_max(x64):
     lam = np.linalg.eigvalsh(cov)[-1]
     betas = np.array([1.5, 2.0, 5.0]) * lam
     grid = vf.LatentGrid.uniform(6)
-    out = vf.solve(x, betas, grid, protocol=vf.Protocol.tight())
+    out = vf.solve(x, betas, grid, iteration=vf.Damped.tight())
     assert np.all(out.converged)
     np.testing.assert_allclose(out.psi, np.broadcast_to(x.mean(0), out.psi.shape), atol=1e-8)
     for j, b in enumerate(betas):
@@ -116,22 +116,22 @@ def test_proposition_2_partition_is_a_fixed_point(x64):
 def test_nonconvergence_is_reported_per_beta(small):
     x, grid, betas = small
     with pytest.warns(RuntimeWarning, match="did not converge"):
-        out = vf.solve(x, betas, grid, protocol=vf.Protocol(damping=0.9, tol=1e-6, max_steps=3))
+        out = vf.solve(x, betas, grid, iteration=vf.Damped(damping=0.9, tol=1e-6, max_steps=3))
     assert out.converged.shape == betas.shape
     assert not np.any(out.converged)
     np.testing.assert_array_equal(out.steps, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        vf.solve(x, betas[-2:], grid, protocol=vf.Protocol.paper())  # converges: no warning
+        vf.solve(x, betas[-2:], grid, iteration=vf.Damped.paper())  # converges: no warning
 
 
 def test_warm_start_shapes(small):
     x, grid, betas = small
-    first = vf.solve(x, betas, grid, warn=False)
-    warm = vf.solve(x, betas, grid, psi0=first.psi, warn=False)
+    first = vf.solve(x, betas, grid, throw=False)
+    warm = vf.solve(x, betas, grid, psi0=first.psi, throw=False)
     # Starting at a converged point the first step is already below tol.
     assert np.all(np.asarray(warm.steps) <= 2)
-    shared = vf.solve(x, betas, grid, psi0=grid.z, protocol=vf.Protocol.paper(), warn=False)
+    shared = vf.solve(x, betas, grid, psi0=grid.z, iteration=vf.Damped.paper(), throw=False)
     assert shared.psi.shape == (len(betas), grid.num_tiles, 2)
     with pytest.raises(ValueError, match="rows"):
         vf.solve(x, betas, grid, psi0=first.psi[:2])
@@ -142,8 +142,9 @@ def test_warm_start_shapes(small):
 def test_trajectories_record_the_iterates(small, x64):
     x, grid, betas = small
     b = betas[:2]
-    out = vf.solve(x, b, grid, record_every=2, warn=False, protocol=vf.Protocol(damping=0.1, tol=1e-3, max_steps=20))
-    plain = vf.solve(x, b, grid, warn=False, protocol=vf.Protocol(damping=0.1, tol=1e-3, max_steps=20))
+    it = vf.Damped(damping=0.1, tol=1e-3, max_steps=20)
+    out = vf.solve(x, b, grid, record_every=2, throw=False, iteration=it)
+    plain = vf.solve(x, b, grid, throw=False, iteration=it)
     assert out.trajectory.shape == (2, 11, grid.num_tiles, 2)
     np.testing.assert_allclose(out.psi, plain.psi, atol=1e-14)
     psi = np.asarray(vf.initial_psi(jnp.asarray(x), grid, 0.1))
@@ -161,26 +162,26 @@ def test_solve_under_jit_and_vmap(small, x64):
     # float64: in float32 a different fusion under vmap changes the rounding,
     # which near a transition can tip an iterate into another basin.
     x, grid, betas = small
-    ref = vf.solve(x, betas, grid, warn=False)
-    jitted = jax.jit(lambda b: vf.solve(x, b, grid, warn=False).psi)(jnp.asarray(betas))
+    ref = vf.solve(x, betas, grid, throw=False)
+    jitted = jax.jit(lambda b: vf.solve(x, b, grid, throw=False).psi)(jnp.asarray(betas))
     np.testing.assert_allclose(jitted, ref.psi, atol=1e-10)
     xs = jnp.stack([jnp.asarray(x), jnp.asarray(x[::-1])])
-    many = jax.vmap(lambda xx: vf.solve(xx, betas, grid, warn=False).psi)(xs)
+    many = jax.vmap(lambda xx: vf.solve(xx, betas, grid, throw=False).psi)(xs)
     np.testing.assert_allclose(many[0], ref.psi, atol=1e-10)
-    rev = vf.solve(jnp.asarray(x[::-1]), betas, grid, warn=False)
+    rev = vf.solve(jnp.asarray(x[::-1]), betas, grid, throw=False)
     np.testing.assert_allclose(many[1], rev.psi, atol=1e-10)
 
 
 def test_order_parameter_of_solution_matches_numpy(small, x64):
     x, grid, betas = small
-    out = vf.solve(x, betas, grid, protocol=vf.Protocol.tight())
+    out = vf.solve(x, betas, grid, iteration=vf.Damped.tight())
     for j, b in enumerate(betas):
         u = float(vf.order_parameter(out.psi[j], x, b, grid.log_prior))
         assert u == pytest.approx(np_order_parameter(out.psi[j], x, b, grid.log_prior), rel=1e-12)
 
 
 def test_default_batch_size_cpu_and_memory_cap():
-    from vaefp_jax.solver import DENSE_COPIES, default_batch_size
+    from vaefp_jax.engine.schedules import DENSE_COPIES, default_batch_size
 
     assert default_batch_size(64, backend="cpu") == 8
     assert default_batch_size(3, backend="cpu") == 3
@@ -197,38 +198,41 @@ def test_default_batch_size_cpu_and_memory_cap():
 def test_cpu_defaults_follow_the_cache():
     """CPU lanes shrink when their (n, K) intermediates would leave the cache, and
     large-n problems get the blocked map (measured choices, RESULTS.md)."""
-    from vaefp_jax.solver import CPU_CACHE_BYTES, DENSE_COPIES, default_batch_size, default_step_map
-    from vaefp_jax.streaming import StreamedMap
+    from vaefp_jax.engine.schedules import CPU_CACHE_BYTES, DENSE_COPIES, default_batch_size
+    from vaefp_jax.maps import default_step_map
 
     assert default_batch_size(64, 120, 64, 4, backend="cpu") == 8           # 8 × 8 tiles
     assert default_batch_size(64, 120, 256, 4, backend="cpu") == CPU_CACHE_BYTES // (DENSE_COPIES * 120 * 256 * 4)
     assert default_batch_size(64, 120, 1024, 4, backend="cpu") == 1         # the paper's size
     assert default_batch_size(64, 120, 16_384, 4, backend="cpu") == 1       # never 0
     assert default_batch_size(64, 1024, 1024, 4, backend="cpu") == 1        # one 1024 × 1024 block
-    assert default_step_map(120, 16_384, 2, backend="cpu") is None          # few points: dense
-    assert default_step_map(10_000, 1024, 2, backend="cpu") == StreamedMap(1024, 1024)
-    assert default_step_map(10_000, 1024, 784, backend="cpu") is None       # d > 64: dense
-    assert default_step_map(10_000, 1024, 2, backend="gpu") is None
+    assert default_step_map(120, 16_384, 2, backend="cpu") == vf.DenseMap()   # few points: dense
+    assert default_step_map(10_000, 1024, 2, backend="cpu") == vf.BlockedMap(1024, 1024)
+    assert default_step_map(10_000, 1024, 784, backend="cpu") == vf.DenseMap()  # d > 64: dense
+    assert default_step_map(10_000, 1024, 2, backend="gpu") == vf.DenseMap()
+
+
+def _resolved(setup):
+    """The step map and the schedule (with its width) that ``solve`` runs for a prepared problem."""
+    return setup["step_map"], setup["schedule"].resolved(setup["num"], setup["lane_shape"], setup["itemsize"])
 
 
 def test_solve_large_n_defaults_to_the_blocked_map():
     """n = 4096, K = 2116 on CPU: solve's default (blocked map, one lane) gives the
     dense map's iterates (three steps, float32; rounding of reassociated sums only).
     Below n K = 2^23 the dense map stays the default."""
-    from vaefp_jax.fixed_point import _step
-    from vaefp_jax.solver import resolve_defaults
-    from vaefp_jax.streaming import StreamedMap
+    from vaefp_jax.engine.solve import prepare
 
     rng = np.random.default_rng(0)
     x = np.float32(rng.normal(size=(4096, 2)))
     grid = vf.LatentGrid.uniform(46)  # K = 2116: n K ≥ 2^23
     betas = np.array([0.01, 0.3])
     if jax.default_backend() == "cpu":
-        assert resolve_defaults(None, None, 2, 4096, grid.num_tiles, 2, 4) == (StreamedMap(1024, 1024), 1)
-        assert resolve_defaults(None, None, 2, 2048, grid.num_tiles, 2, 4)[0] is _step
-    proto = vf.Protocol.paper().with_overrides(max_steps=3)
-    auto = vf.solve(x, betas, grid, protocol=proto, warn=False)
-    dense = vf.solve(x, betas, grid, protocol=proto, step_map=_step, warn=False)
+        assert _resolved(prepare(x, betas, grid)) == (vf.BlockedMap(1024, 1024), vf.Pool(width=1))
+        assert _resolved(prepare(x[:2048], betas, grid))[0] == vf.DenseMap()
+    it = dataclasses.replace(vf.Damped.paper(), max_steps=3)
+    auto = vf.solve(x, betas, grid, iteration=it, throw=False)
+    dense = vf.solve(x, betas, grid, iteration=it, step_map=vf.DenseMap(), throw=False)
     np.testing.assert_array_equal(np.asarray(auto.steps), [3, 3])
     np.testing.assert_allclose(np.asarray(auto.psi), np.asarray(dense.psi), rtol=0, atol=2e-5)
 
@@ -238,11 +242,14 @@ def test_default_plan_for_the_largest_problem_stays_small():
     """Compile-only (nothing allocated): solve's default loop for n = 10⁴ points on
     128 × 128 tiles and 64 β plans < 64 MB of scratch on CPU (the blocked map, one
     lane), where one (n, K) float32 array alone is 655 MB."""
-    from vaefp_jax.solver import _solve_pooled, resolve_defaults
+    from vaefp_jax.engine.core import solve_core
+    from vaefp_jax.engine.solve import prepare
 
     S, f32 = jax.ShapeDtypeStruct, jnp.float32
     n, K, d, B = 10_000, 16_384, 2, 64
-    step_map, width = resolve_defaults(None, None, B, n, K, d, 4)
-    args = (S((n, d), f32), S((B,), f32), S((K,), f32), S((K, d), f32), S((), f32), S((), f32))
-    plan = _solve_pooled.lower(*args, max_steps=400, width=width, step_map=step_map).compile().memory_analysis()
+    setup = prepare(np.zeros((n, d), np.float32), np.ones(B), vf.LatentGrid.uniform(128))
+    step_map, schedule = _resolved(setup)
+    args = (S((n, d), f32), S((K,), f32), {}, {"beta": S((B,), f32)}, S((K, d), f32), S((2,), jnp.uint32))
+    plan = solve_core.lower(*args, iteration=setup["iteration"], step_map=step_map,
+                            constraint=setup["constraint"].static(), schedule=schedule).compile().memory_analysis()
     assert plan.temp_size_in_bytes < 64 * 2**20 < n * K * 4

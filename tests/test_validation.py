@@ -33,7 +33,7 @@ LP = GRID.log_prior
         (dict(log_prior=LP[None]), "shape"),
     ],
 )
-@pytest.mark.parametrize("fn", [vf.step, vf.order_parameter, vf.tile_posterior, vf.free_energy])
+@pytest.mark.parametrize("fn", [vf.step, vf.order_parameter, vf.tile_posterior, vf.free_energy, vf.equations.evaluate])
 def test_map_functions_reject(fn, kwargs, match):
     args = dict(psi=PSI, x=X, beta=0.1, log_prior=LP)
     args.update(kwargs)
@@ -49,23 +49,25 @@ def test_map_functions_reject(fn, kwargs, match):
         (dict(betas=np.array([])), "empty"),
         (dict(betas=0.1), r"shape \(B,\)"),
         (dict(x=np.zeros((0, 2))), "empty"),
-        (dict(tol=0.0), "tol"),
-        (dict(tol=-1e-3), "tol"),
-        (dict(max_steps=0), "max_steps"),
-        (dict(max_steps=2.5), "max_steps"),
-        (dict(damping=1.0), "damping"),
-        (dict(damping=-0.1), "damping"),
+        (lambda: dict(iteration=vf.Damped(tol=0.0)), "tol"),
+        (lambda: dict(iteration=vf.Damped(tol=-1e-3)), "tol"),
+        (lambda: dict(iteration=vf.Damped(max_steps=0)), "max_steps"),
+        (lambda: dict(iteration=vf.Damped(max_steps=2.5)), "max_steps"),
+        (lambda: dict(iteration=vf.Damped(damping=1.0)), "damping"),
+        (lambda: dict(iteration=vf.Damped(damping=-0.1)), "damping"),
         (dict(record_every=-1), "record_every"),
-        (dict(batch_size=0), "batch_size"),
+        (lambda: dict(schedule=vf.Pool(width=0)), "width"),
+        (lambda: dict(schedule=vf.Vmapped(batch_size=0)), "batch_size"),
         (dict(psi0=np.full((16, 2), np.nan)), "NaN"),
         (dict(psi0=np.zeros((16, 3))), "dimensions"),
     ],
 )
 def test_solve_rejects(kwargs, match):
-    args = dict(x=X, betas=np.array([0.1, 0.2]))
-    args.update(kwargs)
-    x, betas = args.pop("x"), args.pop("betas")
+    # a callable gives arguments whose construction itself must raise (strategy objects validate their fields)
     with pytest.raises(ValueError, match=match):
+        args = dict(x=X, betas=np.array([0.1, 0.2]))
+        args.update(kwargs() if callable(kwargs) else kwargs)
+        x, betas = args.pop("x"), args.pop("betas")
         vf.solve(x, betas, GRID, **args)
 
 
@@ -77,7 +79,7 @@ def test_solve_rejects(kwargs, match):
         (lambda: vf.LatentGrid.uniform(4, low=1.0, high=0.0), "low < high"),
         (lambda: vf.LatentGrid.uniform(4, dim=0), "positive integer"),
         (lambda: vf.LatentGrid.gaussian(4, limit=-1.0), "limit"),
-        (lambda: vf.Protocol(init_noise=-0.1), "init_noise"),
+        (lambda: vf.Damped(init_noise=-0.1), "init_noise"),
     ],
 )
 def test_constructors_reject(make, match):

@@ -19,25 +19,27 @@ __all__ = ["main"]
 
 
 def _dense_map():
-    from vaefp_jax.fixed_point import _step
+    from vaefp_jax import DenseMap
 
-    return _step
+    return DenseMap()
 
 
 def _blocked_map():
-    from vaefp_jax.streaming import StreamedMap
+    from vaefp_jax import BlockedMap
 
-    return StreamedMap()  # the blocks solve's default blocked map uses
-
-
-def _fused_map():
-    from vaefp_jax.fused import FusedMap
-
-    return FusedMap()
+    return BlockedMap()  # the blocks solve's default blocked map uses
 
 
-# ``vaefp sweep --map``: the step map, built on use (imports stay lazy for --help)
-STEP_MAPS = {"auto": lambda: None, "dense": _dense_map, "blocked": _blocked_map, "fused": _fused_map}
+def _pallas_map():
+    from vaefp_jax import PallasMap
+
+    return PallasMap()
+
+
+# ``vaefp sweep --map``: the step map, built on use (imports stay lazy for --help);
+# "fused" is the 0.1 name of "pallas"
+STEP_MAPS = {"auto": lambda: None, "dense": _dense_map, "blocked": _blocked_map, "pallas": _pallas_map,
+             "fused": _pallas_map}
 
 
 def _positive_float(text: str) -> float:
@@ -107,11 +109,17 @@ def make_grid(args):
     return LatentGrid.gaussian(args.k, limit=args.limit)
 
 
-def make_protocol(args):
-    from vaefp_jax.solver import Protocol
+def make_iteration(args):
+    """The damped iteration of ``--protocol`` with the ``--damping``, ``--tol`` and
+    ``--max-steps`` overrides."""
+    import dataclasses
 
-    base = Protocol.paper() if args.protocol == "paper" else Protocol.tight()
-    return base.with_overrides(args.damping, args.tol, args.max_steps)
+    from vaefp_jax import Damped
+
+    base = Damped.paper() if args.protocol == "paper" else Damped.tight()
+    overrides = {k: v for k, v in (("damping", args.damping), ("tol", args.tol), ("max_steps", args.max_steps))
+                 if v is not None}
+    return dataclasses.replace(base, **overrides)
 
 
 def _sweep(args) -> int:
@@ -122,39 +130,46 @@ def _sweep(args) -> int:
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
+    import vaefp_jax as vf
     from vaefp_jax.clusters import count_distinct, default_merge_tol
-    from vaefp_jax.fixed_point import _order_parameter
-    from vaefp_jax.solver import initial_psi, resolve_defaults, solve
+    from vaefp_jax.engine.schedules import default_batch_size
+    from vaefp_jax.maps import default_step_map
 
     if args.beta_max <= args.beta_min:
         raise ValueError(f"--beta-max ({args.beta_max}) must exceed --beta-min ({args.beta_min})")
     x = load_data(args)
     grid = make_grid(args)
-    protocol = make_protocol(args)
+    iteration = make_iteration(args)
     dtype = jnp.float64 if args.float64 else jnp.float32
     betas = np.geomspace(args.beta_min, args.beta_max, args.num_betas)
     xj = jnp.asarray(x, dtype)
-    psi0 = initial_psi(xj, grid, protocol.init_noise, jax.random.PRNGKey(args.seed))
-    step_map, width = resolve_defaults(STEP_MAPS[args.map](), args.batch_size, len(betas), x.shape[0],
-                                       grid.num_tiles, x.shape[1], np.dtype(dtype).itemsize)
+    psi0 = vf.initial_psi(xj, grid, iteration.init_noise, jax.random.PRNGKey(args.seed))
+    (n, d), K = x.shape, grid.num_tiles
+    step_map = STEP_MAPS[args.map]()
+    step_map = default_step_map(n, K, d) if step_map is None else step_map
+    width = args.batch_size or default_batch_size(len(betas), *step_map.lane_shape(n, K), np.dtype(dtype).itemsize)
+    width = min(width, len(betas))
     chunk = min(len(betas), 4 * width)  # β per call (progress granularity); the pool refills within a call
-    u_fn = jax.jit(jax.vmap(_order_parameter, in_axes=(0, None, 0, None)))
-    parts = []
-    print(f"data: {x.shape[0]} points in {x.shape[1]}-D; grid: {grid.num_tiles} tiles ({grid.kind}); "
+    u_fn = jax.jit(jax.vmap(step_map.order_parameter, in_axes=(0, None, 0, None)))
+    parts, tol = [], None
+    print(f"data: {n} points in {d}-D; grid: {K} tiles ({grid.kind}); "
           f"{len(betas)} β in [{args.beta_min:g}, {args.beta_max:g}]; protocol {args.protocol}; "
           f"{np.dtype(dtype).name}", file=sys.stderr)
     with tqdm(total=len(betas), desc="β sweep", unit="β", disable=args.quiet) as bar:
         for lo in range(0, len(betas), chunk):
             b = betas[lo:lo + chunk]
             pad = np.concatenate([b, np.repeat(b[-1:], chunk - len(b))])  # one compiled shape
-            r = solve(xj, pad, grid, psi0=psi0, protocol=protocol, batch_size=width, step_map=step_map, warn=False)
+            r = vf.solve(xj, pad, grid, iteration=iteration, step_map=step_map, schedule=vf.Pool(width=width),
+                         psi0=psi0, throw=False)
+            tol = r.tol
             u = u_fn(r.psi, xj, jnp.asarray(pad, dtype), jnp.asarray(grid.log_prior, dtype))
             parts.append({k: np.asarray(v)[: len(b)] for k, v in
-                          dict(psi=r.psi, steps=r.steps, converged=r.converged, residual=r.residual, u=u).items()})
+                          dict(psi=r.psi, steps=r.steps, converged=r.converged, residual=r.residual, u=u,
+                               status=r.status).items()})
             bar.update(len(b))
     res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    tol = default_merge_tol(x)
-    res["distinct"] = count_distinct(res["psi"], tol)
+    merge_tol = default_merge_tol(x)
+    res["distinct"] = count_distinct(res["psi"], merge_tol)
     os.makedirs(args.out, exist_ok=True)
     csv_path = os.path.join(args.out, "sweep.csv")
     with open(csv_path, "w", newline="") as f:
@@ -164,12 +179,14 @@ def _sweep(args) -> int:
             w.writerow([f"{beta:.8g}", f"{res['u'][j]:.8g}", int(res["steps"][j]), bool(res["converged"][j]),
                         f"{res['residual'][j]:.3g}", int(res["distinct"][j])])
     npz_path = os.path.join(args.out, "sweep.npz")
-    np.savez_compressed(npz_path, beta=betas, x=x, z=grid.z, log_prior=grid.log_prior, merge_tol=tol, **res)
-    _print_table(betas, res, protocol.resolved_tol(dtype))
+    np.savez_compressed(npz_path, beta=betas, x=x, z=grid.z, log_prior=grid.log_prior, merge_tol=merge_tol, **res)
+    _print_table(betas, res, tol)
     bad = int((~res["converged"]).sum())
     if bad:
-        print(f"WARNING: {bad} of {len(betas)} β did not converge within {protocol.max_steps} steps "
-              f"(marked 'no' above)", file=sys.stderr)
+        reasons = "; ".join(f"{int(np.sum(res['status'] == s))}: {s.message}" for s in vf.Status
+                            if s is not vf.Status.CONVERGED and np.any(res["status"] == s))
+        print(f"WARNING: {bad} of {len(betas)} β did not converge ({reasons}; at most {iteration.max_steps} "
+              f"steps; marked 'no' above)", file=sys.stderr)
     print(f"wrote {csv_path} and {npz_path}")
     return 0
 
@@ -213,8 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "on GPU all (memory permitting)")
     s.add_argument("--map", choices=sorted(STEP_MAPS), default="auto",
                    help="how F(ψ) is computed: auto (dense, or on CPU blocked for n ≥ 2048 and n K ≥ 2^23), "
-                        "dense, blocked (1024 × 1024 blocks of the n × K logits), "
-                        "fused (Pallas kernels; GPU, d ≤ 8)")
+                        "dense (DenseMap), blocked (BlockedMap: 1024 × 1024 blocks of the n × K logits), "
+                        "pallas (PallasMap: fused Pallas kernels; GPU, d ≤ 8; 'fused' is its old name)")
     s.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_sweep)

@@ -40,6 +40,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from vaefp_jax import _validate
@@ -58,22 +59,27 @@ __all__ = [
     "UNROLL_MAX_D",
     "DIRECT_MAX_D",
     "working_dtype",
+    "validated",
 ]
 
-def _checked(fn):
-    """Validate (ψ, x, β, log π) at the boundary and cast them to one float dtype.
+def validated(psi, x, beta, log_prior):
+    """(ψ, x, β, log π) checked at the boundary and cast to one float dtype.
 
     The checks are Python-level: under ``jit`` they run once, at trace time, and
     value checks on tracers are skipped (see :mod:`vaefp_jax._validate`)."""
+    _validate.check_data(x)
+    _validate.check_psi(psi, x)
+    _validate.check_beta(beta)
+    _validate.check_log_prior(log_prior, num_tiles=np.shape(psi)[0])
+    dtype = working_dtype(psi, x)
+    return jnp.asarray(psi, dtype), jnp.asarray(x, dtype), jnp.asarray(beta, dtype), jnp.asarray(log_prior, dtype)
+
+
+def _checked(fn):
+    """``fn`` with its arguments :func:`validated`."""
 
     def wrapper(psi, x, beta, log_prior):
-        _validate.check_data(x)
-        _validate.check_psi(psi, x)
-        _validate.check_beta(beta)
-        _validate.check_log_prior(log_prior, num_tiles=psi.shape[0] if hasattr(psi, "shape") else None)
-        dtype = working_dtype(psi, x)
-        return fn(jnp.asarray(psi, dtype), jnp.asarray(x, dtype), jnp.asarray(beta, dtype),
-                  jnp.asarray(log_prior, dtype))
+        return fn(*validated(psi, x, beta, log_prior))
 
     wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = fn.__name__, fn.__doc__, fn
     return wrapper

@@ -49,8 +49,8 @@ def per_problem(name: str, value, num: int) -> np.ndarray:
 class Constraint:
     """Base class. Subclasses are frozen dataclasses; the engine calls:
 
-    * ``setup(grid, x, num) -> (per_problem, shared)``: NumPy arrays, the first
-      (num, …) one row per problem, computed once at the boundary;
+    * ``setup(grid, x, num) -> (per_problem, shared)``: arrays, the first (num, …)
+      one row per problem, computed once at the boundary (x may be a tracer);
     * ``static()``: a hashable copy without the per-problem values (jit key);
     * ``start(psi0, theta, shared)``: the initial iterate (feasible in bound mode);
     * ``init_aux(psi0)``: per-problem state carried through the iteration;
@@ -192,11 +192,10 @@ class LipschitzBound(Constraint):
         mask = support_mask(grid, self.support, self.r)
         if not mask.any():
             raise ValueError("the support mask is empty: no pairs to constrain (increase r)")
-        xv = np.asarray(x, np.float64)
-        var = max(float(((xv - xv.mean(0)) ** 2).sum(1).mean()), 1e-300)
-        gap = self.gap if self.gap is not None else (1e-9 if np.asarray(x).dtype == np.float64 else 1e-5)
+        var = jnp.maximum(jnp.mean(jnp.sum((x - jnp.mean(x, axis=0)) ** 2, axis=1)), jnp.finfo(x.dtype).tiny)
+        gap = self.gap if self.gap is not None else (1e-9 if x.dtype == jnp.float64 else 1e-5)
         return {"L": L}, {"C1": lipschitz_coefficients(grid, 1.0, self.weighting), "mask": mask,
-                          "mu_hi": np.float64(1e-2 * var), "mu_lo": np.float64(gap * var)}
+                          "mu_hi": 1e-2 * var, "mu_lo": gap * var}
 
     @staticmethod
     def _coefficients(theta, shared):

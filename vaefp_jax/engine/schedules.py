@@ -77,6 +77,11 @@ class Vmapped(Schedule):
     def __post_init__(self):
         _check_width("batch_size", self.batch_size)
 
+    def check(self, iteration, record_every: int) -> None:
+        if iteration.prefers_sequential and self.batch_size != 1:
+            raise ValueError(f"{iteration!r} branches per problem (under a vmapped batch every branch would run "
+                             "for every lane): use Vmapped(batch_size=1), the default")
+
     def resolved(self, num, lane_shape, itemsize):
         size = self.batch_size or default_batch_size(num, *lane_shape, itemsize)
         return dataclasses.replace(self, batch_size=int(min(size, num)))

@@ -66,9 +66,9 @@ def prepare(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constr
     step_map.check(n, K, d)
     iteration = iteration.resolved(dtype)
     iteration.check(step_map, constraint)
-    per_problem, shared = constraint.setup(grid, np.asarray(x), B)
-    cast = lambda a: jnp.asarray(a, dtype) if np.asarray(a).dtype.kind == "f" else jnp.asarray(a)
-    theta = {"beta": jnp.asarray(np.asarray(betas, np.float64), dtype), **{k: cast(v) for k, v in per_problem.items()}}
+    per_problem, shared = constraint.setup(grid, x, B)
+    cast = lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else jnp.asarray(a)
+    theta = {"beta": jnp.asarray(betas, dtype), **{k: cast(v) for k, v in per_problem.items()}}
     shared = {k: cast(v) for k, v in shared.items()}
     schedule = default_schedule(iteration, constraint, record_every) if schedule is None else schedule
     schedule.check(iteration, record_every)

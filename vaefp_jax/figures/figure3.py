@@ -1,4 +1,4 @@
-"""Figure 3: fixed points, trajectories, u(β) and ∂²u/∂β² with the detected β_c."""
+"""Figure 3: fixed points, trajectories, u(β) and ∂²u/∂β² with the detected β_c (refined)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import jax
 import numpy as np
 
 from vaefp_jax import datasets, phase
+from vaefp_jax.engine.solve import solve
 from vaefp_jax.grid import LatentGrid
-from vaefp_jax.solver import Protocol, solve
+from vaefp_jax.iterations import Damped
 
 __all__ = ["Figure3Data", "compute_figure3", "plot_figure3", "figure3", "figure3_command"]
 
@@ -31,13 +32,13 @@ class Figure3Data:
 
 
 def compute_figure3(x=None, *, k: int = 32, betas=None, snapshot_betas=(3e-4, 3e-3, 1.5e-2, 0.1),
-                    top_k: int = 3, protocol: Protocol | None = None, seed: int = 0,
+                    top_k: int = 3, iteration: Damped | None = None, seed: int = 0,
                     variable: str = "log_beta") -> Figure3Data:
     """Run the sweeps behind Figure 3 (float64 recommended: enable JAX x64).
 
-    The derivative sweep uses accurate fixed points (``protocol``, default
+    The derivative sweep uses accurate fixed points (``iteration``, default
     undamped with tol 1e-8 and at most 5000 steps); the top-row trajectories use
-    the paper's protocol (Appendix A) from the grid initialisation. Peaks are
+    the paper's protocol (:meth:`Damped.paper`, Appendix A) from the grid initialisation. Peaks are
     ranked by the curvature in ``variable`` (default ln β: the sweep spans four
     decades, over which |∂²u/∂β²| itself grows like 1/β²; "beta" is the paper's
     literal measure).
@@ -45,9 +46,9 @@ def compute_figure3(x=None, *, k: int = 32, betas=None, snapshot_betas=(3e-4, 3e
     x = datasets.three_clusters(120, seed=seed) if x is None else np.asarray(x)
     grid = LatentGrid.uniform(k)
     betas = np.geomspace(1e-4, 1.0, 64) if betas is None else np.asarray(betas)
-    protocol = protocol or Protocol(damping=0.0, tol=1e-8, max_steps=5000)
+    iteration = Damped(damping=0.0, tol=1e-8, max_steps=5000) if iteration is None else iteration
     key = jax.random.PRNGKey(seed)
-    res = phase.sweep(x, betas, grid, protocol=protocol, key=key, spectral_iters=100, warn=False)
+    res = phase.sweep(x, betas, grid, iteration=iteration, key=key, spectral_iters=100, throw=False)
     peaks = phase.critical_betas(res, top_k=top_k, variable=variable)
     refined = []
     for p in peaks:
@@ -55,15 +56,21 @@ def compute_figure3(x=None, *, k: int = 32, betas=None, snapshot_betas=(3e-4, 3e
             refined.append(phase.refine_critical_beta(res, p, x, grid, iterations=25, spectral_iters=500))
         except ValueError:
             refined.append(float("nan"))
-    snaps = solve(x, np.asarray(snapshot_betas), grid, protocol=Protocol.paper(), key=key,
-                  record_every=1, warn=False)
+    snaps = solve(x, np.asarray(snapshot_betas), grid, iteration=Damped.paper(), key=key,
+                  record_every=1, throw=False)
     snapshots = [(float(b), np.asarray(snaps.trajectory[j]), np.asarray(snaps.psi[j]))
                  for j, b in enumerate(snapshot_betas)]
     return Figure3Data(x=x, sweep=res, peaks=peaks, refined=refined, snapshots=snapshots, variable=variable)
 
 
 def plot_figure3(data: Figure3Data, max_tracks: int = 400):
-    """The matplotlib Figure: top row snapshots, bottom u(β) and u''(β)."""
+    """The matplotlib Figure: top row snapshots, bottom u(β) and u''(β).
+
+    β that did not converge are left out of the curves (their u, u′, u″ are not
+    those of a fixed point) and marked with grey crosses on the u panel; the
+    curvature by finite differences also leaves out the points next to them.
+    The vertical lines are at the refined β_c (``data.refined``), or at the
+    sweep's peak, dashed, where refinement failed (NaN)."""
     import matplotlib.pyplot as plt
 
     ns = len(data.snapshots)
@@ -85,23 +92,36 @@ def plot_figure3(data: Figure3Data, max_tracks: int = 400):
         ax.set_yticks([])
     res = data.sweep
     order = np.argsort(res.beta)
+    beta = res.beta[order]
+    ok = np.asarray(res.converged)[order]
+    ok_fd = ok.copy()
+    ok_fd[1:-1] &= ok[:-2] & ok[2:]   # the three-point difference needs both neighbours
     ax_u = fig.add_subplot(gs[1, :ns])
-    ax_u.semilogx(res.beta[order], res.u[order], "k.-", ms=3)
+    ax_u.semilogx(beta[ok], res.u[order][ok], "k.-", ms=3)
+    if not ok.all():
+        ax_u.semilogx(beta[~ok], res.u[order][~ok], "x", color="0.5", ms=5,
+                      label=f"not converged ({int((~ok).sum())} β)")
+        ax_u.legend(fontsize=7, loc="lower right")
     ax_u.set_xlabel("β")
     ax_u.set_ylabel("u(β) = E‖x − g(z)‖²")
     ax_d = fig.add_subplot(gs[1, ns:])
     pointwise, fd = phase.curvature(res, data.variable)
-    floor = max(np.nanmax(pointwise), 1e-30) * 1e-6
-    ax_d.loglog(res.beta[order], np.maximum(pointwise, floor), "k.-", ms=3, label="implicit (pointwise)")
-    ax_d.loglog(res.beta[order], np.maximum(fd, floor), color="tab:orange", lw=0.8, alpha=0.8,
+    pointwise, fd = np.where(ok, pointwise, np.nan), np.where(ok_fd, fd, np.nan)
+    floor = max(np.nanmax(pointwise) if ok.any() else 0.0, 1e-30) * 1e-6
+    ax_d.loglog(beta, np.maximum(pointwise, floor), "k.-", ms=3, label="implicit (pointwise)")
+    ax_d.loglog(beta, np.maximum(fd, floor), color="tab:orange", lw=0.8, alpha=0.8,
                 label="finite differences of the sweep")
     ax_d.set_xlabel("β")
     ax_d.set_ylabel("|∂²u/∂(ln β)²|" if data.variable == "log_beta" else "|∂²u/∂β²|")
     ax_d.legend(fontsize=7, loc="lower left")
+    shown = []
     for p, rb in zip(data.peaks, data.refined):
+        refined = rb is not None and np.isfinite(rb)
+        at = float(rb) if refined else p.beta
+        shown.append(f"{at:.3g}" if refined else f"{at:.3g} (unrefined)")
         for ax in (ax_u, ax_d):
-            ax.axvline(p.beta, color="0.5", lw=1)
-    ax_u.set_title("top-%d β_c: " % len(data.peaks) + ", ".join(f"{p.beta:.3g}" for p in data.peaks), fontsize=9)
+            ax.axvline(at, color="0.5", lw=1, ls="-" if refined else "--")
+    ax_u.set_title("top-%d β_c, refined: " % len(data.peaks) + ", ".join(shown), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -140,6 +160,7 @@ def figure3_command(args) -> int:
               f"{p['fixed_points_below']:>11d}/{p['fixed_points_above']:<10d}")
     bad = int((~res.converged).sum())
     if bad:
-        print(f"WARNING: {bad} of {res.beta.size} β did not converge; they are left out of the peak search")
+        print(f"WARNING: {bad} of {res.beta.size} β did not converge; they are left out of the curvature "
+              "curves and the peak search")
     print(f"wrote {png}")
     return 0

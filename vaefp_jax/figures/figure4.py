@@ -2,13 +2,14 @@
 
 Two blocks of columns, mixture of lines (left) and mixture of circles (right);
 rows: no constraint (β increases along the row), local constraint (r = 0.2) and
-global constraint (r = 1.0), the constraint strength increasing along the row at
-a fixed small β. Grey: trajectories of the ψ_a from a uniform 2-D grid of
+global constraint (every pair of tiles), the constraint strength increasing along
+the row at a fixed small β. Grey: trajectories of the ψ_a from a uniform 2-D grid of
 initial conditions (the tile centres); red: the fixed points; blue: the data.
 
 The constrained rows use the projected update of Proposition 6 in strength mode
-(:func:`vaefp_jax.lipschitz.solve_lipschitz`); strengths are given in units of the
-grid's natural strength ω₀ (:func:`vaefp_jax.lipschitz.strength_scale`, where the
+(:func:`vaefp_jax.solve` with :class:`vaefp_jax.LipschitzStrength`); strengths are
+given in units of the grid's natural strength ω₀
+(:func:`vaefp_jax.constraints.strength_scale`, where the
 smoothing and the data terms of the update balance on an average tile), so they
 mean the same on any grid size. The paper does not state its strengths.
 """
@@ -21,9 +22,10 @@ import os
 import numpy as np
 
 from vaefp_jax import datasets
+from vaefp_jax.constraints import LipschitzStrength, lipschitz_coefficients, strength_scale, support_mask
+from vaefp_jax.engine.solve import solve
 from vaefp_jax.grid import LatentGrid
-from vaefp_jax.lipschitz import _geometry, solve_lipschitz, strength_scale
-from vaefp_jax.solver import Protocol
+from vaefp_jax.iterations import Damped
 
 __all__ = ["Panel", "Figure4Data", "compute_figure4", "plot_figure4", "figure4", "figure4_command"]
 
@@ -61,17 +63,17 @@ class Figure4Data:
     global_r: float
 
 
-def _row(x, grid, betas, strengths_rel, support, r, protocol, record_every, name, row):
+def _row(x, grid, betas, strengths_rel, support, r, iteration, record_every, name, row):
     if support is None:
-        res = solve_lipschitz(x, np.asarray(betas), grid, 0.0, psi0=grid.z, protocol=protocol,
-                              record_every=record_every, warn=False)
+        constraint = None                     # unconstrained (= strength 0 exactly)
         rel = np.zeros(len(betas))
     else:
-        C, mask = _geometry(grid, support, r, 1.0, None)
+        C, mask = lipschitz_coefficients(grid, 1.0), support_mask(grid, support, r)
         w0 = strength_scale(grid, mask, C)
         rel = np.asarray(strengths_rel, np.float64)
-        res = solve_lipschitz(x, np.asarray(betas), grid, rel * w0, support=support, r=r,
-                              psi0=grid.z, protocol=protocol, record_every=record_every, warn=False)
+        constraint = LipschitzStrength(rel * w0, support=support, r=r)
+    res = solve(x, np.asarray(betas), grid, iteration=iteration, constraint=constraint, psi0=grid.z,
+                record_every=record_every, throw=False)
     traj = np.asarray(res.trajectory)
     return [Panel(dataset=name, row=row, beta=float(res.beta[j]), strength=float(rel[j]),
                   trajectory=traj[j], psi=np.asarray(res.psi[j]), steps=int(res.steps[j]),
@@ -81,7 +83,7 @@ def _row(x, grid, betas, strengths_rel, support, r, protocol, record_every, name
 def compute_figure4(*, k: int = 32, n: int = 150, seed: int = 0, betas=BETAS,
                     beta_constrained: float = BETA_CONSTRAINED, local_strengths=LOCAL_STRENGTHS,
                     global_strengths=GLOBAL_STRENGTHS, local_r: float = 0.2, global_r: float = 1.0,
-                    protocol: Protocol | None = None, record_every: int = 2,
+                    iteration: Damped | None = None, record_every: int = 2,
                     small: bool = False) -> Figure4Data:
     """Run the 3 × 2·C fixed-point problems of Figure 4 (float32 is enough).
 
@@ -91,7 +93,9 @@ def compute_figure4(*, k: int = 32, n: int = 150, seed: int = 0, betas=BETAS,
       betas: β along the top row; beta_constrained: β of the constrained rows.
       local_strengths, global_strengths: strengths along the other rows, in units
         of the grid's ω₀ (same length as ``betas``).
-      protocol: default the paper's (damping 0.1, tol 1e-3, 400 steps).
+      local_r: the radius of the local support; global_r: unused (the global
+        support is every pair of tiles), kept for the callers that pass it.
+      iteration: default the paper's (``Damped.paper()``: damping 0.1, tol 1e-3, 400 steps).
       record_every: trajectory sampling (steps).
       small: a quick, coarse setting (k = 8, n = 45, 3 columns, 80 steps) for tests.
     """
@@ -99,8 +103,8 @@ def compute_figure4(*, k: int = 32, n: int = 150, seed: int = 0, betas=BETAS,
         k, n = 8, 45
         betas, local_strengths, global_strengths = betas[::2][:2] + betas[-1:], \
             local_strengths[::2][:2] + local_strengths[-1:], global_strengths[::2][:2] + global_strengths[-1:]
-        protocol = protocol or Protocol(damping=0.1, tol=1e-3, max_steps=80, init_noise=0.0)
-    protocol = protocol or Protocol.paper()
+        iteration = iteration or Damped(damping=0.1, tol=1e-3, max_steps=80, init_noise=0.0)
+    iteration = iteration or Damped.paper()
     if not (len(betas) == len(local_strengths) == len(global_strengths)):
         raise ValueError("betas, local_strengths and global_strengths must have the same length")
     grid = LatentGrid.uniform(k)
@@ -109,11 +113,11 @@ def compute_figure4(*, k: int = 32, n: int = 150, seed: int = 0, betas=BETAS,
     panels = {}
     for name, x in data.items():
         panels[name] = {
-            "none": _row(x, grid, betas, None, None, None, protocol, record_every, name, "none"),
+            "none": _row(x, grid, betas, None, None, None, iteration, record_every, name, "none"),
             "local": _row(x, grid, [beta_constrained] * len(betas), local_strengths, "local", local_r,
-                          protocol, record_every, name, "local"),
+                          iteration, record_every, name, "local"),
             "global": _row(x, grid, [beta_constrained] * len(betas), global_strengths, "global",
-                           global_r, protocol, record_every, name, "global"),
+                           global_r, iteration, record_every, name, "global"),
         }
     return Figure4Data(data=data, panels=panels, k=k, local_r=float(local_r), global_r=float(global_r))
 
@@ -148,7 +152,7 @@ def plot_figure4(fd: Figure4Data, panel_size: float = 2.0, max_tracks: int = 400
                              squeeze=False)
     lw = 0.25 if fd.k >= 24 else 0.5
     labels = {"none": "no constraint", "local": f"local (r = {fd.local_r:g})",
-              "global": f"global (r = {fd.global_r:g})"}
+              "global": "global (all pairs)"}
     for b, name in enumerate(names):
         x = fd.data[name]
         for i, row in enumerate(ROWS):
@@ -172,7 +176,7 @@ def figure4(out_path: str | None = None, *, k: int = 32, small: bool = False, dp
 
     Keyword arguments go to :func:`compute_figure4` (``n``, ``seed``, ``betas``,
     ``beta_constrained``, ``local_strengths``, ``global_strengths``, ``local_r``,
-    ``global_r``, ``protocol``, ``record_every``). Returns the Figure (its data is
+    ``global_r``, ``iteration``, ``record_every``). Returns the Figure (its data is
     attached as ``fig.figure4_data``).
     """
     fd = compute_figure4(k=k, small=small, **kwargs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import jax
 
-from vaefp_jax.equations import MapValue
+from vaefp_jax.equations import MapValue, validated
 
 __all__ = ["StepMap"]
 
@@ -31,7 +31,9 @@ class StepMap:
         raise NotImplementedError
 
     def __call__(self, psi, x, beta, log_prior) -> jax.Array:
-        """F(ψ), (K, d)."""
+        """F(ψ), (K, d), with the inputs validated (``evaluate`` is the unchecked, traced form)."""
+        psi, x, beta, log_prior = validated(psi, x, beta, log_prior)
+        self.check(x.shape[0], psi.shape[0], x.shape[1])
         return self.evaluate(psi, x, beta, log_prior).psi
 
     def order_parameter(self, psi, x, beta, log_prior) -> jax.Array:

@@ -1,4 +1,5 @@
-"""solve_sharded: the β batch split over a 1-D device mesh gives the one-device results.
+"""schedule=Sharded(): the β batch split over a 1-D device mesh gives the one-device results,
+with any iteration, step map and constraint.
 
 Several devices on CPU need ``XLA_FLAGS=--xla_force_host_platform_device_count``
 set before jax is imported, so the multi-device checks run in a subprocess
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 import vaefp_jax as vf
-from vaefp_jax.sharding import beta_mesh, padded_size, solve_sharded
+from vaefp_jax.engine.sharded import beta_mesh, padded_size
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 NUM_DEVICES = 4
@@ -30,8 +31,6 @@ SCRIPT = textwrap.dedent(
     import jax, numpy as np
     jax.config.update("jax_enable_x64", True)
     import vaefp_jax as vf
-    from vaefp_jax.sharding import solve_sharded
-    from vaefp_jax.streaming import solve_streamed
     sys.path.insert(0, TESTS)
     from conftest import np_step
 
@@ -43,12 +42,13 @@ SCRIPT = textwrap.dedent(
     lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True)).max())
     grid = vf.LatentGrid.uniform(8)
     lp = np.asarray(grid.log_prior)
-    proto = vf.Protocol.tight(max_steps=3000)
+    proto = vf.Damped.tight(max_steps=3000)
 
     # B = 9, not a multiple of 4: near-critical β on both sides of β_c, and far from it.
     betas = np.concatenate([lam * np.asarray(NEAR_CRITICAL), [0.003, 0.02, 0.2, 1.0]])
-    one = vf.solve(x, betas, grid, protocol=proto, warn=False)
-    many = solve_sharded(x, betas, grid, protocol=proto, warn=False)
+    dense = vf.DenseMap()
+    one = vf.solve(x, betas, grid, iteration=proto, step_map=dense, throw=False)
+    many = vf.solve(x, betas, grid, iteration=proto, step_map=dense, schedule=vf.Sharded(), throw=False)
     out["B"] = len(betas)
     out["psi_gap"] = gap(many.psi, one.psi)
     out["dtype"] = str(many.psi.dtype)
@@ -64,25 +64,38 @@ SCRIPT = textwrap.dedent(
 
     # B = 8 divisible: per-β ψ0 (B, K, d), the result stays sharded over all devices.
     psi0 = np.stack([np.asarray(vf.initial_psi(x, grid, key=jax.random.PRNGKey(i))) for i in range(8)])
-    one = vf.solve(x, betas[:8], grid, psi0=psi0, warn=False)
-    many = solve_sharded(x, betas[:8], grid, psi0=psi0, warn=False)
+    one = vf.solve(x, betas[:8], grid, psi0=psi0, throw=False)
+    many = vf.solve(x, betas[:8], grid, psi0=psi0, schedule=vf.Sharded(), throw=False)
     out["psi0_gap"] = gap(many.psi, one.psi)
     out["result_devices"] = len(many.psi.sharding.device_set)
     out["shard_rows"] = sorted(s.data.shape[0] for s in many.psi.addressable_shards)
 
-    # The streamed map as the per-device solver, on 3 of the 4 devices (B = 5 → 6).
-    many = solve_sharded(x, betas[:5], grid, protocol=proto, devices=jax.devices()[:3],
-                         solver=solve_streamed, tile_chunk=24, data_chunk=64, warn=False)
-    out["streamed_gap"] = gap(many.psi, vf.solve(x, betas[:5], grid, protocol=proto, warn=False).psi)
+    # The blocked map inside each device's shard, on 3 of the 4 devices (B = 5 → 6).
+    many = vf.solve(x, betas[:5], grid, iteration=proto, step_map=vf.BlockedMap(tile_chunk=24, data_chunk=64),
+                    schedule=vf.Sharded(devices=jax.devices()[:3]), throw=False)
+    out["streamed_gap"] = gap(many.psi, vf.solve(x, betas[:5], grid, iteration=proto, throw=False).psi)
     out["streamed_mesh"] = len(many.psi.sharding.device_set)
 
-    # The fused Pallas map (interpreted on CPU) inside each device's shard: B = 4, near-critical included.
+    # The Pallas map (interpreted on CPU) inside each device's shard: B = 4, near-critical included.
     b4 = betas[[0, 2, 5, 8]]
-    many = solve_sharded(x, b4, grid, protocol=proto, step_map=vf.FusedMap(data_block=64, tile_block=16),
-                         warn=False)
-    one = vf.solve(x, b4, grid, protocol=proto, warn=False)
+    many = vf.solve(x, b4, grid, iteration=proto, step_map=vf.PallasMap(data_block=64, tile_block=16),
+                    schedule=vf.Sharded(), throw=False)
+    one = vf.solve(x, b4, grid, iteration=proto, throw=False)
     out["fused_gap"] = gap(many.psi, one.psi)
     out["fused_same_steps"] = bool(np.array_equal(many.steps, one.steps))
+
+    # A Lipschitz penalty with one strength per β (sharded with β, padded with the last), each
+    # device's shard in a Vmapped inner schedule: B = 5 on 4 devices.
+    b5 = betas[[0, 2, 5, 7, 8]]
+    lip = vf.LipschitzStrength(strength=(0.0, 0.5, 1.0, 2.0, 4.0), support="local", r=0.3)
+    one = vf.solve(x, b5, grid, iteration=proto, constraint=lip, throw=False)
+    many = vf.solve(x, b5, grid, iteration=proto, constraint=lip,
+                    schedule=vf.Sharded(inner=vf.Vmapped(batch_size=1)), throw=False)
+    out["lipschitz_gap"] = gap(many.psi, one.psi)
+    out["lipschitz_same_steps"] = bool(np.array_equal(many.steps, one.steps))
+    out["lipschitz_same_status"] = bool(np.array_equal(many.status, one.status))
+    out["lipschitz_strength"] = np.asarray(many.stats["strength"]).tolist()
+    out["lipschitz_changes_psi"] = gap(one.psi, vf.solve(x, b5, grid, iteration=proto, throw=False).psi)
     print(json.dumps(out))
     """
 )
@@ -129,13 +142,20 @@ def test_per_beta_psi0_and_result_stays_sharded(multi_device):
     assert multi_device["shard_rows"] == [8 // NUM_DEVICES] * NUM_DEVICES  # split over β, not copied
 
 
-def test_streamed_solver_on_a_device_subset(multi_device):
+def test_blocked_map_on_a_device_subset(multi_device):
     assert multi_device["streamed_gap"] <= 1e-6
     assert multi_device["streamed_mesh"] == 3
 
 
-def test_fused_kernels_inside_the_shards(multi_device):
+def test_pallas_kernels_inside_the_shards(multi_device):
     assert multi_device["fused_gap"] <= 1e-6 and multi_device["fused_same_steps"]
+
+
+def test_lipschitz_constraint_with_per_beta_strength_inside_the_shards(multi_device):
+    assert multi_device["lipschitz_gap"] <= 1e-6
+    assert multi_device["lipschitz_same_steps"] and multi_device["lipschitz_same_status"]
+    assert multi_device["lipschitz_strength"] == [0.0, 0.5, 1.0, 2.0, 4.0]  # each β kept its own, in order
+    assert multi_device["lipschitz_changes_psi"] > 1e-3  # the constraint was applied
 
 
 # --------------------------------------------------------------- two processes (jax.distributed)
@@ -150,21 +170,20 @@ MP_SCRIPT = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     import numpy as np
     import vaefp_jax as vf
-    from vaefp_jax.sharding import solve_sharded
     sys.path.insert(0, TESTS)
     from conftest import np_step
 
     x = vf.datasets.gaussian_blob(150)
     lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True)).max())
     grid = vf.LatentGrid.uniform(6)
-    proto = vf.Protocol.tight(max_steps=3000)
+    proto = vf.Damped.tight(max_steps=3000)
     betas = np.concatenate([lam * np.array([0.97, 1.05]), [0.005, 0.05, 1.0]])  # B = 5 over 4 devices
-    many = solve_sharded(x, betas, grid, protocol=proto, warn=False)
-    one = vf.solve(x, betas, grid, protocol=proto, warn=False)  # this process alone
+    many = vf.solve(x, betas, grid, iteration=proto, schedule=vf.Sharded(), throw=False)
+    one = vf.solve(x, betas, grid, iteration=proto, throw=False)  # this process alone
     psi = np.asarray(many.psi)
     psi0 = np.stack([np.asarray(vf.initial_psi(x, grid, key=jax.random.PRNGKey(i))) for i in range(4)])
-    many4 = solve_sharded(x, betas[:4], grid, psi0=psi0, protocol=proto, warn=False)
-    one4 = vf.solve(x, betas[:4], grid, psi0=psi0, protocol=proto, warn=False)
+    many4 = vf.solve(x, betas[:4], grid, psi0=psi0, iteration=proto, schedule=vf.Sharded(), throw=False)
+    one4 = vf.solve(x, betas[:4], grid, psi0=psi0, iteration=proto, throw=False)
     lp = np.asarray(grid.log_prior)
     print(json.dumps({
         "pid": pid, "processes": jax.process_count(), "devices": jax.device_count(),
@@ -222,8 +241,8 @@ def test_one_device_equals_solve():
     x = vf.datasets.three_clusters(60)
     grid = vf.LatentGrid.uniform(6)
     betas = np.geomspace(1e-3, 1.0, 5)
-    a = solve_sharded(x, betas, grid, devices=jax.devices()[:1], warn=False)
-    b = vf.solve(x, betas, grid, warn=False)
+    a = vf.solve(x, betas, grid, schedule=vf.Sharded(devices=jax.devices()[:1]), throw=False)
+    b = vf.solve(x, betas, grid, throw=False)
     np.testing.assert_array_equal(np.asarray(a.psi), np.asarray(b.psi))
     np.testing.assert_array_equal(np.asarray(a.steps), np.asarray(b.steps))
     assert a.tol == b.tol
@@ -237,21 +256,22 @@ def test_padded_size():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(devices=[]), "devices is empty"),
+        (dict(schedule=vf.Sharded(devices=[])), "devices is empty"),
         (dict(betas=np.array([0.1, -1.0])), "betas must be > 0"),
         (dict(betas=np.ones((2, 2))), r"betas must have shape \(B,\)"),
         (dict(x=np.ones(5)), r"x must have shape \(n, d\)"),
         (dict(psi0=np.zeros((3, 2))), "psi0 has 3 tiles but the grid has 16"),
         (dict(psi0=np.zeros((5, 16, 2))), "psi0 has 5 rows but betas has 2"),
-        (dict(damping=np.array([0.1])), "must be hashable"),
+        (dict(iteration=vf.Damped(damping=np.array(0.1))), "must be hashable"),
     ],
 )
 def test_errors(kwargs, match):
     args = dict(x=vf.datasets.three_clusters(30), betas=np.array([0.01, 0.1]), grid=vf.LatentGrid.uniform(4))
     args.update(kwargs)
     x, betas, grid = args.pop("x"), args.pop("betas"), args.pop("grid")
+    args.setdefault("schedule", vf.Sharded())
     with pytest.raises(ValueError, match=match):
-        solve_sharded(x, betas, grid, **args)
+        vf.solve(x, betas, grid, **args)
 
 
 def test_beta_mesh_rejects_repeated_devices():

@@ -1,4 +1,4 @@
-"""The map of eq. (14)–(15) and the order parameter against NumPy float64."""
+"""vaefp_jax.equations: the map of eq. (14)–(15) and the order parameter against NumPy float64."""
 
 import jax
 import jax.numpy as jnp
@@ -104,13 +104,12 @@ def test_free_energy_decreases_along_undamped_iteration(x64):
 
 
 def test_step_and_free_energy_share_one_evaluation(x64):
-    # The fused (F, f) of the accelerated solver against the NumPy step and
+    # One evaluation gives F and f (MapValue.free_energy) against the NumPy step and
     # f = −β mean_i log c_i written out here.
-    from vaefp_jax.fixed_point import _step_and_free_energy
-
     x, psi, lp = _problem(6)
     for beta in (1e-3, 0.05, 3.0):
-        F, f = _step_and_free_energy(jnp.asarray(psi), jnp.asarray(x), beta, jnp.asarray(lp))
+        value = vf.equations.evaluate(jnp.asarray(psi), jnp.asarray(x), beta, jnp.asarray(lp))
+        F, f = value.psi, value.free_energy(beta)
         np.testing.assert_allclose(F, np_step(psi, x, beta, lp), rtol=1e-12, atol=1e-12)
         a = -((x[:, None, :] - psi[None, :, :]) ** 2).sum(-1) / (2 * beta) + lp
         amax = a.max(axis=1, keepdims=True)
