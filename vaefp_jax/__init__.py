@@ -29,12 +29,25 @@ from vaefp_jax.engine.schedules import Pool, Vmapped
 from vaefp_jax.engine.sharded import Sharded
 from vaefp_jax.engine.solution import NotConvergedError, Solution, Status
 from vaefp_jax.engine.solve import solve
-from vaefp_jax.equations import free_energy, log_m, order_parameter, squared_distances, step, tile_posterior
+from vaefp_jax.equations import (
+    free_energy,
+    log_m,
+    order_parameter,
+    squared_distances,
+    step,
+    tile_posterior,
+)
 from vaefp_jax.grid import LatentGrid
-from vaefp_jax.implicit import Dense, GMRES, Woodbury, implicit_fixed_point
+from vaefp_jax.implicit import GMRES, Dense, Woodbury, implicit_fixed_point
 from vaefp_jax.iterations import Accelerated, Damped
 from vaefp_jax.maps import BlockedMap, DenseMap, PallasMap
-from vaefp_jax.phase import CriticalPoint, SweepResult, critical_betas, refine_critical_beta, sweep
+from vaefp_jax.phase import (
+    CriticalPoint,
+    SweepResult,
+    critical_betas,
+    refine_critical_beta,
+    sweep,
+)
 
 __version__ = "0.2.0"
 

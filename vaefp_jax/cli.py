@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import sys
 
 import numpy as np
+
+from vaefp_jax.cli_types import positive_float, positive_int
 
 __all__ = ["main"]
 
@@ -42,26 +43,6 @@ STEP_MAPS = {"auto": lambda: None, "dense": _dense_map, "blocked": _blocked_map,
              "fused": _pallas_map}
 
 
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return v
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
-    return v
-
-
 def add_data_arguments(p: argparse.ArgumentParser, default: str = "three-clusters") -> None:
     from vaefp_jax.datasets import DATASETS
 
@@ -69,18 +50,18 @@ def add_data_arguments(p: argparse.ArgumentParser, default: str = "three-cluster
     g.add_argument("--dataset", default=default, choices=sorted(DATASETS),
                    help=f"built-in dataset (default {default})")
     g.add_argument("--data", metavar="PATH", help="your own points: .npy, .npz or .csv of shape (n, d)")
-    g.add_argument("--n", type=_positive_int, help="number of points of the built-in dataset")
+    g.add_argument("--n", type=positive_int, help="number of points of the built-in dataset")
     g.add_argument("--seed", type=int, default=0, help="seed of the dataset and of the initial noise")
 
 
 def add_grid_arguments(p: argparse.ArgumentParser, k: int = 32) -> None:
     g = p.add_argument_group("latent grid")
-    g.add_argument("--k", type=_positive_int, default=k, help=f"k×k tiles (default {k})")
+    g.add_argument("--k", type=positive_int, default=k, help=f"k×k tiles (default {k})")
     g.add_argument("--prior", choices=["uniform", "gaussian"], default="uniform",
                    help="uniform on [low, high]² (Appendix A) or N(0, I) tiles")
     g.add_argument("--low", type=float, default=-0.5)
     g.add_argument("--high", type=float, default=0.5)
-    g.add_argument("--limit", type=_positive_float, default=3.0, help="Gaussian grid: interior edges on ±limit")
+    g.add_argument("--limit", type=positive_float, default=3.0, help="Gaussian grid: interior edges on ±limit")
 
 
 def add_solver_arguments(p: argparse.ArgumentParser, protocol: str = "paper") -> None:
@@ -88,8 +69,8 @@ def add_solver_arguments(p: argparse.ArgumentParser, protocol: str = "paper") ->
     g.add_argument("--protocol", choices=["paper", "tight"], default=protocol,
                    help="paper: Appendix A (α = 0.9 smoothing, tol 1e-3, 400 steps); tight: undamped, tol ~ precision")
     g.add_argument("--damping", type=float, help="override: weight of the previous iterate, in [0, 1)")
-    g.add_argument("--tol", type=_positive_float, help="override: tolerance on ‖ψ^{t+1} − ψ^t‖_F")
-    g.add_argument("--max-steps", type=_positive_int, help="override: iteration cap")
+    g.add_argument("--tol", type=positive_float, help="override: tolerance on ‖ψ^{t+1} − ψ^t‖_F")
+    g.add_argument("--max-steps", type=positive_int, help="override: iteration cap")
     g.add_argument("--float64", action="store_true", help="compute in float64 (JAX x64)")
 
 
@@ -221,10 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(s)
     add_grid_arguments(s)
     add_solver_arguments(s)
-    s.add_argument("--beta-min", type=_positive_float, default=1e-4)
-    s.add_argument("--beta-max", type=_positive_float, default=1.0)
-    s.add_argument("--num-betas", type=_positive_int, default=64)
-    s.add_argument("--batch-size", type=_positive_int,
+    s.add_argument("--beta-min", type=positive_float, default=1e-4)
+    s.add_argument("--beta-max", type=positive_float, default=1.0)
+    s.add_argument("--num-betas", type=positive_int, default=64)
+    s.add_argument("--batch-size", type=positive_int,
                    help="β iterated together (slots of the pool schedule); default on CPU as many (≤ 8) as keep "
                         "their (n, K) arrays in a 2 MB cache budget (1 at 32 × 32 tiles, n = 120); "
                         "on GPU all (memory permitting)")

@@ -53,8 +53,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from vaefp_jax import equations, linalg
+from vaefp_jax import _validate, equations, linalg
 from vaefp_jax.equations import squared_distances
 
 __all__ = ["pair_weights", "laplacian", "project", "projection_operator", "pair_violations", "violation",
@@ -119,6 +120,13 @@ def lipschitz_step(psi, x, beta, log_prior, omega, C) -> jax.Array:
     """One constrained update ψ^{t+1} = Pᵀ F(ψ^t) with multipliers Ω̃ (K, K) ≥ 0 and
     coefficients C (K, K) (Proposition 6, corrected); ψ (K, d), x (n, d). With
     Ω̃ = 0 this is exactly eq. (15)."""
+    K = np.shape(psi)[0]
+    for name, a in (("omega", omega), ("C", C)):
+        if np.shape(a) != (K, K):
+            raise ValueError(f"{name} must have shape ({K}, {K}), got {np.shape(a)}")
+        _validate.check_finite(name, a)
+        if _validate.is_concrete(a) and np.any(np.asarray(a) < 0):
+            raise ValueError(f"{name} must be ≥ 0 (Lagrange multipliers of an inequality)")
     value = equations.evaluate(psi, x, beta, log_prior)
     dtype = value.psi.dtype
     return project(value.psi, value.tile_mass(jnp.asarray(log_prior, dtype)),

@@ -30,7 +30,11 @@ import numpy as np
 
 from vaefp_jax import _validate
 from vaefp_jax.constraints import barrier
-from vaefp_jax.constraints.geometry import SUPPORTS, lipschitz_coefficients, support_mask
+from vaefp_jax.constraints.geometry import (
+    SUPPORTS,
+    lipschitz_coefficients,
+    support_mask,
+)
 from vaefp_jax.constraints.projection import pair_violations, project
 
 __all__ = ["Constraint", "Unconstrained", "LipschitzStrength", "LipschitzBound", "per_problem"]

@@ -54,6 +54,12 @@ def prepare(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constr
         _expect("step_map", step_map, StepMap)
     if schedule is not None:
         _expect("schedule", schedule, Schedule)
+    for name, obj in (("iteration", iteration), ("step_map", step_map), ("constraint", constraint.static()),
+                      ("schedule", schedule)):
+        try:
+            hash(obj)
+        except TypeError:
+            raise ValueError(f"{name} must be hashable (numbers, strings and tuples only): {obj!r}") from None
     _validate.check_data(x)
     _validate.check_beta(betas, name="betas", batched=True)
     _validate.check_log_prior(grid.log_prior)

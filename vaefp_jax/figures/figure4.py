@@ -22,7 +22,12 @@ import os
 import numpy as np
 
 from vaefp_jax import datasets
-from vaefp_jax.constraints import LipschitzStrength, lipschitz_coefficients, strength_scale, support_mask
+from vaefp_jax.constraints import (
+    LipschitzStrength,
+    lipschitz_coefficients,
+    strength_scale,
+    support_mask,
+)
 from vaefp_jax.engine.solve import solve
 from vaefp_jax.grid import LatentGrid
 from vaefp_jax.iterations import Damped

@@ -196,6 +196,9 @@ class Accelerated(Iteration):
     prefers_sequential = True   # its stages branch (lax.cond) per problem
 
     def __post_init__(self):
+        for name in ("tol", "margin", "init_noise"):   # plain numbers: the object is a jit key
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
         if self.tol is not None:
             _validate.check_positive("tol", self.tol)
         if self.spectral not in _SPECTRAL:

@@ -58,6 +58,9 @@ class Damped(Iteration):
         return cls(damping=0.0, tol=None, max_steps=max_steps, init_noise=0.1)
 
     def __post_init__(self):
+        for name in ("damping", "tol", "init_noise"):   # plain numbers: the object is a jit key
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
         if not (0.0 <= float(self.damping) < 1.0):
             raise ValueError(f"damping must be in [0, 1), got {self.damping}")
         if self.tol is not None:
@@ -65,6 +68,7 @@ class Damped(Iteration):
         if isinstance(self.max_steps, bool) or int(self.max_steps) != self.max_steps or self.max_steps < 1:
             raise ValueError(f"max_steps must be a positive integer, got {self.max_steps}")
         _validate.check_positive("init_noise", self.init_noise, allow_zero=True)
+        object.__setattr__(self, "max_steps", int(self.max_steps))
 
     def resolved(self, dtype) -> "Damped":
         return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))

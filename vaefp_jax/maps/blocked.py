@@ -29,7 +29,6 @@ log c = +∞ (so log m = −∞: they add nothing to any column).
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp

@@ -40,7 +40,13 @@ from vaefp_jax.engine.schedules import Vmapped
 from vaefp_jax.engine.solution import Solution
 from vaefp_jax.engine.solve import prepare, run, to_solution
 from vaefp_jax.grid import LatentGrid
-from vaefp_jax.implicit import GMRES, Dense, Woodbury, implicit_fixed_point, spectral_radius
+from vaefp_jax.implicit import (
+    GMRES,
+    Dense,
+    Woodbury,
+    implicit_fixed_point,
+    spectral_radius,
+)
 from vaefp_jax.iterations.damped import Damped
 
 __all__ = ["SweepResult", "sweep", "order_parameter_at_fixed_point", "default_linear_solver"]

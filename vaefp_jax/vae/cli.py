@@ -18,7 +18,7 @@ import json
 import pathlib
 import time
 
-from vaefp_jax.cli import _positive_float, _positive_int  # noqa: E402
+from vaefp_jax.cli_types import positive_float, positive_int  # noqa: E402
 
 __all__ = ["register", "add_train_arguments", "train_vae_command", "figure1_command", "config_from_args"]
 
@@ -41,21 +41,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (defaults: VAEConfig)")
     g.add_argument("--config", metavar="JSON", help="a JSON file of VAEConfig fields (the options below override it)")
     g.add_argument("--small", action="store_true", help="start from SMALL_CONFIG (≈ 20 s) instead of the default")
-    g.add_argument("--steps", type=_positive_int, help="optimisation steps")
+    g.add_argument("--steps", type=positive_int, help="optimisation steps")
     g.add_argument("--seed", type=int, help="seed of parameters and Monte Carlo noise")
-    g.add_argument("--sigma", type=_positive_float, help="fixed likelihood σ (pixels in [0, 1])")
-    g.add_argument("--beta", type=_positive_float, help="β of the β-ELBO")
-    g.add_argument("--samples", type=_positive_int, help="z samples per image per step")
+    g.add_argument("--sigma", type=positive_float, help="fixed likelihood σ (pixels in [0, 1])")
+    g.add_argument("--beta", type=positive_float, help="β of the β-ELBO")
+    g.add_argument("--samples", type=positive_int, help="z samples per image per step")
     g.add_argument("--stop-at", type=int, help="stop after this many steps, as if interrupted (resume later)")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     d = p.add_argument_group("data (default: the packaged 40 MNIST test images)")
     d.add_argument("--idx-images", metavar="PATH", help="IDX images file (.gz or raw)")
     d.add_argument("--idx-labels", metavar="PATH", help="IDX labels file (.gz or raw)")
-    d.add_argument("--per-digit", type=_positive_int, default=4, help="images per digit from the IDX files")
+    d.add_argument("--per-digit", type=positive_int, default=4, help="images per digit from the IDX files")
     d.add_argument("--idx-seed", type=int, help="draw the IDX images at random with this seed (default: the first ones)")
     e = p.add_argument_group("evaluation")
-    e.add_argument("--prior-samples", type=_positive_int, default=100_000, help="M, for the tile masses")
-    e.add_argument("--posterior-samples", type=_positive_int, default=1000, help="S per exemplar")
+    e.add_argument("--prior-samples", type=positive_int, default=100_000, help="M, for the tile masses")
+    e.add_argument("--posterior-samples", type=positive_int, default=1000, help="S per exemplar")
     e.add_argument("--no-figure", action="store_true", help="skip Figure 1")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -142,8 +142,8 @@ def figure1_command(args) -> int:
     there. Writes OUT/figure1.png and OUT/figure1_metrics.json.
     """
     from vaefp_jax.vae.config import SMALL_CONFIG, VAEConfig
-    from vaefp_jax.vae.trained import TrainedVAE
     from vaefp_jax.vae.train import train_vae
+    from vaefp_jax.vae.trained import TrainedVAE
 
     out = pathlib.Path(getattr(args, "out", None) or "runs/figures")
     small = bool(getattr(args, "small", False))

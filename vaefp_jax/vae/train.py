@@ -3,8 +3,8 @@
 Speed: the model is split once with ``nnx.split`` and the step is a pure
 function of (params, opt_state, step) compiled with ``jax.jit``; ``nnx.merge``
 happens only inside the traced function (free at run time). Decorating the
-step with ``nnx.jit`` instead re-walks the module graph on every call: a trial
-on 2 CPU cores measured 335 ms/step that way against 27 ms/step like this.
+step with ``nnx.jit`` instead re-walks the module graph on every call, an order
+of magnitude slower per step (docs/figure1.md).
 
 Determinism: parameters come from ``config.seed``; the Monte Carlo noise of
 step t is ``fold_in(key(seed + 1), t)``, so training to N, checkpointing and

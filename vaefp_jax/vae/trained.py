@@ -49,7 +49,7 @@ def abstract_training_state(config: VAEConfig, data_dim: int) -> tuple[nnx.Graph
     return graphdef, params, opt_state
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(repr=False)
 class TrainedVAE:
     """A VAE with its training data and configuration.
 
@@ -109,6 +109,15 @@ class TrainedVAE:
         if z.shape[-1] != self.config.latent_dim:
             raise ValueError(f"z must have last axis {self.config.latent_dim}, got shape {z.shape}")
         return _decode(self.graphdef, self.params, z)
+
+    @classmethod
+    def __repr__(self) -> str:
+        """One line: the model's size and the run, not its parameters."""
+        num_params = sum(int(a.size) for a in jax.tree.leaves(self.params))
+        n, D = self.exemplars.images.shape
+        elbo = f", ELBO {self.history[-1][1]:.4g}" if self.history else ""
+        return (f"TrainedVAE(d_z={self.config.latent_dim}, {num_params:,} parameters, trained on {n} × {D} at "
+                f"β={self.config.beta:g}, step {self.step}{elbo}, run_dir={str(self.run_dir) if self.run_dir else None})")
 
     @classmethod
     def load(cls, path: str | os.PathLike, step: int | None = None) -> "TrainedVAE":
