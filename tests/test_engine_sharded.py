@@ -262,7 +262,7 @@ def test_padded_size():
         (dict(x=np.ones(5)), r"x must have shape \(n, d\)"),
         (dict(psi0=np.zeros((3, 2))), "psi0 has 3 tiles but the grid has 16"),
         (dict(psi0=np.zeros((5, 16, 2))), "psi0 has 5 rows but betas has 2"),
-        (dict(iteration=vf.Damped(damping=np.array(0.1))), "must be hashable"),
+        (dict(constraint=vf.LipschitzStrength(0.1, r=np.array(0.4))), "must be hashable"),
     ],
 )
 def test_errors(kwargs, match):

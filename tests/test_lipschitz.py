@@ -383,9 +383,6 @@ def test_public_boundary_errors():
         cs.support_mask(grid, "local", r=0.0)
 
 
-@pytest.mark.xfail(strict=True, raises=(AssertionError, pytest.fail.Exception, TypeError),
-                   reason="constraints.lipschitz_step (0.2) does not validate omega: a negative Ω̃ is "
-                          "accepted, a (K, K+1) one fails inside JAX with a TypeError (0.1 raised ValueError)")
 def test_lipschitz_step_rejects_bad_multipliers():
     grid = LatentGrid.uniform(4)
     x = datasets.mixture_of_lines(12)
