@@ -92,4 +92,4 @@ def test_map_choices_build_the_step_maps():
     assert cli.STEP_MAPS["auto"]() is None  # solve's default_step_map
     assert cli.STEP_MAPS["dense"]() == vf.DenseMap()
     assert cli.STEP_MAPS["blocked"]() == vf.BlockedMap()
-    assert cli.STEP_MAPS["pallas"]() == vf.PallasMap() == cli.STEP_MAPS["fused"]()  # "fused": the 0.1 name
+    assert cli.STEP_MAPS["pallas"]() == vf.PallasMap() and "fused" not in cli.STEP_MAPS

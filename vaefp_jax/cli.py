@@ -38,9 +38,7 @@ def _pallas_map():
 
 
 # ``vaefp sweep --map``: the step map, built on use (imports stay lazy for --help);
-# "fused" is the 0.1 name of "pallas"
-STEP_MAPS = {"auto": lambda: None, "dense": _dense_map, "blocked": _blocked_map, "pallas": _pallas_map,
-             "fused": _pallas_map}
+STEP_MAPS = {"auto": lambda: None, "dense": _dense_map, "blocked": _blocked_map, "pallas": _pallas_map}
 
 
 def add_data_arguments(p: argparse.ArgumentParser, default: str = "three-clusters") -> None:
@@ -212,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--map", choices=sorted(STEP_MAPS), default="auto",
                    help="how F(ψ) is computed: auto (dense, or on CPU blocked for n ≥ 2048 and n K ≥ 2^23), "
                         "dense (DenseMap), blocked (BlockedMap: 1024 × 1024 blocks of the n × K logits), "
-                        "pallas (PallasMap: fused Pallas kernels; GPU, d ≤ 8; 'fused' is its old name)")
+                        "pallas (PallasMap: fused Pallas kernels; GPU, d ≤ 8)")
     s.add_argument("--out", default="runs/sweep", help="output folder (default runs/sweep)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_sweep)

@@ -72,7 +72,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from vaefp_jax import _validate
-from vaefp_jax.equations import squared_distances
+from vaefp_jax.equations import encoder, squared_distances
 
 __all__ = [
     "PartitionPosterior",
@@ -199,8 +199,7 @@ def preimage_coefficients(psi, x, beta, log_prior) -> jax.Array:
     _validate.check_beta(beta)
     _validate.check_log_prior(log_prior, num_tiles=np.shape(psi)[0])
     psi, x = jnp.asarray(psi), jnp.asarray(x)
-    logits = -squared_distances(x, psi) / (2 * beta) + jnp.asarray(log_prior, psi.dtype)[None]
-    return -logsumexp(logits, axis=1)
+    return -encoder(psi, x, jnp.asarray(beta, psi.dtype), jnp.asarray(log_prior, psi.dtype))[1]  # −log c_i, eq. (14)
 
 
 def preimage_step(z, x, log_gamma, beta) -> jax.Array:

@@ -185,7 +185,7 @@ class Accelerated(Iteration):
     tol: float | None = None
     warmup: int = 50
     max_newton: int = 30
-    rounds: int = 3
+    rounds: int = 8
     spectral: str = "lanczos"
     spectral_iters: int | None = None
     margin: float = 0.0
@@ -258,15 +258,23 @@ class Accelerated(Iteration):
             esc, steps, _ = _extrapolated_iterate(problem, esc, tol, self.warmup)
             return esc, res, rho, v, evals + e_esc + steps, newton, escapes + 1, done
 
-        for r in range(self.rounds + 1):
-            state = jax.lax.cond(state[7], lambda st: st, newton_round(r), state)
-            if r < self.rounds:
-                unstable = ~state[7] & (state[2] >= 1.0 - margin)
-                state = jax.lax.cond(unstable, escape_round, lambda st: st, state)
+        def one_round(carry):
+            r, st = carry
+            st = newton_round(r)(st)
+            unstable = ~st[7] & (st[2] >= 1.0 - margin) & (r < self.rounds)
+            return r + 1, jax.lax.cond(unstable, escape_round, lambda s: s, st)
+
+        # rounds of Newton (+ an escape from a saddle) until certified, at most rounds + 1
+        _, state = jax.lax.while_loop(lambda c: (c[0] <= self.rounds) & ~c[1][7], one_round, (jnp.int32(0), state))
 
         def fallback(st):
-            # extrapolated plain iteration only converges to stable points; check again
-            psi, _, _, v, evals, newton, escapes, _ = st
+            # extrapolated plain iteration only converges to stable points, but a saddle is a
+            # fixed point of it too: leave an unstable point along v first; then check again
+            psi, _, rho, v, evals, newton, escapes, _ = st
+            unstable = ~(rho < 1.0 - margin)
+            psi, e_esc = jax.lax.cond(unstable, lambda p: _escape(problem, p, v, scale, self.line_points),
+                                      lambda p: (p, 0), psi)
+            evals, escapes = evals + e_esc, escapes + unstable.astype(escapes.dtype)
             p, e, res = _extrapolated_iterate(problem, psi, tol, self.fallback_steps)
             rho, _ = _leading_eig(problem, p, iters, jax.random.fold_in(key, self.rounds + 1), self.spectral)
             return p, res, rho, v, evals + e, newton, escapes, (rho < 1.0 - margin) & (res < tol)
