@@ -75,7 +75,9 @@ def test_fixed_points_under_jit_and_vmap(name, iteration, step_map, constraint, 
         assert np.all(np.abs(sol.steps[0] - base.steps) <= 1)
 
 
-SMOOTH = [c for c in COMBOS if c[3].smooth]
+# Every schedule gives the same fixed points (asserted above to 1e-8), and the derivative
+# is a function of the fixed point and the map: one schedule per iteration × map × constraint.
+SMOOTH = [c for c in COMBOS if c[3].smooth and c[0].endswith("-mapped")]
 
 
 @pytest.mark.parametrize("name,iteration,step_map,constraint,schedule", SMOOTH, ids=[c[0] for c in SMOOTH])
@@ -127,6 +129,8 @@ assert len(jax.devices()) == 2, jax.devices()
 x, grid, betas = registry.problem()
 out = {}
 for name, it, sm, con, sch in registry.combinations():
+    if not name.endswith("-mapped"):
+        continue  # one inner schedule per iteration × map × constraint: the schedules are compared above
     kw = dict(iteration=it, step_map=sm, constraint=con, psi0=grid.z, throw=False)
     one = vf.solve(x, betas, grid, schedule=sch, **kw)
     two = vf.solve(x, betas, grid, schedule=vf.Sharded(inner=sch), **kw)
@@ -143,7 +147,7 @@ def test_sharded_equals_one_device():
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(out) == set(IDS)
+    assert set(out) == {name for name in IDS if name.endswith("-mapped")}
     for name, r in out.items():
         # the same arithmetic per problem on each device; only the batch layout differs
         assert r["dpsi"] < 1e-10 and r["same_status"] and r["converged"], (name, r)

@@ -178,7 +178,9 @@ def log_m(psi, x, beta, log_prior) -> jax.Array:
 @_checked
 def tile_posterior(psi, x, beta, log_prior) -> jax.Array:
     """q_ia = m_ia π_a, the posterior over tiles of each x_i; shape (n, K), rows sum to 1."""
-    return jnp.exp(log_m(psi, x, beta, log_prior) + log_prior[None, :])
+    # a softmax over tiles, not exp(log m + log π): normalised to rounding even where the
+    # logits are large (the error of log c_i cancels)
+    return jax.nn.softmax(log_m(psi, x, beta, log_prior) + log_prior[None, :], axis=1)
 
 
 @_checked

@@ -66,7 +66,7 @@ def jacobian_factors(psi, x, beta, log_prior) -> JacobianFactors:
     """The factors of ∂F/∂ψ at ψ (K, d) for data x (n, d)."""
     log_m_t, _ = encoder(psi, x, beta, log_prior)  # eq. (14), (K, n)
     w = jax.nn.softmax(log_m_t, axis=1)  # the weights of eq. (15): each tile's row sums to 1
-    q = jnp.exp(log_m_t + log_prior[:, None])  # the tile posterior q_jb, transposed: columns sum to 1
+    q = jax.nn.softmax(log_m_t + log_prior[:, None], axis=0)  # the tile posterior q_jb, transposed
     psi_new = w @ x  # (K, d)
     d_new = x[None, :, :] - psi_new[:, None, :]  # x_j − ψ'_b, (K, n, d)
     d_old = x[None, :, :] - psi[:, None, :]  # x_j − ψ_b
