@@ -30,9 +30,10 @@ CONSTRAINTS = {
     "bound": vf.LipschitzBound(L=(3.0, 2.0, 1.5), support="local", r=0.4),
 }
 SCHEDULES = {
-    "pool": vf.Pool(width=2),
-    "vmapped": vf.Vmapped(batch_size=2),   # B = 3: a vmapped chunk of 2 and a remainder
-    "mapped": vf.Vmapped(batch_size=1),    # one problem at a time (lax.map)
+    "pool": vf.Pool(width=2),              # B = 3: a slot is refilled
+    "mapped": vf.Vmapped(batch_size=1),    # one problem at a time (lax.map); inside the tests'
+                                           # jit(vmap) over data sets it is vmapped too. Chunks of
+                                           # several vmapped β: tests/test_schedule.py
 }
 
 
