@@ -111,8 +111,7 @@ def _sweep(args) -> int:
 
     import vaefp_jax as vf
     from vaefp_jax.clusters import count_distinct, default_merge_tol
-    from vaefp_jax.engine.schedules import default_batch_size
-    from vaefp_jax.maps import default_step_map
+    from vaefp_jax.engine.solve import prepare
 
     if args.beta_max <= args.beta_min:
         raise ValueError(f"--beta-max ({args.beta_max}) must exceed --beta-min ({args.beta_min})")
@@ -124,10 +123,11 @@ def _sweep(args) -> int:
     xj = jnp.asarray(x, dtype)
     psi0 = vf.initial_psi(xj, grid, iteration.init_noise, jax.random.PRNGKey(args.seed))
     (n, d), K = x.shape, grid.num_tiles
-    step_map = STEP_MAPS[args.map]()
-    step_map = default_step_map(n, K, d) if step_map is None else step_map
-    width = args.batch_size or default_batch_size(len(betas), *step_map.lane_shape(n, K), np.dtype(dtype).itemsize)
-    width = min(width, len(betas))
+    # the map and slot count the engine resolves (needed here for the chunks and u)
+    setup = prepare(xj, betas, grid, iteration=iteration, step_map=STEP_MAPS[args.map](),
+                    schedule=vf.Pool(width=args.batch_size))
+    step_map = setup["step_map"]
+    width = setup["schedule"].resolved(setup["num"], setup["lane_shape"], setup["itemsize"]).width
     chunk = min(len(betas), 4 * width)  # β per call (progress granularity); the pool refills within a call
     u_fn = jax.jit(jax.vmap(step_map.order_parameter, in_axes=(0, None, 0, None)))
     parts, tol = [], None

@@ -55,6 +55,11 @@ def default_batch_size(num_problems: int, num_points: int | None = None, num_til
     return max(1, lanes)
 
 
+def _resolved_width(value, num, lane_shape, itemsize) -> int:
+    """A schedule's width: as given or :func:`default_batch_size`, at most ``num``."""
+    return int(min(value or default_batch_size(num, *lane_shape, itemsize), num))
+
+
 def _check_width(name, value):
     if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -83,8 +88,7 @@ class Vmapped(Schedule):
                              "for every lane): use Vmapped(batch_size=1), the default")
 
     def resolved(self, num, lane_shape, itemsize):
-        size = self.batch_size or default_batch_size(num, *lane_shape, itemsize)
-        return dataclasses.replace(self, batch_size=int(min(size, num)))
+        return dataclasses.replace(self, batch_size=_resolved_width(self.batch_size, num, lane_shape, itemsize))
 
     def run(self, one, step_fns, theta, psi0, num):
         shared = psi0.ndim == 2   # one ψ^0 for all problems: not copied B times
@@ -112,8 +116,7 @@ class Pool(Schedule):
             raise ValueError("Pool does not record trajectories: use Vmapped with record_every")
 
     def resolved(self, num, lane_shape, itemsize):
-        size = self.width or default_batch_size(num, *lane_shape, itemsize)
-        return dataclasses.replace(self, width=int(min(size, num)))
+        return dataclasses.replace(self, width=_resolved_width(self.width, num, lane_shape, itemsize))
 
     def run(self, one, step_fns, theta, psi0, num):
         start, step, report = step_fns.start, step_fns.step, step_fns.report
@@ -143,7 +146,10 @@ class Pool(Schedule):
             put = lambda out, v: out.at[dest].set(v, mode="drop")
             nxt = s["queue"] + jnp.cumsum(stop) - 1  # the problem each stopped slot takes next
             refill = stop & (nxt < B)
-            fresh_psi, fresh_aux = jax.vmap(begin)(nxt)
+            # the next problems' starts only in a step where a slot stops (the loop is not
+            # vmapped, so the conditional really branches)
+            fresh_psi, fresh_aux = jax.lax.cond(jnp.any(refill), lambda: jax.vmap(begin)(nxt),
+                                                lambda: (new, aux))
             keep = lambda f, v: jnp.where(refill.reshape((-1,) + (1,) * (v.ndim - 1)), f, v)
             return dict(psi=keep(fresh_psi, new), aux=jax.tree.map(keep, fresh_aux, aux),
                         who=jnp.where(stop, jnp.where(refill, nxt, -1), s["who"]), t=jnp.where(stop, 0, t),

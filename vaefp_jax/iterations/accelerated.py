@@ -133,7 +133,9 @@ def _extrapolated_iterate(problem, psi, tol, max_steps, every: int = 8):
         settled = (since >= every) & (ratio > 0.5) & (ratio < 0.9999) & \
             (jnp.abs(ratio - ratio_prev) < 0.01 * (1 - ratio))
         jump = new + (ratio / (1 - ratio)) * diff
-        ok = settled & (problem.free_energy(jump) <= problem.free_energy(new))
+        # the two free energies (a map evaluation each) only when a jump is proposed
+        ok = jax.lax.cond(settled, lambda: problem.free_energy(jump) <= problem.free_energy(new),
+                          lambda: jnp.bool_(False))
         out = jnp.where(ok, jump, new)
         return (out, t + 1, r, ratio, jnp.where(ok, 0, since + 1),
                 evals + 1 + jnp.where(settled, 2, 0))

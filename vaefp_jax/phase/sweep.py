@@ -48,6 +48,7 @@ from vaefp_jax.implicit import (
     spectral_radius,
 )
 from vaefp_jax.iterations.damped import Damped
+from vaefp_jax.maps.dense import DenseMap
 
 __all__ = ["SweepResult", "sweep", "order_parameter_at_fixed_point", "default_linear_solver"]
 
@@ -86,8 +87,6 @@ def order_parameter_at_fixed_point(beta, x, log_prior, psi_star, *, step_map=Non
     it. ``params``: the constraint's per-problem values (e.g. {"strength": s}) and
     ``shared`` its shared arrays (as :func:`vaefp_jax.engine.solve.prepare` makes them).
     """
-    from vaefp_jax.maps.dense import DenseMap
-
     step_map = DenseMap() if step_map is None else step_map
     constraint = Unconstrained() if constraint is None else constraint
     linear_solver = Woodbury() if linear_solver is None else linear_solver
@@ -211,8 +210,7 @@ def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constrai
     key = jax.random.PRNGKey(0) if key is None else key
     static_c = s["constraint"].static()
     if continuation is None:
-        psi0 = initial_batch(xj, grid, psi0, s["iteration"].init_noise, None if key is None else key, B, dtype,
-                             broadcast=False)
+        psi0 = initial_batch(xj, grid, psi0, s["iteration"].init_noise, key, B, dtype, broadcast=False)
         out = run(s, psi0, key, record_every)
     else:
         if record_every:
