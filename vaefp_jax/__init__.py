@@ -14,47 +14,82 @@ One entry point per problem, with the ways of solving it as strategy objects:
 * :func:`sweep` — the same objects, plus u, u′, u″ by implicit differentiation
   and the spectral radius (phase detection); :func:`critical_betas`,
   :func:`refine_critical_beta`.
+* :func:`phase_analysis` — the whole analysis of a data set: β range from the
+  data, sweep, critical temperatures, the merge tree and the cluster label of
+  every point at each level, as a :class:`PhaseResult` (``plot``, ``save``,
+  :func:`load`).
 
 Packages: ``equations`` (eq. 14–15, the reference), ``maps``, ``constraints``
 (Appendix B), ``iterations``, ``engine``, ``implicit`` and ``tile_jacobian``
 (derivatives), ``phase``, ``linalg`` (every dense solve; never a batched LAPACK
 call on CPU), ``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``,
-``mnist`` and ``vae`` (Figure 1), ``figures``.
+``runs`` (saved results), ``mnist`` and ``vae`` (Figure 1), ``figures``.
+
+Attributes are imported on first use, so that ``import vaefp_jax`` (and the
+``vaefp`` command line) does not import JAX until something needs it.
 """
 
-from vaefp_jax import constraints, datasets, equations, propositions
-from vaefp_jax.constraints import LipschitzBound, LipschitzStrength, Unconstrained
-from vaefp_jax.engine.initial import initial_psi
-from vaefp_jax.engine.schedules import Pool, Vmapped
-from vaefp_jax.engine.sharded import Sharded
-from vaefp_jax.engine.solution import NotConvergedError, Solution, Status
-from vaefp_jax.engine.solve import solve
-from vaefp_jax.equations import (
-    free_energy,
-    log_m,
-    order_parameter,
-    squared_distances,
-    step,
-    tile_posterior,
-)
-from vaefp_jax.grid import LatentGrid
-from vaefp_jax.implicit import GMRES, Dense, Woodbury, implicit_fixed_point
-from vaefp_jax.iterations import Accelerated, Damped
-from vaefp_jax.maps import BlockedMap, DenseMap, PallasMap
-from vaefp_jax.phase import (
-    CriticalPoint,
-    SweepResult,
-    critical_betas,
-    refine_critical_beta,
-    sweep,
-)
+from __future__ import annotations
 
-__version__ = "0.2.0"
+import importlib
 
-__all__ = [
-    "Accelerated", "BlockedMap", "CriticalPoint", "Damped", "Dense", "DenseMap", "GMRES", "LatentGrid",
-    "LipschitzBound", "LipschitzStrength", "NotConvergedError", "PallasMap", "Pool", "Sharded", "Solution",
-    "Status", "SweepResult", "Unconstrained", "Vmapped", "Woodbury", "constraints", "critical_betas", "datasets",
-    "equations", "free_energy", "implicit_fixed_point", "initial_psi", "log_m", "order_parameter", "propositions",
-    "refine_critical_beta", "solve", "squared_distances", "step", "sweep", "tile_posterior",
-]
+__version__ = "0.3.0"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "LipschitzBound": "vaefp_jax.constraints",
+    "LipschitzStrength": "vaefp_jax.constraints",
+    "Unconstrained": "vaefp_jax.constraints",
+    "initial_psi": "vaefp_jax.engine.initial",
+    "Pool": "vaefp_jax.engine.schedules",
+    "Vmapped": "vaefp_jax.engine.schedules",
+    "Sharded": "vaefp_jax.engine.sharded",
+    "NotConvergedError": "vaefp_jax.engine.solution",
+    "Solution": "vaefp_jax.engine.solution",
+    "Status": "vaefp_jax.engine.solution",
+    "solve": "vaefp_jax.engine.solve",
+    "free_energy": "vaefp_jax.equations",
+    "log_m": "vaefp_jax.equations",
+    "order_parameter": "vaefp_jax.equations",
+    "squared_distances": "vaefp_jax.equations",
+    "step": "vaefp_jax.equations",
+    "tile_posterior": "vaefp_jax.equations",
+    "LatentGrid": "vaefp_jax.grid",
+    "GMRES": "vaefp_jax.implicit",
+    "Dense": "vaefp_jax.implicit",
+    "Woodbury": "vaefp_jax.implicit",
+    "implicit_fixed_point": "vaefp_jax.implicit",
+    "Accelerated": "vaefp_jax.iterations",
+    "Damped": "vaefp_jax.iterations",
+    "BlockedMap": "vaefp_jax.maps",
+    "DenseMap": "vaefp_jax.maps",
+    "PallasMap": "vaefp_jax.maps",
+    "CriticalPoint": "vaefp_jax.phase",
+    "SweepResult": "vaefp_jax.phase",
+    "critical_betas": "vaefp_jax.phase",
+    "refine_critical_beta": "vaefp_jax.phase",
+    "sweep": "vaefp_jax.phase",
+    "MergeTree": "vaefp_jax.phase",
+    "PhaseResult": "vaefp_jax.phase",
+    "default_beta_range": "vaefp_jax.phase",
+    "phase_analysis": "vaefp_jax.phase",
+    "SweepRun": "vaefp_jax.runs",
+    "load": "vaefp_jax.runs",
+}
+_SUBMODULES = ("constraints", "datasets", "equations", "propositions")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"vaefp_jax.{name}")
+    raise AttributeError(f"module 'vaefp_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

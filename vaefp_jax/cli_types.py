@@ -1,11 +1,14 @@
-"""Argument types of the ``vaefp`` commands: one-line errors for bad numbers (no JAX imported)."""
+"""Argument types and exit codes of the ``vaefp`` commands (no JAX imported)."""
 
 from __future__ import annotations
 
 import argparse
 import math
 
-__all__ = ["positive_float", "positive_int"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_NOT_CONVERGED", "positive_float", "positive_int"]
+
+EXIT_BAD_INPUT = 2       # argparse's code for a usage error; also every one-line input error
+EXIT_NOT_CONVERGED = 3   # --strict, and some β did not converge
 
 
 def positive_float(text: str) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["group_fixed_points", "count_distinct", "default_merge_tol"]
+__all__ = ["adjusted_rand_index", "count_distinct", "default_merge_tol", "group_fixed_points"]
 
 
 def default_merge_tol(x) -> float:
@@ -38,3 +38,28 @@ def count_distinct(psi, tol: float) -> np.ndarray | int:
     if psi.ndim == 3:
         return np.array([count_distinct(p, tol) for p in psi])
     return int(group_fixed_points(psi, tol).max() + 1) if psi.shape[0] else 0
+
+
+def adjusted_rand_index(labels_true, labels_pred) -> float:
+    """Hubert and Arabie's adjusted Rand index of two labelings of the same n points.
+
+    ARI = (Σ_ij C(n_ij, 2) − E) / (½ (Σ_i C(a_i, 2) + Σ_j C(b_j, 2)) − E), with
+    n_ij the contingency table, a, b its margins and E = Σ C(a_i,2) Σ C(b_j,2) / C(n,2):
+    1 for identical partitions, ~0 for independent ones. Labels may be any
+    hashable values (strings, integers). Two one-cluster labelings score 1.
+    """
+    a = np.asarray(labels_true)
+    b = np.asarray(labels_pred)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"need two 1-D labelings of equal length, got shapes {a.shape} and {b.shape}")
+    _, ia = np.unique(a, return_inverse=True)
+    _, ib = np.unique(b, return_inverse=True)
+    table = np.zeros((ia.max() + 1, ib.max() + 1), np.float64)
+    np.add.at(table, (ia, ib), 1.0)
+    pairs = lambda m: np.sum(m * (m - 1.0)) / 2.0
+    index, rows, cols, total = pairs(table), pairs(table.sum(1)), pairs(table.sum(0)), pairs(np.array([a.size]))
+    expected = rows * cols / total if total > 0 else 0.0
+    maximum = 0.5 * (rows + cols)
+    if maximum == expected:  # both labelings trivial (one cluster, or all singletons)
+        return 1.0
+    return float((index - expected) / (maximum - expected))

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["three_clusters", "gaussian_blob", "mixture_of_lines", "mixture_of_circles",
-           "DATASETS", "load_builtin"]
+__all__ = [
+    "COMPONENTS",
+    "DATASETS",
+    "gaussian_blob",
+    "load_builtin",
+    "mixture_of_circles",
+    "mixture_of_lines",
+    "three_clusters",
+]
 
 
 def _split(n: int, parts: int) -> list[int]:
@@ -72,9 +79,20 @@ DATASETS = {
 }
 
 
-def load_builtin(name: str, n: int | None = None, seed: int = 0) -> np.ndarray:
-    """One of :data:`DATASETS` by name, with its default size unless ``n`` is given."""
+# Mixture components of each dataset, in the order the generator emits their points.
+COMPONENTS = {"three-clusters": 3, "blob": 1, "lines": 3, "circles": 3}
+
+
+def load_builtin(name: str, n: int | None = None, seed: int = 0, with_labels: bool = False):
+    """One of :data:`DATASETS` by name, with its default size unless ``n`` is given.
+
+    With ``with_labels``, returns (x, labels): the (n,) index of the mixture
+    component (cluster, line or circle) each point was drawn from."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
     gen = DATASETS[name]
-    return gen(seed=seed) if n is None else gen(n=n, seed=seed)
+    x = gen(seed=seed) if n is None else gen(n=n, seed=seed)
+    if not with_labels:
+        return x
+    parts = COMPONENTS[name]
+    return x, np.repeat(np.arange(parts), _split(x.shape[0], parts))

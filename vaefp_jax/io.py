@@ -1,91 +1,260 @@
-"""Reading user data points from .npy / .npz / .csv files."""
+"""Reading user data tables: points ``x`` (n, d) and optional labels from .npy / .npz / text files.
+
+:func:`read_table` returns a :class:`Table` (the points, the labels, the column names, the file's
+sha256 and notes saying what was inferred); :func:`load_points` returns only the points.
+
+* ``.npy``: a 2-D numeric array; its columns are named ``"0"``, ``"1"``, …
+* ``.npz``: the array named ``key``, else ``x``, else the only array (other than a label array);
+  labels may come from a column of it or from another 1-D array of length n (``label_column="y"``).
+* ``.csv`` / ``.tsv`` / ``.txt`` (UTF-8, a byte-order mark is skipped; blank lines and lines
+  starting with ``#`` are skipped), parsed by :mod:`vaefp_jax.io_text`:
+
+  - the delimiter is the first of tab, ``;``, ``,`` that splits the first lines into one number
+    (> 1) of fields, else whitespace; quoted fields are read as one field; with ``;`` a decimal
+    comma (``5,1``) is read as 5.1;
+  - the first row is a header when one of its fields is text over a number in the second row;
+  - scikit-learn's bundled format (first line ``150,4,setosa,versicolor,virginica``: the number
+    of rows, of features, then class names) has no header names, and its last column is the
+    label by default, given as the class names.
+
+Columns are chosen by header name or 0-based index; every column used as data must be numbers
+(a text column must be named as the label column or left out), finite and present on every row.
+Every error is a one-line ``ValueError`` naming the file (and the line and column where one is
+at fault). Only NumPy and the standard library are used: the command line imports this before JAX.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import os
+import re
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["load_points"]
+from vaefp_jax.io_text import label_values, numeric_column, parse_text, show
+
+__all__ = ["Table", "load_points", "read_table"]
+
+_TEXT = (".csv", ".tsv", ".txt")
+_INDEX = re.compile(r"[+-]?[0-9]+")
 
 
-def load_points(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
-    """Data points of shape (n, d) as float64 from ``path``.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Table:
+    """A data table read by :func:`read_table`.
 
-    * ``.npy``: a 2-D numeric array;
-    * ``.npz``: the array named ``key``, else ``x`` if present, else the only array;
-    * ``.csv`` / ``.txt``: numbers separated by commas (or whitespace), one point
-      per row; a first row that is not numeric is taken as a header.
+    **Fields:**
+    - ``x``: (n, d) float64, finite — the points, one per row;
+    - ``labels``: (n,) strings from the label column (class names for scikit-learn's files), or None;
+    - ``columns``: the names of ``x``'s d columns (header names, or the 0-based column index in
+      the file, as a string, when there is no header);
+    - ``label_name``: the name of the label column (or label array), or None;
+    - ``path``: the file read; ``sha256``: hex digest of its bytes;
+    - ``notes``: one-line sentences saying what was inferred.
+    """
 
-    Raises ``ValueError`` with the reason for anything else.
+    x: np.ndarray
+    labels: np.ndarray | None
+    columns: tuple[str, ...]
+    label_name: str | None
+    path: str
+    sha256: str
+    notes: tuple[str, ...]
+
+
+def read_table(path: str | os.PathLike, *, columns: str | Sequence[str | int] | None = None,
+               label_column: str | int | None = None, key: str | None = None) -> Table:
+    """The data table in ``path`` (.npy, .npz, .csv, .tsv or .txt).
+
+    **Arguments:**
+    - ``columns``: the columns of ``x``, by header name or 0-based index (ints, or strings that
+      are integers when no name matches), or one comma-separated string ``"a,b,3"``; None: all
+      columns but the label column.
+    - ``label_column``: the column (name or 0-based index) whose values become ``labels`` and
+      which is left out of ``x``; for .npz also the name of another 1-D array of length n.
+    - ``key``: for .npz, the name of the array of points.
+
+    **Returns:** a :class:`Table`. Raises a one-line ``ValueError`` naming the file for anything
+    it cannot read unambiguously.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"data file {path!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"data file {path!r} is a directory")
     ext = os.path.splitext(path)[1].lower()
-    if ext == ".npy":
-        arr = _np_load(path)
-    elif ext == ".npz":
-        z = _np_load(path)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError(f"could not read {path!r} as .npz")
-        with z:
-            names = list(z.keys())
-            if key is not None:
-                if key not in names:
-                    raise ValueError(f"{path!r} has no array {key!r} (it has {names})")
-                name = key
-            elif "x" in names:
-                name = "x"
-            elif len(names) == 1:
-                name = names[0]
-            else:
-                raise ValueError(f"{path!r} holds several arrays {names}: name one (key), or call it 'x'")
-            arr = z[name]
-    elif ext in (".csv", ".txt"):
-        arr = _read_text(path)
+    if ext not in _TEXT + (".npy", ".npz"):
+        raise ValueError(f"{path}: unsupported data file type {ext!r}: use .npy, .npz, .csv, .tsv or .txt")
+    with open(path, "rb") as f:
+        data = f.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if ext in _TEXT:
+        return _text_table(path, data, digest, columns, label_column)
+    return _array_table(path, data, digest, ext, columns, label_column, key)
+
+
+def load_points(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+    """Data points of shape (n, d) as float64 from ``path``: ``read_table(path, key=key).x``.
+
+    For a text file with a text column (other than scikit-learn's class column), name it as
+    the label column with :func:`read_table`.
+    """
+    return read_table(path, key=key).x
+
+
+def _text_table(path, data, digest, columns, label_column) -> Table:
+    grid = parse_text(path, data)
+    last = len(grid.names) - 1
+    cols, lab = _select(path, grid.names, columns, label_column, last if grid.classes else None)
+    x = np.column_stack([numeric_column(grid, j, path) for j in cols])
+    notes = list(grid.notes)
+    if grid.classes:
+        use = ("the last column is the class label" if lab == last else
+               "its last column (the class codes) is used as given")
+        notes.append(f"first line is a scikit-learn header ({len(grid.rows)} rows, {last} features, classes "
+                     f"{', '.join(grid.classes)}): {use}")
+    labels = None if lab is None else label_values(grid, lab)
+    if labels is not None:
+        notes.append(f"labels from column {show(grid.names[lab])} (index {lab}): "
+                     f"{len(np.unique(labels))} distinct values")
+    return _table(path, digest, x, labels, grid.names, cols, lab, notes)
+
+
+def _array_table(path, data, digest, ext, columns, label_column, key) -> Table:
+    notes, label_array, label_name = [], None, None
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as err:  # noqa: BLE001 -- not a NumPy file, truncated, pickled objects
+        raise ValueError(f"{path}: could not read it as a NumPy {ext} file: {_line(str(err))}") from None
+    if ext == ".npz":
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: could not read it as .npz (it holds a single .npy array)")
+        with loaded:
+            arrays = list(loaded.keys())
+            if isinstance(label_column, str) and label_column in arrays and label_column != key:
+                label_name, label_array = label_column, _load_member(path, loaded, label_column)
+            arr, name = _npz_points(path, loaded, [n for n in arrays if n != label_name], arrays, key)
+        notes.append(f"points from array {show(name)} of the archive (arrays: {', '.join(arrays)})")
+    elif isinstance(loaded, np.lib.npyio.NpzFile):
+        loaded.close()
+        raise ValueError(f"{path}: could not read it as .npy (it is an .npz archive)")
     else:
-        raise ValueError(f"unsupported data file type {ext!r}: use .npy, .npz or .csv")
-    arr = np.asarray(arr)
+        arr = loaded
+    arr = _points_array(path, np.asarray(arr))
+    names = tuple(str(j) for j in range(arr.shape[1]))
+    hint = f" (the archive's arrays: {', '.join(arrays)})" if ext == ".npz" else ""
+    cols, lab = _select(path, names, columns, None if label_array is not None else label_column, None, hint)
+    if label_array is not None:
+        if label_array.shape != (arr.shape[0],):
+            raise ValueError(f"{path}: label array {show(label_name)} has shape {label_array.shape}, "
+                             f"expected ({arr.shape[0]},) (one label per point)")
+        labels = _label_strings(label_array)
+        notes.append(f"labels from array {show(label_name)}: {len(np.unique(labels))} distinct values")
+    elif lab is not None:
+        labels, label_name = _label_strings(arr[:, lab]), names[lab]
+        notes.append(f"labels from column {lab}: {len(np.unique(labels))} distinct values")
+    else:
+        labels = None
+    x = arr[:, cols].astype(np.float64)
+    bad = np.argwhere(~np.isfinite(x))
+    if bad.size:
+        i, j = bad[0]
+        raise ValueError(f"{path}: a NaN or inf value at row {i} (0-based), column {cols[j]}")
+    table = _table(path, digest, x, labels, names, cols, lab, notes)
+    return dataclasses.replace(table, label_name=label_name)
+
+
+def _npz_points(path, archive, candidates, names, key):
+    if key is not None:
+        if key not in names:
+            raise ValueError(f"{path}: no array {key!r} in the archive (it has {', '.join(names)})")
+        name = key
+    elif "x" in candidates:
+        name = "x"
+    elif len(candidates) == 1:
+        name = candidates[0]
+    else:
+        raise ValueError(f"{path}: the archive holds several arrays ({', '.join(names)}): name one (key), "
+                         "or call it 'x'")
+    return _load_member(path, archive, name), name
+
+
+def _load_member(path, archive, name) -> np.ndarray:
+    try:
+        return np.asarray(archive[name])
+    except Exception as err:  # noqa: BLE001 -- pickled objects, a damaged member
+        raise ValueError(f"{path}: could not read array {name!r}: {_line(str(err))}") from None
+
+
+def _points_array(path, arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
-        raise ValueError(f"{path!r} must hold real numbers, got dtype {arr.dtype}")
+        raise ValueError(f"{path}: must hold real numbers, got dtype {arr.dtype}")
     if arr.ndim == 1:
-        raise ValueError(f"{path!r} holds a 1-D array of shape {arr.shape}: points must be rows of an (n, d) array")
+        raise ValueError(f"{path}: holds a 1-D array of shape {arr.shape}: points must be rows of an (n, d) array")
     if arr.ndim != 2:
-        raise ValueError(f"{path!r} must hold an (n, d) array, got shape {arr.shape}")
+        raise ValueError(f"{path}: must hold an (n, d) array, got shape {arr.shape}")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{path!r} holds no points (shape {arr.shape})")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{path!r} has a NaN or inf value (row {bad[0]}, column {bad[1]})")
+        raise ValueError(f"{path}: holds no points (shape {arr.shape})")
     return arr
 
 
-def _np_load(path: str):
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as err:  # not a NumPy file, truncated, pickled objects
-        raise ValueError(f"could not read {path!r} as a NumPy file: {err}") from err
+def _label_strings(values: np.ndarray) -> np.ndarray:
+    """Labels as compact strings: ``"0"`` for an integral float, the shortest repr otherwise."""
+    if values.dtype.kind == "S":
+        return np.array([v.decode("utf-8", "replace") for v in values.tolist()], dtype=str)
+    if values.dtype.kind == "f":
+        return np.array([str(int(v)) if v.is_integer() else repr(v) for v in values.tolist()], dtype=str)
+    return np.array([str(v) for v in values.tolist()], dtype=str)
 
 
-def _read_text(path: str) -> np.ndarray:
-    with open(path, encoding="utf-8") as f:
-        lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        raise ValueError(f"{path!r} is empty")
-    rows = []
-    for i, line in enumerate(lines):
-        fields = [t for t in line.replace(",", " ").split()]
-        try:
-            rows.append([float(t) for t in fields])
-        except ValueError:
-            if i == 0:
-                continue  # header
-            raise ValueError(f"{path!r} line {i + 1}: not numbers: {line[:60]!r}") from None
-    if not rows:
-        raise ValueError(f"{path!r} has a header but no data rows")
-    widths = {len(r) for r in rows}
-    if len(widths) != 1:
-        raise ValueError(f"{path!r}: rows have different numbers of columns {sorted(widths)}")
-    return np.array(rows, dtype=np.float64)
+def _select(path, names, columns, label_column, default_label, hint=""):
+    """(indices of x's columns, index of the label column or None)."""
+    def one(spec, what):
+        if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+            j = int(spec)
+        elif isinstance(spec, str) and spec.strip() in names:
+            return names.index(spec.strip())
+        elif isinstance(spec, str) and _INDEX.fullmatch(spec.strip()):
+            j = int(spec.strip())
+        elif isinstance(spec, str):
+            raise ValueError(f"{path}: no column named {show(spec)} for {what} (the columns are "
+                             f"{show(', '.join(names), 60)}){hint}")
+        else:
+            raise ValueError(f"{path}: {what} must be given by column name or 0-based index, got {show(repr(spec))}")
+        if not 0 <= j < len(names):
+            raise ValueError(f"{path}: column index {j} for {what} is out of range (the file has {len(names)} "
+                             f"columns, indices 0 to {len(names) - 1}){hint}")
+        return j
+
+    lab = None if label_column is None else one(label_column, "the label column")
+    if columns is None:
+        lab = default_label if label_column is None else lab
+        cols = [j for j in range(len(names)) if j != lab]
+    else:
+        if isinstance(columns, str):
+            columns = [columns] if columns.strip() in names else [c for c in columns.split(",") if c.strip()]
+        cols = [one(c, "columns") for c in columns]
+        for i, j in enumerate(cols):
+            if j in cols[:i]:
+                raise ValueError(f"{path}: column {show(names[j])} (index {j}) is selected twice in columns")
+        if lab is not None and lab in cols:
+            raise ValueError(f"{path}: column {show(names[lab])} (index {lab}) is both the label column "
+                             "and in columns: leave it out of one")
+        if label_column is None and default_label is not None and default_label not in cols:
+            lab = default_label
+    if not cols:
+        raise ValueError(f"{path}: no columns are left for the points (the file has {len(names)}, "
+                         f"{'none' if lab is None else 'one'} of them the label column)")
+    return cols, lab
+
+
+def _table(path, digest, x, labels, names, cols, lab, notes) -> Table:
+    return Table(x=x, labels=labels, columns=tuple(names[j] for j in cols),
+                 label_name=None if lab is None else names[lab], path=path, sha256=digest, notes=tuple(notes))
+
+
+def _line(text: str) -> str:
+    return " ".join(text.split())[:200]

@@ -10,11 +10,14 @@ import jax
 import numpy as np
 
 from vaefp_jax import datasets, phase
+from vaefp_jax.cli_types import EXIT_NOT_CONVERGED
 from vaefp_jax.engine.solve import solve
+from vaefp_jax.figures.phase import draw_order_parameter
 from vaefp_jax.grid import LatentGrid
 from vaefp_jax.iterations import Damped
+from vaefp_jax.runs import prepare_out
 
-__all__ = ["Figure3Data", "compute_figure3", "plot_figure3", "figure3", "figure3_command"]
+__all__ = ["Figure3Data", "compute_figure3", "figure3", "figure3_command", "plot_figure3"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,37 +93,10 @@ def plot_figure3(data: Figure3Data, max_tracks: int = 400):
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-    res = data.sweep
-    order = np.argsort(res.beta)
-    beta = res.beta[order]
-    ok = np.asarray(res.converged)[order]
-    ok_fd = ok.copy()
-    ok_fd[1:-1] &= ok[:-2] & ok[2:]   # the three-point difference needs both neighbours
     ax_u = fig.add_subplot(gs[1, :ns])
-    ax_u.semilogx(beta[ok], res.u[order][ok], "k.-", ms=3)
-    if not ok.all():
-        ax_u.semilogx(beta[~ok], res.u[order][~ok], "x", color="0.5", ms=5,
-                      label=f"not converged ({int((~ok).sum())} β)")
-        ax_u.legend(fontsize=7, loc="lower right")
-    ax_u.set_xlabel("β")
-    ax_u.set_ylabel("u(β) = E‖x − g(z)‖²")
     ax_d = fig.add_subplot(gs[1, ns:])
-    pointwise, fd = phase.curvature(res, data.variable)
-    pointwise, fd = np.where(ok, pointwise, np.nan), np.where(ok_fd, fd, np.nan)
-    floor = max(np.nanmax(pointwise) if ok.any() else 0.0, 1e-30) * 1e-6
-    ax_d.loglog(beta, np.maximum(pointwise, floor), "k.-", ms=3, label="implicit (pointwise)")
-    ax_d.loglog(beta, np.maximum(fd, floor), color="tab:orange", lw=0.8, alpha=0.8,
-                label="finite differences of the sweep")
-    ax_d.set_xlabel("β")
-    ax_d.set_ylabel("|∂²u/∂(ln β)²|" if data.variable == "log_beta" else "|∂²u/∂β²|")
-    ax_d.legend(fontsize=7, loc="lower left")
-    shown = []
-    for p, rb in zip(data.peaks, data.refined):
-        refined = rb is not None and np.isfinite(rb)
-        at = float(rb) if refined else p.beta
-        shown.append(f"{at:.3g}" if refined else f"{at:.3g} (unrefined)")
-        for ax in (ax_u, ax_d):
-            ax.axvline(at, color="0.5", lw=1, ls="-" if refined else "--")
+    shown = draw_order_parameter(ax_u, ax_d, data.sweep, [(p.beta, rb) for p, rb in zip(data.peaks, data.refined)],
+                                 data.variable)
     ax_u.set_title("top-%d β_c, refined: " % len(data.peaks) + ", ".join(shown), fontsize=9)
     fig.tight_layout()
     return fig
@@ -136,16 +112,17 @@ def figure3(out_path: str | None = None, **kwargs):
 
 
 def figure3_command(args) -> int:
-    """``vaefp figure 3``: writes figure3.png, figure3_sweep.npz and figure3_peaks.json."""
+    """``vaefp figure 3``: writes figure3.<format>, figure3_sweep.npz and figure3_peaks.json; exit code 3
+    under ``--strict`` when some β did not converge."""
     import matplotlib
 
     matplotlib.use("Agg")
     jax.config.update("jax_enable_x64", True)
-    os.makedirs(args.out, exist_ok=True)
+    prepare_out(args.out)
     kw = dict(seed=args.seed)
     if args.small:
         kw.update(k=12, betas=np.geomspace(1e-4, 1.0, 32), x=datasets.three_clusters(60, seed=args.seed))
-    png = os.path.join(args.out, "figure3.png")
+    png = os.path.join(args.out, f"figure3.{getattr(args, 'format', 'png')}")
     fig, data = figure3(png, **kw)
     res = data.sweep
     np.savez_compressed(os.path.join(args.out, "figure3_sweep.npz"), beta=res.beta, u=res.u, du=res.du,
@@ -156,11 +133,11 @@ def figure3_command(args) -> int:
         json.dump(peaks, f, indent=2)
     print(f"{'β_c (sweep)':>12} {'refined':>10} {'|u″| peak':>10} {'jump':>5} {'fixed pts below/above':>22}")
     for p in peaks:
-        print(f"{p['beta']:12.4g} {p['refined_beta']:10.4g} {p['height']:10.3g} {str(p['jump']):>5} "
+        print(f"{p['beta']:12.4g} {p['refined_beta']:10.4g} {p['height']:10.3g} {p['jump']!s:>5} "
               f"{p['fixed_points_below']:>11d}/{p['fixed_points_above']:<10d}")
     bad = int((~res.converged).sum())
     if bad:
         print(f"WARNING: {bad} of {res.beta.size} β did not converge; they are left out of the curvature "
               "curves and the peak search")
     print(f"wrote {png}")
-    return 0
+    return EXIT_NOT_CONVERGED if bad and getattr(args, "strict", False) else 0

@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from vaefp_jax import datasets
+from vaefp_jax.cli_types import EXIT_NOT_CONVERGED
 from vaefp_jax.constraints import (
     LipschitzStrength,
     lipschitz_coefficients,
@@ -31,8 +32,9 @@ from vaefp_jax.constraints import (
 from vaefp_jax.engine.solve import solve
 from vaefp_jax.grid import LatentGrid
 from vaefp_jax.iterations import Damped
+from vaefp_jax.runs import prepare_out
 
-__all__ = ["Panel", "Figure4Data", "compute_figure4", "plot_figure4", "figure4", "figure4_command"]
+__all__ = ["Figure4Data", "Panel", "compute_figure4", "figure4", "figure4_command", "plot_figure4"]
 
 BETAS = (3e-4, 2e-3, 8e-3, 3e-2)
 BETA_CONSTRAINED = 1e-3
@@ -193,12 +195,13 @@ def figure4(out_path: str | None = None, *, k: int = 32, small: bool = False, dp
 
 
 def figure4_command(args) -> int:
-    """``vaefp figure 4 [--small] [--seed S] [--out DIR]``: writes DIR/figure4.png."""
+    """``vaefp figure 4 [--small] [--seed S] [--out DIR] [--format F]``: writes DIR/figure4.<F>; exit code 3
+    under ``--strict`` when some panel did not converge."""
     import matplotlib
 
     matplotlib.use("Agg")
-    os.makedirs(args.out, exist_ok=True)
-    png = os.path.join(args.out, "figure4.png")
+    prepare_out(args.out)
+    png = os.path.join(args.out, f"figure4.{getattr(args, 'format', 'png')}")
     fig = figure4(png, small=bool(getattr(args, "small", False)), seed=int(getattr(args, "seed", 0)))
     fd = fig.figure4_data
     print(f"{'dataset':>8} {'row':>7} {'beta':>9} {'strength/ω₀':>11} {'steps':>6} {'conv':>5}")
@@ -208,4 +211,5 @@ def figure4_command(args) -> int:
                 print(f"{name:>8} {row:>7} {p.beta:9.3g} {p.strength:11.3g} {p.steps:6d} "
                       f"{'yes' if p.converged else 'no':>5}")
     print(f"wrote {png}")
-    return 0
+    bad = sum(not p.converged for rows in fd.panels.values() for panels in rows.values() for p in panels)
+    return EXIT_NOT_CONVERGED if bad and getattr(args, "strict", False) else 0

@@ -18,9 +18,9 @@ import json
 import pathlib
 import time
 
-from vaefp_jax.cli_types import positive_float, positive_int  # noqa: E402
+from vaefp_jax.cli_types import positive_float, positive_int
 
-__all__ = ["register", "add_train_arguments", "train_vae_command", "figure1_command", "config_from_args"]
+__all__ = ["add_train_arguments", "config_from_args", "figure1_command", "register", "train_vae_command"]
 
 _DESCRIPTION = """Train the VAE of the paper's Figure 1 (conditional RealNVP encoder, 2-D latent,
 N(0, I) prior, Gaussian likelihood with fixed σ) on 40 MNIST digits, then measure
@@ -96,7 +96,8 @@ def _exemplars_from_args(args):
 
 
 def evaluate_and_draw(trained, out: pathlib.Path, *, prior_samples: int = 100_000, posterior_samples: int = 1000,
-                      figure: bool = True, metrics_name: str = METRICS_FILE, resolution: int = 200):
+                      figure: bool = True, metrics_name: str = METRICS_FILE, resolution: int = 200,
+                      figure_format: str = "png"):
     """Tiling metrics → out/metrics.json and Figure 1 → out/figure1.png. Returns the metrics."""
     from vaefp_jax.vae.figure1 import figure1_data, save_figure1
     from vaefp_jax.vae.tiling import evaluate_tiling
@@ -108,7 +109,7 @@ def evaluate_and_draw(trained, out: pathlib.Path, *, prior_samples: int = 100_00
     print(metrics.summary())
     print(f"metrics: {out / metrics_name} ({time.perf_counter() - t0:.1f} s)")
     if figure:
-        path = out / FIGURE_FILE
+        path = out / pathlib.Path(FIGURE_FILE).with_suffix(f".{figure_format}")
         title = (f"{metrics.num_exemplars} MNIST exemplars, step {trained.step}: I(i;z) = "
                  f"{metrics.mutual_information:.3f} (ln n = {metrics.log_n:.3f}), tile-mass CV = {metrics.mass_cv:.3f}")
         save_figure1(figure1_data(trained, resolution=resolution), path, title=title)
@@ -160,5 +161,5 @@ def figure1_command(args) -> int:
                             progress=not getattr(args, "quiet", False))
     evaluate_and_draw(trained, out, prior_samples=20_000 if small else 100_000,
                       posterior_samples=200 if small else 1000, metrics_name="figure1_metrics.json",
-                      resolution=120 if small else 200)
+                      resolution=120 if small else 200, figure_format=getattr(args, "format", "png"))
     return 0

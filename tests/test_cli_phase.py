@@ -1,0 +1,132 @@
+"""``vaefp phase`` and the command-line conventions: --version, --help without JAX, --strict, outputs."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import vaefp_jax as vf
+from vaefp_jax import cli
+from vaefp_jax.cli_types import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED
+
+SMALL = ["--k", "6", "--num-betas", "10", "--top-k", "3", "--refine-merges", "2", "--quiet"]
+
+
+def test_phase_on_a_builtin_dataset(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = cli.main(["phase", "--n", "60", "--out", str(out), "--format", "pdf"] + SMALL)
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "β_c (sweep)" in text and "merge tree" in text and "adjusted Rand index" in text
+    for name in ("run.json", "phase.npz", "betas.csv", "critical.csv", "merges.csv", "labels.csv", "linkage.csv",
+                 "phase.pdf", "tree.pdf"):
+        assert (out / name).is_file(), name
+    r = vf.load(out)
+    assert isinstance(r, vf.PhaseResult) and r.x.shape == (60, 2)
+    assert r.record["data"] == {"source": "builtin", "dataset": "three-clusters", "n": 60, "seed": 0,
+                                "standardized": False} | {k: r.record["data"][k] for k in ("d",)}
+    rows = list(csv.reader(open(out / "labels.csv")))
+    assert len(rows) == 61 and rows[0][:2] == ["point", "true_label"]
+    assert len(rows[0]) == 2 + len(r.tree.beta)
+
+
+def _iris_with_species(path, **kw):
+    from sklearn.datasets import load_iris
+
+    d = load_iris()
+    with open(path, "w", newline="", **kw) as f:
+        w = csv.writer(f)
+        w.writerow(["sepal_length", "sepal_width", "petal_length", "petal_width", "species"])
+        for row, t in zip(d.data, d.target):
+            w.writerow(list(row) + [d.target_names[t]])
+    return d
+
+
+def test_phase_on_a_user_csv_with_a_text_label_column(tmp_path, capsys):
+    path = tmp_path / "iris.csv"
+    _iris_with_species(path)
+    assert cli.main(["phase", "--data", str(path), "--out", str(tmp_path / "a")] + SMALL) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert "species" in err and "--label-column" in err and len(err.splitlines()) == 1
+    rc = cli.main(["phase", "--data", str(path), "--label-column", "species", "--standardize",
+                   "--out", str(tmp_path / "b")] + SMALL)
+    assert rc == 0
+    assert "adjusted Rand index" in capsys.readouterr().out
+    r = vf.load(tmp_path / "b")
+    assert r.record["data"]["columns"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert r.record["data"]["sha256"] == vf.runs.file_sha256(path) and r.record["data"]["standardized"]
+    assert set(r.true_labels) == {"setosa", "versicolor", "virginica"}
+    np.testing.assert_allclose(r.x.mean(0), 0, atol=1e-12)
+
+
+def test_out_folder_is_checked_before_any_compute(tmp_path, capsys, monkeypatch):
+    import vaefp_jax.phase.analysis as analysis
+
+    monkeypatch.setattr(analysis, "phase_analysis", lambda *a, **k: pytest.fail("computed before the check"))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for command in ("phase", "sweep"):
+        assert cli.main([command, "--out", str(blocker), "--quiet"]) == EXIT_BAD_INPUT
+        assert "is an existing file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["phase", "--beta-min", "1", "--beta-max", "0.5"], "must exceed"),
+    (["phase", "--num-betas", "2"], "≥ 3"),
+    (["phase", "--columns", "a"], "applies to --data"),
+    (["phase", "--low", "1", "--high", "0"], "must be below"),
+    (["phase", "--protocol", "accelerated", "--damping", "0.5"], "--damping"),
+])
+def test_bad_options_get_one_line_errors(tmp_path, capsys, argv, match):
+    assert cli.main(argv + ["--out", str(tmp_path / "o"), "--quiet"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1
+
+
+def test_unknown_column_of_a_user_file(tmp_path, capsys):
+    path = tmp_path / "pts.csv"
+    np.savetxt(path, np.random.default_rng(0).normal(size=(10, 2)), delimiter=",", header="a,b", comments="")
+    assert cli.main(["phase", "--data", str(path), "--columns", "a,zz", "--out", str(tmp_path / "o"),
+                     "--quiet"]) == EXIT_BAD_INPUT
+    assert "zz" in capsys.readouterr().err
+
+
+def test_strict_exit_code_when_some_beta_did_not_converge(tmp_path, capsys):
+    argv = ["sweep", "--n", "30", "--k", "6", "--num-betas", "4", "--max-steps", "2", "--quiet"]
+    assert cli.main(argv + ["--out", str(tmp_path / "a")]) == 0
+    assert "did not converge" in capsys.readouterr().err
+    assert cli.main(argv + ["--out", str(tmp_path / "b"), "--strict"]) == EXIT_NOT_CONVERGED
+    run = vf.load(tmp_path / "b")
+    assert isinstance(run, vf.SweepRun) and not run.converged.all()
+    assert run.record["iteration"]["max_steps"] == 2 and run.record["data"]["dataset"] == "three-clusters"
+    np.testing.assert_array_equal(run.beta, np.geomspace(1e-4, 1.0, 4))
+    argv = ["phase", "--n", "30", "--protocol", "paper", "--max-steps", "20", "--continuation", "none"] + SMALL
+    assert cli.main(argv + ["--out", str(tmp_path / "c")]) == 0
+    assert "did not converge" in capsys.readouterr().err
+    r = vf.load(tmp_path / "c")
+    assert 0 < r.converged.sum() < r.beta.size and len(r.tree.beta) == r.converged.sum()
+    assert cli.main(argv + ["--out", str(tmp_path / "d"), "--strict"]) == EXIT_NOT_CONVERGED
+    argv = ["phase", "--n", "30", "--protocol", "paper", "--max-steps", "2"] + SMALL
+    assert cli.main(argv + ["--out", str(tmp_path / "e")]) == EXIT_NOT_CONVERGED
+    assert "none of the 10 β converged" in capsys.readouterr().err
+
+
+def test_version_and_help():
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-m", "vaefp_jax", "--version"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip() == f"vaefp_jax {vf.__version__}"
+    # --help of every command answers without importing JAX, and shows the defaults
+    probe = ("import sys\nfrom vaefp_jax.cli import main\n"
+             "for c in ([], ['phase'], ['sweep'], ['figure'], ['train-vae']):\n"
+             "    try:\n        main(c + ['--help'])\n    except SystemExit:\n        pass\n"
+             "print('JAX IMPORTED' if 'jax' in sys.modules else 'no jax')\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and out.stdout.strip().endswith("no jax"), out.stderr
+    assert "(default: 48)" in out.stdout and "(default: runs/phase)" in out.stdout
+    assert "(default: 64)" in out.stdout and "(default: 12)" in out.stdout

@@ -1,0 +1,60 @@
+"""The ``vaefp`` command line.
+
+    vaefp phase                 critical temperatures, merge tree and cluster labels of a data set
+    vaefp sweep                 fixed points and u(β) over a range of β
+    vaefp figure {1,3,4}        the paper's figures
+    vaefp train-vae             the RealNVP-encoder VAE of Figure 1
+
+Exit codes: 0 success; 2 bad input (a one-line message says which); 3 some β did
+not converge and ``--strict`` was given (without it, a warning names them), or
+no β converged at all.
+``--help`` and ``--version`` answer without importing JAX.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vaefp_jax.cli.common import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED, Formatter
+from vaefp_jax.cli.sweep import STEP_MAPS as STEP_MAPS
+
+__all__ = ["STEP_MAPS", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vaefp_jax import __version__
+    from vaefp_jax.cli import figure, phase, sweep
+
+    p = argparse.ArgumentParser(prog="vaefp", description=__doc__, formatter_class=Formatter)
+    p.add_argument("--version", action="version", version=f"vaefp_jax {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{phase,sweep,figure,train-vae}")
+    phase.register(sub)
+    sweep.register(sub)
+    figure.register(sub)
+    try:
+        from vaefp_jax.vae.cli import register as register_vae
+    except ImportError:
+        register_vae = None
+    if register_vae is not None:
+        register_vae(sub)
+    for parser in sub.choices.values():   # defaults shown in every help
+        parser.formatter_class = Formatter
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"vaefp: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as err:
+        from vaefp_jax.engine.solution import NotConvergedError
+
+        if not isinstance(err, NotConvergedError):
+            raise
+        print(f"vaefp: error: {err}", file=sys.stderr)
+        return EXIT_NOT_CONVERGED

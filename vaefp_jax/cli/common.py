@@ -1,0 +1,152 @@
+"""What the ``vaefp`` commands share: help format, data, grid and solver options, outputs, exit codes.
+
+Nothing here imports JAX at module level: ``vaefp --help`` must answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from vaefp_jax.cli_types import (
+    EXIT_BAD_INPUT,
+    EXIT_NOT_CONVERGED,
+    positive_float,
+    positive_int,
+)
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_NOT_CONVERGED",
+    "Formatter",
+    "add_data_arguments",
+    "add_grid_arguments",
+    "add_output_arguments",
+    "add_solver_arguments",
+    "load_data",
+    "make_grid",
+    "make_iteration",
+    "not_converged_exit",
+    "say",
+]
+
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's layout and appends "(default: …)" to every option that has one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def say(args, *parts) -> None:
+    """A progress message on stderr, unless --quiet."""
+    if not getattr(args, "quiet", False):
+        print(*parts, file=sys.stderr)
+
+
+def add_data_arguments(p: argparse.ArgumentParser, default: str = "three-clusters", labels: bool = False) -> None:
+    from vaefp_jax.datasets import DATASETS
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=default, choices=sorted(DATASETS), help="built-in dataset")
+    g.add_argument("--data", metavar="PATH", help="your own points: .csv (.tsv, .txt), .npy or .npz, one point per row")
+    g.add_argument("--columns", metavar="A,B,…", help="data columns of --data, by header name or 0-based index "
+                                                     "(default all but the label column)")
+    if labels:
+        g.add_argument("--label-column", metavar="COL",
+                       help="a column (or .npz array) of known classes: left out of the data, used to score the "
+                            "clusters (adjusted Rand index)")
+    g.add_argument("--key", metavar="NAME", help=".npz: the array of points (default 'x', or the only array)")
+    g.add_argument("--n", type=positive_int, help="number of points of the built-in dataset (default: its own)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the built-in dataset and of the initial noise")
+
+
+def load_data(args):
+    """(x (n, d) float64, labels (n,) or None, record): the points of --data or --dataset, and
+    what they are (file, SHA-256, columns, what was inferred; or the dataset's name, n and seed)."""
+    from vaefp_jax import datasets, io
+
+    if args.data:
+        t = io.read_table(args.data, columns=args.columns, label_column=getattr(args, "label_column", None),
+                          key=args.key)
+        for note in t.notes:
+            say(args, f"{os.path.basename(t.path)}: {note}")
+        record = {"source": "file", "path": os.path.abspath(t.path), "sha256": t.sha256, "columns": list(t.columns),
+                  "label_column": t.label_name, "notes": list(t.notes)}
+        return t.x, t.labels, record
+    for flag in ("columns", "label_column", "key"):
+        if getattr(args, flag, None) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} applies to --data, not to a built-in dataset")
+    x, labels = datasets.load_builtin(args.dataset, n=args.n, seed=args.seed, with_labels=True)
+    return x, labels, {"source": "builtin", "dataset": args.dataset, "n": int(x.shape[0]), "seed": args.seed}
+
+
+def add_grid_arguments(p: argparse.ArgumentParser, k: int = 32) -> None:
+    g = p.add_argument_group("latent grid")
+    g.add_argument("--k", type=positive_int, default=k, help="k×k tiles")
+    g.add_argument("--prior", choices=["uniform", "gaussian"], default="uniform",
+                   help="uniform on [low, high]² (Appendix A) or N(0, I) tiles")
+    g.add_argument("--low", type=float, default=-0.5, help="uniform grid: lower edge")
+    g.add_argument("--high", type=float, default=0.5, help="uniform grid: upper edge")
+    g.add_argument("--limit", type=positive_float, default=3.0, help="Gaussian grid: interior edges on ±limit")
+
+
+def make_grid(args):
+    from vaefp_jax.grid import LatentGrid
+
+    if args.prior == "uniform":
+        if not args.low < args.high:
+            raise ValueError(f"--low ({args.low}) must be below --high ({args.high})")
+        return LatentGrid.uniform(args.k, low=args.low, high=args.high)
+    return LatentGrid.gaussian(args.k, limit=args.limit)
+
+
+def add_solver_arguments(p: argparse.ArgumentParser, protocol: str = "paper", choices=("paper", "tight")) -> None:
+    g = p.add_argument_group("solver")
+    g.add_argument("--protocol", choices=list(choices), default=protocol,
+                   help="paper: Appendix A (α = 0.9 smoothing, tol 1e-3, 400 steps); tight: undamped, tol ~ "
+                        "precision" + ("; accelerated: extrapolation, safeguarded Newton and a stability check "
+                                       "(fast near β_c)" if "accelerated" in choices else ""))
+    g.add_argument("--damping", type=float, help="override: weight of the previous iterate, in [0, 1)")
+    g.add_argument("--tol", type=positive_float, help="override: tolerance on ‖ψ^{t+1} − ψ^t‖_F")
+    g.add_argument("--max-steps", type=positive_int, help="override: iteration cap")
+
+
+def make_iteration(args):
+    """The iteration of ``--protocol`` with the ``--damping``, ``--tol`` and ``--max-steps`` overrides."""
+    import dataclasses
+
+    from vaefp_jax.iterations import Accelerated, Damped
+
+    if args.protocol == "accelerated":
+        if args.damping is not None:
+            raise ValueError("--damping applies to the paper and tight protocols, not to accelerated")
+        base = Accelerated()
+        overrides = {k: v for k, v in (("tol", args.tol), ("max_steps", args.max_steps)) if v is not None}
+        return dataclasses.replace(base, **overrides)
+    if args.damping is not None and not 0 <= args.damping < 1:
+        raise ValueError(f"--damping must be in [0, 1), got {args.damping}")
+    base = Damped.paper() if args.protocol == "paper" else Damped.tight()
+    overrides = {k: v for k, v in (("damping", args.damping), ("tol", args.tol), ("max_steps", args.max_steps))
+                 if v is not None}
+    return dataclasses.replace(base, **overrides)
+
+
+def add_output_arguments(p: argparse.ArgumentParser, out: str, figures: bool = True) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=out, help="output folder (created, and checked writable, before any compute)")
+    if figures:
+        g.add_argument("--format", choices=["png", "pdf", "svg"], default="png", help="figure file format")
+    g.add_argument("--quiet", action="store_true", help="no progress messages or bars")
+    g.add_argument("--strict", action="store_true",
+                   help=f"exit with code {EXIT_NOT_CONVERGED} when any β did not converge")
+
+
+def not_converged_exit(args, bad: int) -> int:
+    """The exit code of a run in which ``bad`` β did not converge."""
+    return EXIT_NOT_CONVERGED if bad and getattr(args, "strict", False) else 0

@@ -1,0 +1,125 @@
+"""``vaefp phase``: the critical temperatures, merge tree and cluster labels of a data set.
+
+The β range comes from the data unless given: from a little below the scale
+at which nearest neighbours merge up to twice λ_max of the covariance (where
+the last merge is). β are visited on cooling (from the single cluster down),
+with the accelerated iteration, in float64. Writes into --out: run.json (what
+produced the run: data file and SHA-256, grid, iteration, dtype, seed,
+versions; the critical table and merges), phase.npz (all arrays), betas.csv,
+critical.csv, merges.csv, labels.csv (every point's cluster at every level),
+linkage.csv (SciPy linkage matrix), phase.<format> and tree.<format>.
+Load it back with ``vaefp_jax.load(folder)``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from vaefp_jax.cli.common import (
+    add_data_arguments,
+    add_grid_arguments,
+    add_output_arguments,
+    add_solver_arguments,
+    load_data,
+    make_grid,
+    make_iteration,
+    not_converged_exit,
+    say,
+)
+from vaefp_jax.cli_types import positive_float, positive_int
+
+__all__ = ["phase_command", "register"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("phase", help="critical temperatures, merge tree and cluster labels of a data set",
+                       description=__doc__)
+    add_data_arguments(p, labels=True)
+    g = p.add_argument_group("analysis")
+    g.add_argument("--standardize", action="store_true", help="scale every column to mean 0 and variance 1 first")
+    g.add_argument("--beta-min", type=positive_float, help="smallest β (default: from nearest-neighbour distances)")
+    g.add_argument("--beta-max", type=positive_float, help="largest β (default: 2 λ_max of the covariance)")
+    g.add_argument("--num-betas", type=positive_int, default=48, help="log-spaced β")
+    g.add_argument("--continuation", choices=["cooling", "heating", "none"], default="cooling",
+                   help="visit β from large to small, each from the previous fixed point (cooling), the reverse, "
+                        "or each from the grid initialisation (none, the paper's independent solves)")
+    g.add_argument("--top-k", type=positive_int, default=8, help="curvature peaks reported and refined")
+    g.add_argument("--refine-merges", type=int, default=6, help="highest brackets of the merge tree refined")
+    g.add_argument("--float32", action="store_true", help="compute in float32 (u″ is noisier)")
+    add_grid_arguments(p, k=12)
+    add_solver_arguments(p, protocol="accelerated", choices=("accelerated", "paper", "tight"))
+    add_output_arguments(p, "runs/phase")
+    p.set_defaults(func=phase_command)
+
+
+def phase_command(args) -> int:
+    from vaefp_jax.phase.scales import default_beta_range
+    from vaefp_jax.runs import prepare_out
+
+    if args.beta_min is not None and args.beta_max is not None and args.beta_max <= args.beta_min:
+        raise ValueError(f"--beta-max ({args.beta_max}) must exceed --beta-min ({args.beta_min})")
+    if args.num_betas < 3:
+        raise ValueError(f"--num-betas must be ≥ 3 for a phase analysis, got {args.num_betas}")
+    if args.refine_merges < 0:
+        raise ValueError(f"--refine-merges must be ≥ 0, got {args.refine_merges}")
+    iteration = make_iteration(args)
+    grid = make_grid(args)
+    x, labels, data_record = load_data(args)
+    if x.shape[0] < 2:
+        raise ValueError(f"a phase analysis needs at least 2 points, got {x.shape[0]}")
+    prepare_out(args.out)   # before any compute: a bad path must not cost the run
+
+    from vaefp_jax.phase.analysis import standardize
+
+    z = standardize(x)[0] if args.standardize else x
+    lo, hi = default_beta_range(z)
+    lo = args.beta_min if args.beta_min is not None else lo
+    hi = args.beta_max if args.beta_max is not None else hi
+    if hi <= lo:
+        raise ValueError(f"β range [{lo:g}, {hi:g}] is empty: give both --beta-min and --beta-max")
+
+    import jax
+
+    if not args.float32:
+        jax.config.update("jax_enable_x64", True)
+    from vaefp_jax.phase.analysis import phase_analysis
+
+    n, d = x.shape
+    dtype = np.float32 if args.float32 else np.float64
+    say(args, f"data: {n} points in {d}-D{' (standardised)' if args.standardize else ''}"
+              f"{'; ' + str(len(np.unique(labels))) + ' classes' if labels is not None else ''}; "
+              f"grid: {grid.num_tiles} tiles; {args.num_betas} β in [{lo:.4g}, {hi:.4g}] on "
+              f"{args.continuation}; iteration {args.protocol}; {np.dtype(dtype).name}")
+    result = phase_analysis(np.asarray(x, dtype), grid=grid, num_betas=args.num_betas, beta_range=(lo, hi),
+                            standardize_data=args.standardize, true_labels=labels, iteration=iteration,
+                            continuation=None if args.continuation == "none" else args.continuation,
+                            top_k=args.top_k, refine_merges=args.refine_merges, seed=args.seed,
+                            data_record=data_record, throw=False)
+    paths = result.save(args.out, format=args.format)
+    _report(result)
+    bad = int((~result.converged).sum())
+    if bad:
+        print(f"WARNING: {bad} of {result.beta.size} β did not converge (β = "
+              + ", ".join(f"{b:.4g}" for b in result.beta[~result.converged]) + "); they are left out of the "
+              "tree and the peak search", file=sys.stderr)
+    print("wrote " + ", ".join(paths))
+    return not_converged_exit(args, bad)
+
+
+def _report(result) -> None:
+    print(f"{'β_c (sweep)':>12} {'refined':>10} {'|u″|':>10} {'jump':>5} {'fixed pts below/above':>22}")
+    for c in result.critical:
+        print(f"{c.beta:12.4g} {c.refined:10.4g} {c.abs_d2u:10.3g} {c.jump!s:>5} "
+              f"{c.fixed_points_below:>11d}/{c.fixed_points_above:<10d}")
+    tree = result.tree
+    print(f"merge tree: {int(tree.counts[0])} clusters at β = {tree.beta[0]:.4g} → {int(tree.counts[-1])} at "
+          f"β = {tree.beta[-1]:.4g}; last merges at β = "
+          + ", ".join(f"{m.height:.4g} ({len(m.children)}→1)" for m in tree.merges[-4:]))
+    if not tree.complete:
+        print("note: the data did not merge into one cluster within the sweep: raise --beta-max")
+    score = result.score()
+    if score is not None:
+        print(f"at {score['clusters']} clusters (β = {score['beta']:.4g}; {score['classes']} classes): "
+              f"adjusted Rand index {score['ari']:.3f}")

@@ -1,0 +1,142 @@
+"""The phase analysis of a data set in one call: β range, sweep, critical temperatures, merge tree, labels.
+
+:func:`phase_analysis` chains the pieces a user would otherwise assemble:
+
+1. the β range from the data (:func:`vaefp_jax.phase.scales.default_beta_range`)
+   unless given;
+2. :func:`vaefp_jax.sweep` with the accelerated iteration (plain iteration crawls
+   near β_c, where ρ → 1) and cooling continuation (deterministic annealing: one
+   branch, followed from the single cluster above λ_max down to the finest level);
+3. the critical temperatures (:func:`vaefp_jax.critical_betas` in ln β), each
+   refined by bisection on stability (:func:`vaefp_jax.refine_critical_beta`);
+4. the cluster of every point at every converged β and the merge tree
+   (:mod:`vaefp_jax.phase.tree`), the highest merges refined the same way;
+5. an adjusted Rand index per level when true labels are given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vaefp_jax.clusters import default_merge_tol
+from vaefp_jax.grid import LatentGrid
+from vaefp_jax.phase.critical import (
+    critical_betas,
+    refine_bracket,
+    refine_critical_beta,
+)
+from vaefp_jax.phase.result import CriticalRow, PhaseResult
+from vaefp_jax.phase.scales import default_beta_range
+from vaefp_jax.phase.sweep import sweep
+from vaefp_jax.phase.tree import build_tree, nested_levels, point_groups
+from vaefp_jax.runs import array_sha256, make_record
+
+__all__ = ["phase_analysis", "standardize"]
+
+# Bisection on stability: 20 halvings of a bracket one or two sweep spacings wide leave
+# it ~1e-7 wide in ln β; ρ by 48 Lanczos steps at Newton's fixed point (resolves ρ near 1).
+REFINE = dict(iterations=20, spectral_iters=48, spectral="lanczos")
+
+
+def standardize(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z, mean, std): every column of ``x`` (n, d) to mean 0 and (1/n) variance 1; a constant
+    column is refused (it carries no scale)."""
+    x = np.asarray(x, np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    if np.any(std == 0):
+        raise ValueError(f"cannot standardise: column(s) {np.nonzero(std == 0)[0].tolist()} are constant")
+    return (x - mean) / std, mean, std
+
+
+def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: int = 48, beta_range=None,
+                   standardize_data: bool = False, true_labels=None, iteration=None, step_map=None,
+                   continuation: str | None = "cooling", top_k: int = 8, refine_merges: int = 6, seed: int = 0,
+                   data_record: dict | None = None, throw: bool | None = None) -> PhaseResult:
+    """Critical temperatures, merge tree and point labels of ``x`` (n, d).
+
+    Args:
+      x: (n, d) data; its dtype (float64 with JAX x64, recommended for u″) is the working dtype.
+      grid: the tiles; default a 12×12 uniform grid (K = 144).
+      betas: (B,) the β to visit; default ``num_betas`` log-spaced over ``beta_range``, itself by
+        default :func:`~vaefp_jax.phase.scales.default_beta_range` of the (standardised) data.
+      standardize_data: analyse (x − mean)/std (recorded in ``record["data"]``).
+      true_labels: (n,) known classes, to score each level's clusters (ARI).
+      iteration: default :class:`~vaefp_jax.Accelerated` (any iteration of :func:`vaefp_jax.solve`).
+      step_map: as in :func:`vaefp_jax.solve`.
+      continuation: "cooling" (default), "heating" or None (independent solves, the paper's).
+      top_k: the number of curvature peaks reported (tallest first), each refined.
+      refine_merges: the highest this many brackets with merges get a refined β_c in the tree.
+      seed: seed of the initial noise and of the continuation's perturbations.
+      data_record: what the data is (file, hash, columns), stored in ``record``.
+      throw: as in :func:`vaefp_jax.solve`, about unconverged β (which are left out of the tree).
+    """
+    from vaefp_jax.iterations.accelerated import Accelerated
+
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] < 2 or x.dtype.kind not in "fiu":
+        raise ValueError(f"x must be a numeric (n, d) array with n ≥ 2, got shape {x.shape} and dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x has NaN or inf values")
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    data = dict(data_record or {"source": "array", "sha256": array_sha256(x)}, n=int(x.shape[0]), d=int(x.shape[1]))
+    if standardize_data:
+        z, mean, std = standardize(x)
+        x = z.astype(dtype)
+        data.update(standardized=True, mean=mean.tolist(), std=std.tolist())
+    else:
+        data.update(standardized=False)
+    grid = LatentGrid.uniform(12) if grid is None else grid
+    if betas is None:
+        lo, hi = default_beta_range(x) if beta_range is None else beta_range
+        if not (0 < lo < hi):
+            raise ValueError(f"beta_range must be 0 < low < high, got {lo}, {hi}")
+        betas = np.geomspace(lo, hi, int(num_betas))
+    betas = np.sort(np.asarray(betas, np.float64))
+    if betas.size < 3:
+        raise ValueError(f"a phase analysis needs at least 3 β, got {betas.size}")
+    iteration = Accelerated() if iteration is None else iteration
+    import jax
+
+    r = sweep(x, betas, grid, iteration=iteration, step_map=step_map, continuation=continuation,
+              key=jax.random.PRNGKey(int(seed)), throw=throw)
+    xs = np.asarray(x, np.float64)
+
+    critical = []
+    for p in sorted(critical_betas(r, top_k=top_k, variable="log_beta"), key=lambda p: p.beta):
+        try:
+            refined = refine_critical_beta(r, p, xs, grid, **REFINE)
+        except ValueError:   # a peak next to the end of the sweep cannot be bracketed
+            refined = float("nan")
+        critical.append(CriticalRow(beta=p.beta, refined=float(refined), height=p.height,
+                                    abs_d2u=float(abs(r.d2u[p.index])), jump=p.jump,
+                                    fixed_points_below=p.fixed_points_below, fixed_points_above=p.fixed_points_above))
+
+    merge_tol = default_merge_tol(xs)
+    lp = np.asarray(grid.log_prior, np.float64)
+    ok = np.nonzero(r.converged)[0]
+    if ok.size == 0:
+        from vaefp_jax.engine.solution import NotConvergedError
+
+        raise NotConvergedError(f"none of the {r.beta.size} β converged ({iteration!r}): there is no level to "
+                                "build the tree from; allow more steps")
+    groups = [point_groups(xs, r.psi[j], r.beta[j], lp, merge_tol) for j in ok]
+    labels = nested_levels(xs, groups)
+    counts = labels.max(axis=1) + 1
+    brackets = [lev for lev in range(len(ok) - 1) if counts[lev] > counts[lev + 1]]
+    heights = {}
+    for lev in brackets[::-1][:max(int(refine_merges), 0)]:
+        lo, hi = ok[lev], ok[lev + 1]
+        beta_c, _ = refine_bracket(xs, grid, float(r.beta[lo]), float(r.beta[hi]), r.psi[hi], **REFINE)
+        heights[lev] = beta_c
+    tree = build_tree(r.beta[ok], labels, heights)
+
+    record = make_record("phase", data=data, grid=grid, iteration=iteration, step_map=step_map,
+                         dtype=np.asarray(r.psi).dtype, seed=int(seed), betas=betas,
+                         continuation=continuation, top_k=top_k, refine_merges=refine_merges, merge_tol=merge_tol)
+    true = None if true_labels is None else np.asarray(true_labels).astype(str)
+    if true is not None and true.shape != (xs.shape[0],):
+        raise ValueError(f"true_labels must have shape ({xs.shape[0]},), got {true.shape}")
+    return PhaseResult(x=xs, log_prior=lp, beta=np.asarray(r.beta, np.float64), u=r.u, du=r.du, d2u=r.d2u,
+                       spectral_radius=r.spectral_radius, steps=np.asarray(r.steps), status=np.asarray(r.status),
+                       residual=np.asarray(r.residual), distinct=np.asarray(r.distinct), psi=np.asarray(r.psi),
+                       critical=tuple(critical), tree=tree, true_labels=true, merge_tol=merge_tol, record=record)
