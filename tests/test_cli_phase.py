@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -14,6 +15,14 @@ from vaefp_jax.cli_types import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED
 
 SMALL = ["--k", "6", "--num-betas", "10", "--top-k", "3", "--refine-merges", "2", "--quiet"]
 
+
+
+@pytest.fixture(autouse=True)
+def restore_x64():
+    """The commands switch JAX to float64 in this process; later tests must not inherit it."""
+    before = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", before)
 
 def test_phase_on_a_builtin_dataset(tmp_path, capsys):
     out = tmp_path / "run"
@@ -51,7 +60,7 @@ def test_phase_on_a_user_csv_with_a_text_label_column(tmp_path, capsys):
     assert cli.main(["phase", "--data", str(path), "--out", str(tmp_path / "a")] + SMALL) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip()
     assert "species" in err and "--label-column" in err and len(err.splitlines()) == 1
-    rc = cli.main(["phase", "--data", str(path), "--label-column", "species", "--standardize",
+    rc = cli.main(["phase", "--data", str(path), "--label-column", "species", "--standardize", "--protocol", "tight",
                    "--out", str(tmp_path / "b")] + SMALL)
     assert rc == 0
     assert "adjusted Rand index" in capsys.readouterr().out

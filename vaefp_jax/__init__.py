@@ -76,7 +76,8 @@ _EXPORTS = {
     "SweepRun": "vaefp_jax.runs",
     "load": "vaefp_jax.runs",
 }
-_SUBMODULES = ("constraints", "datasets", "equations", "propositions")
+_SUBMODULES = ("clusters", "constraints", "datasets", "engine", "equations", "figures", "grid", "implicit", "io",
+               "iterations", "linalg", "maps", "mnist", "phase", "propositions", "runs", "tile_jacobian", "vae")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

@@ -38,7 +38,8 @@ def register(sub) -> None:
                        description=__doc__)
     add_data_arguments(p, labels=True)
     g = p.add_argument_group("analysis")
-    g.add_argument("--standardize", action="store_true", help="scale every column to mean 0 and variance 1 first")
+    g.add_argument("--standardize", action="store_true",
+                   help="scale every column to mean 0 and variance 1 first (a constant column becomes 0)")
     g.add_argument("--beta-min", type=positive_float, help="smallest β (default: from nearest-neighbour distances)")
     g.add_argument("--beta-max", type=positive_float, help="largest β (default: 2 λ_max of the covariance)")
     g.add_argument("--num-betas", type=positive_int, default=48, help="log-spaced β")

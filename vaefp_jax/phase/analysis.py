@@ -39,13 +39,12 @@ REFINE = dict(iterations=20, spectral_iters=48, spectral="lanczos")
 
 
 def standardize(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(z, mean, std): every column of ``x`` (n, d) to mean 0 and (1/n) variance 1; a constant
-    column is refused (it carries no scale)."""
+    """(z, mean, scale): every column of ``x`` (n, d) to mean 0 and (1/n) variance 1. A constant
+    column becomes 0 (scale 1): it adds nothing to any distance, as if it were left out."""
     x = np.asarray(x, np.float64)
     mean, std = x.mean(axis=0), x.std(axis=0)
-    if np.any(std == 0):
-        raise ValueError(f"cannot standardise: column(s) {np.nonzero(std == 0)[0].tolist()} are constant")
-    return (x - mean) / std, mean, std
+    scale = np.where(std > 0, std, 1.0)
+    return (x - mean) / scale, mean, scale
 
 
 def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: int = 48, beta_range=None,
@@ -80,9 +79,10 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
     data = dict(data_record or {"source": "array", "sha256": array_sha256(x)}, n=int(x.shape[0]), d=int(x.shape[1]))
     if standardize_data:
-        z, mean, std = standardize(x)
+        z, mean, scale = standardize(x)
         x = z.astype(dtype)
-        data.update(standardized=True, mean=mean.tolist(), std=std.tolist())
+        constant = np.nonzero(np.asarray(x).std(axis=0) == 0)[0].tolist()
+        data.update(standardized=True, mean=mean.tolist(), scale=scale.tolist(), constant_columns=constant)
     else:
         data.update(standardized=False)
     grid = LatentGrid.uniform(12) if grid is None else grid
