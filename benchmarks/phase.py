@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from real_data import cpu_description  # noqa: E402  (benchmarks/real_data.py)
+from sweep import cpu_description  # noqa: E402  (benchmarks/sweep.py)
 
 
 def _write(path, data, target_names, target):

@@ -28,18 +28,7 @@ import numpy as np  # noqa: E402
 
 import vaefp_jax as vf  # noqa: E402
 from real_data import REAL_DATA, analyse, load  # noqa: E402  (tests/real_data.py: one definition of the suite)
-from sweep import cpu_name  # noqa: E402  (benchmarks/sweep.py)
-
-
-def cpu_description() -> str:
-    """The CPU model (:func:`sweep.cpu_name`), its widest vector ISA and core count."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next(line for line in fh if line.startswith("flags")).split()
-        isa = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "SSE/AVX")
-    except (OSError, StopIteration):
-        isa = "ISA unknown"
-    return f"{cpu_name()} ({isa}, {os.cpu_count()} cores)"
+from sweep import cpu_description  # noqa: E402  (benchmarks/sweep.py)
 
 
 def wine_issue() -> None:

@@ -218,6 +218,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_description() -> str:
+    """The CPU model (:func:`cpu_name`), its widest vector ISA and core count."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next(line for line in fh if line.startswith("flags")).split()
+        isa = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "SSE/AVX")
+    except (OSError, StopIteration):
+        isa = "ISA unknown"
+    return f"{cpu_name()} ({isa}, {os.cpu_count()} cores)"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--num-betas", type=int, default=64, help="B; issue 7: 64, 256, 1024")

@@ -144,10 +144,21 @@ def prepare_out(path) -> str:
 
 
 def write_record(folder, record: dict) -> str:
+    """``folder/run.json``: strict JSON (NaN and inf are written as null, so any JSON reader takes it)."""
     path = os.path.join(folder, RECORD)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=2, ensure_ascii=False, default=_jsonable)
+        json.dump(_finite(record), f, indent=2, ensure_ascii=False, default=_jsonable, allow_nan=False)
     return path
+
+
+def _finite(v):
+    if isinstance(v, dict):
+        return {k: _finite(u) for k, u in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(u) for u in v]
+    if isinstance(v, (float, np.floating)) and not np.isfinite(v):
+        return None
+    return v
 
 
 def _jsonable(v):

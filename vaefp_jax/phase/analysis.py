@@ -63,8 +63,9 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
       iteration: default :class:`~vaefp_jax.Accelerated` (any iteration of :func:`vaefp_jax.solve`).
       step_map: as in :func:`vaefp_jax.solve`.
       continuation: "cooling" (default), "heating" or None (independent solves, the paper's).
-      top_k: the number of curvature peaks reported (tallest first), each refined.
-      refine_merges: the highest this many brackets with merges get a refined β_c in the tree.
+      top_k: how many curvature peaks (the tallest) are reported, each refined; listed in ascending β.
+      refine_merges: how many brackets of the tree with merges, from the highest β down, get a
+        refined β_c (the others sit at their bracket's geometric midpoint).
       seed: seed of the initial noise and of the continuation's perturbations.
       data_record: what the data is (file, hash, columns), stored in ``record``.
       throw: as in :func:`vaefp_jax.solve`, about unconverged β (which are left out of the tree).

@@ -195,7 +195,8 @@ class PhaseResult:
         with np.load(os.path.join(os.fspath(folder), "phase.npz")) as z:
             a = {k: z[k] for k in z.files}
         merges = tuple(Merge(**{**m, "children": tuple(m["children"])}) for m in rec.pop("merges"))
-        critical = tuple(CriticalRow(**c) for c in rec.pop("critical"))
+        critical = tuple(CriticalRow(**{**c, "refined": float("nan") if c["refined"] is None else c["refined"]})
+                         for c in rec.pop("critical"))
         tree = MergeTree(beta=a.pop("tree_beta"), labels=a.pop("tree_labels"), merges=merges,
                          linkage=a.pop("linkage"), complete=bool(rec.pop("tree_complete")))
         rec.pop("score", None)
