@@ -21,8 +21,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import vaefp_jax as vf  # noqa: E402
 from sweep import cpu_description  # noqa: E402  (benchmarks/sweep.py)
+
+import vaefp_jax as vf  # noqa: E402
 from vaefp_jax.clusters import count_distinct, default_merge_tol  # noqa: E402
 
 

@@ -61,7 +61,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import sys
 import time
 
@@ -73,6 +72,7 @@ import vaefp_jax as vf
 from vaefp_jax.engine.schedules import DENSE_COPIES, default_batch_size
 from vaefp_jax.equations import MapValue, squared_distances
 from vaefp_jax.maps import StepMap, default_step_map
+from vaefp_jax.runs import cpu_model
 
 try:
     import optimistix as optx
@@ -208,14 +208,8 @@ def best_time(fn, repeats, warmup=False):
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    """The CPU model, as run records write it (:func:`vaefp_jax.runs.cpu_model`)."""
+    return cpu_model()
 
 
 def cpu_description() -> str:

@@ -83,7 +83,8 @@ def _strategy(obj) -> dict | None:
     return out
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -110,7 +111,7 @@ def make_record(kind: str, *, data: dict, grid=None, iteration=None, step_map=No
         "command": list(sys.argv),
         "versions": {"vaefp_jax": vaefp_jax.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "system": platform.platform(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "system": platform.platform(),
                     "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]},
         "data": data,
         "grid": None if grid is None else grid_record(grid),
@@ -180,6 +181,16 @@ def read_record(folder) -> dict:
     return rec
 
 
+def read_run(folder, kind: str, arrays: str) -> tuple[dict, dict]:
+    """(record, arrays) of a saved run of ``kind``, its arrays from the ``arrays`` .npz file;
+    a one-line ``ValueError`` if ``folder`` holds another kind of run."""
+    rec = read_record(folder)
+    if rec.get("kind") != kind:
+        raise ValueError(f"{os.fspath(folder)!r} holds a {rec.get('kind')!r} run, not a {kind} run")
+    with np.load(os.path.join(os.fspath(folder), arrays)) as z:
+        return rec, {k: z[k] for k in z.files}
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class SweepRun:
     """A β sweep without derivatives (``vaefp sweep``): per-β arrays, leading axis B, and its record;
@@ -220,12 +231,8 @@ class SweepRun:
 
     @classmethod
     def load(cls, folder) -> SweepRun:
-        rec = read_record(folder)
-        if rec.get("kind") != "sweep":
-            raise ValueError(f"{os.fspath(folder)!r} holds a {rec.get('kind')!r} run, not a sweep")
-        with np.load(os.path.join(os.fspath(folder), "sweep.npz")) as z:
-            arrays = {k: z[k] for k in cls.ARRAYS}
-            return cls(merge_tol=float(z["merge_tol"]), record=rec, **arrays)
+        rec, a = read_run(folder, "sweep", "sweep.npz")
+        return cls(merge_tol=float(a["merge_tol"]), record=rec, **{k: a[k] for k in cls.ARRAYS})
 
     def __repr__(self):
         return f"SweepRun({self.beta.size} β, converged {int(self.converged.sum())}, psi {'×'.join(map(str, self.psi.shape))})"

@@ -56,7 +56,6 @@ def register(sub) -> None:
 
 
 def phase_command(args) -> int:
-    from vaefp_jax.phase.scales import default_beta_range
     from vaefp_jax.runs import prepare_out
 
     if args.beta_min is not None and args.beta_max is not None and args.beta_max <= args.beta_min:
@@ -72,15 +71,6 @@ def phase_command(args) -> int:
         raise ValueError(f"a phase analysis needs at least 2 points, got {x.shape[0]}")
     prepare_out(args.out)   # before any compute: a bad path must not cost the run
 
-    from vaefp_jax.phase.analysis import standardize
-
-    z = standardize(x)[0] if args.standardize else x
-    lo, hi = default_beta_range(z)
-    lo = args.beta_min if args.beta_min is not None else lo
-    hi = args.beta_max if args.beta_max is not None else hi
-    if hi <= lo:
-        raise ValueError(f"β range [{lo:g}, {hi:g}] is empty: give both --beta-min and --beta-max")
-
     import jax
 
     if not args.float32:
@@ -91,9 +81,10 @@ def phase_command(args) -> int:
     dtype = np.float32 if args.float32 else np.float64
     say(args, f"data: {n} points in {d}-D{' (standardised)' if args.standardize else ''}"
               f"{'; ' + str(len(np.unique(labels))) + ' classes' if labels is not None else ''}; "
-              f"grid: {grid.num_tiles} tiles; {args.num_betas} β in [{lo:.4g}, {hi:.4g}] on "
-              f"{args.continuation}; iteration {args.protocol}; {np.dtype(dtype).name}")
-    result = phase_analysis(np.asarray(x, dtype), grid=grid, num_betas=args.num_betas, beta_range=(lo, hi),
+              f"grid: {grid.num_tiles} tiles; {args.num_betas} β on {args.continuation}; "
+              f"iteration {args.protocol}; {np.dtype(dtype).name}")
+    result = phase_analysis(np.asarray(x, dtype), grid=grid, num_betas=args.num_betas,
+                            beta_range=(args.beta_min, args.beta_max),
                             standardize_data=args.standardize, true_labels=labels, iteration=iteration,
                             continuation=None if args.continuation == "none" else args.continuation,
                             top_k=args.top_k, refine_merges=args.refine_merges, seed=args.seed,

@@ -56,8 +56,9 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
     Args:
       x: (n, d) data; its dtype (float64 with JAX x64, recommended for u″) is the working dtype.
       grid: the tiles; default a 12×12 uniform grid (K = 144).
-      betas: (B,) the β to visit; default ``num_betas`` log-spaced over ``beta_range``, itself by
-        default :func:`~vaefp_jax.phase.scales.default_beta_range` of the (standardised) data.
+      betas: (B,) the β to visit; default ``num_betas`` log-spaced over ``beta_range`` = (low, high),
+        where an end that is None (or both, ``beta_range=None``) comes from
+        :func:`~vaefp_jax.phase.scales.default_beta_range` of the (standardised) data.
       standardize_data: analyse (x − mean)/std (recorded in ``record["data"]``).
       true_labels: (n,) known classes, to score each level's clusters (ARI).
       iteration: default :class:`~vaefp_jax.Accelerated` (any iteration of :func:`vaefp_jax.solve`).
@@ -88,9 +89,13 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
         data.update(standardized=False)
     grid = LatentGrid.uniform(12) if grid is None else grid
     if betas is None:
-        lo, hi = default_beta_range(x) if beta_range is None else beta_range
+        lo, hi = (None, None) if beta_range is None else beta_range
+        if lo is None or hi is None:   # the missing end(s) from the data
+            auto = default_beta_range(x)
+            lo, hi = auto[0] if lo is None else lo, auto[1] if hi is None else hi
         if not (0 < lo < hi):
-            raise ValueError(f"beta_range must be 0 < low < high, got {lo}, {hi}")
+            raise ValueError(f"the β range [{lo:g}, {hi:g}] is empty or not positive (an end not given is "
+                             "chosen from the data: give both)")
         betas = np.geomspace(lo, hi, int(num_betas))
     betas = np.sort(np.asarray(betas, np.float64))
     if betas.size < 3:

@@ -14,7 +14,7 @@ import numpy as np
 
 from vaefp_jax.clusters import adjusted_rand_index
 from vaefp_jax.phase.tree import Merge, MergeTree
-from vaefp_jax.runs import prepare_out, read_record, write_record
+from vaefp_jax.runs import prepare_out, read_run, write_record
 
 __all__ = ["CriticalRow", "PhaseResult"]
 
@@ -189,11 +189,7 @@ class PhaseResult:
     @classmethod
     def load(cls, folder) -> PhaseResult:
         """The :class:`PhaseResult` that :meth:`save` wrote into ``folder``."""
-        rec = read_record(folder)
-        if rec.get("kind") != "phase":
-            raise ValueError(f"{os.fspath(folder)!r} holds a {rec.get('kind')!r} run, not a phase analysis")
-        with np.load(os.path.join(os.fspath(folder), "phase.npz")) as z:
-            a = {k: z[k] for k in z.files}
+        rec, a = read_run(folder, "phase", "phase.npz")
         merges = tuple(Merge(**{**m, "children": tuple(m["children"])}) for m in rec.pop("merges"))
         critical = tuple(CriticalRow(**{**c, "refined": float("nan") if c["refined"] is None else c["refined"]})
                          for c in rec.pop("critical"))
