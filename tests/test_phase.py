@@ -90,6 +90,33 @@ def test_structured_jacobian_and_woodbury_against_dense(clusters, x64):
     assert rho == pytest.approx(np.max(np.abs(np.linalg.eigvals(np.asarray(J)))), rel=1e-3)
 
 
+@pytest.mark.parametrize("d, beta, dtype", [(5, 1e-4, np.float64), (5, 1e-4, np.float32),
+                                           (70, 0.3, np.float64), (70, 0.3, np.float32)])
+def test_matvec_from_weights_against_dense_jacobian(d, beta, dtype, x64):
+    # J v from the (K, n) weights alone (no (K, n, d) factor), both contraction paths
+    # (differences for d ≤ 64, centred matrix products above), against the float64
+    # Jacobian by forward-mode AD. Data off-centre (mean 5): clusters of radius √β around
+    # 6 centres, and tiles within √β of them, so that J is O(1) (each tile weighs several
+    # points) and the matrix-product form would cancel worst. Tolerance: float64 1e-10 of
+    # max|Jv|; float32 2e-4 (the weights themselves carry ~1e-6 relative error from
+    # logits of O(10), times the O(10) terms summed per tile).
+    rng = np.random.default_rng(d)
+    centres = 5.0 + rng.normal(size=(6, d))
+    x = centres[rng.integers(0, 6, 30)] + np.sqrt(beta) * rng.normal(size=(30, d))
+    K = 9
+    psi = centres[rng.integers(0, 6, K)] + 0.5 * np.sqrt(beta) * rng.normal(size=(K, d))
+    lp = np.full(K, -np.log(K))
+    theta = {"x": jnp.asarray(x), "beta": jnp.asarray(beta), "log_prior": jnp.asarray(lp)}
+    J = np.asarray(jacobian_matrix(tile_map, jnp.asarray(psi), theta))
+    v = rng.normal(size=(K, d))
+    ref = (J @ v.reshape(-1)).reshape(K, d)
+    f = tile_jacobian.jacobian_factors(*(jnp.asarray(a, dtype) for a in (psi, x, beta, lp)))
+    out = np.asarray(tile_jacobian.matvec(f, jnp.asarray(v, dtype)), np.float64)
+    tol = 1e-10 if dtype == np.float64 else 2e-4
+    assert np.max(np.abs(ref)) > 0.1 * np.max(np.abs(v))   # J is not ≈ 0 here
+    assert np.max(np.abs(out - ref)) <= tol * np.max(np.abs(ref))
+
+
 @pytest.mark.parametrize("d", [1, 2, 3, 8, 9, 13])
 def test_batched_solve_against_numpy(d, x64):
     # The per-tile solves of the Woodbury step: LAPACK-free elimination (d ≤ 8)

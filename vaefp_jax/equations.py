@@ -17,10 +17,14 @@ the optimal decoder for that encoder,
 
     ψ_b ← Σ_i x_i m_ib / Σ_j m_jb,
 
-a convex combination of the data. Everything is computed from the logits with
-log-sum-exp reductions, so that no β in [1e-6, 1e6] over- or underflows in
-float32: log c_i is a log-sum-exp over tiles, the weights m_ib / Σ_j m_jb a
-softmax over data points of log m_ib = ℓ_ib − log c_i.
+a convex combination of the data. Nothing may over- or underflow for β in
+[1e-6, 1e6] in float32. The log-space form (:func:`evaluate_log_space`, the
+reference) takes log c_i as a log-sum-exp over tiles and the weights
+m_ib / Σ_j m_jb as a softmax over data points of log m_ib = ℓ_ib − log c_i: two
+exponentials per (tile, point) pair. :func:`evaluate` needs one: shifting each
+logit by a row maximum M_i and a column maximum r_b (no exponential) bounds every
+exp(ℓ_bi − M_i − r_b) by 1 with a 1 in every row and column, and the column shift
+cancels inside eq. (15) (:class:`TileWeights` has the derivation).
 
 One evaluation of the map gives, besides F(ψ), the two normalisers every other
 quantity needs (:class:`MapValue`): log c_i (the free energy
@@ -53,6 +57,9 @@ __all__ = [
     "log_m",
     "tile_posterior",
     "evaluate",
+    "evaluate_log_space",
+    "TileWeights",
+    "tile_weights",
     "step",
     "order_parameter",
     "free_energy",
@@ -153,9 +160,80 @@ def encoder(psi, x, beta, log_prior) -> tuple[jax.Array, jax.Array]:
     return logits - log_c[None, :], log_c
 
 
+class TileWeights(NamedTuple):
+    """The encoder of eq. (14) from one exponential per (tile, point) pair, tiles-first.
+
+    With ℓ_bi the logits, shifts M_i = max_b (ℓ_bi + log π_b) (n,) and r_b = max_i (ℓ_bi − M_i)
+    (K,), both maxima and no exponential:
+
+    * ``E`` (K, n): E_bi = exp(ℓ_bi − M_i − r_b) ≤ 1, with an entry 1 in every row;
+    * ``g`` (K,): g_b = exp(log π_b + r_b) ≤ 1;
+    * ``c`` (n,): c̃_i = Σ_b g_b E_bi = c_i e^{−M_i}, in [1, K] (the tile of the maximum gives 1);
+    * ``M`` (n,), ``r`` (K,): the shifts (constants to differentiation: the quantities
+      below do not depend on them, so ``stop_gradient`` loses no derivative).
+
+    Then exactly log c_i = M_i + log c̃_i, m_ib = e^{r_b} E_bi / c̃_i, the tile posterior
+    q_ib = m_ib π_b = g_b E_bi / c̃_i, and the weights of eq. (15)
+    w_bi = (E_bi / c̃_i) / Σ_j (E_bj / c̃_j), where e^{r_b} cancels inside a tile's row.
+    No sum can under- or overflow: each row of E/c̃ has an entry ≥ 1/K, each c̃_i lies in
+    [1, K]; a tile with π_b = 0 has g_b = 0 and a finite row. This is half the
+    exponentials of the log-space form (:func:`evaluate_log_space`), which takes one for
+    the log-sum-exp of log c_i and one for the softmax over the data."""
+
+    E: jax.Array
+    g: jax.Array
+    c: jax.Array
+    M: jax.Array
+    r: jax.Array
+
+    @property
+    def inverse_c(self) -> jax.Array:
+        return 1.0 / self.c
+
+    @property
+    def posterior(self) -> jax.Array:
+        """q_bi (K, n), the tile posterior, transposed: each column sums to 1."""
+        return self.g[:, None] * self.E * self.inverse_c[None, :]
+
+    @property
+    def weights(self) -> jax.Array:
+        """w_bi (K, n), the weights of eq. (15): each tile's row sums to 1."""
+        m = self.E * self.inverse_c[None, :]
+        return m / jnp.sum(m, axis=1, keepdims=True)
+
+
+def tile_weights(psi, x, beta, log_prior) -> TileWeights:
+    """The :class:`TileWeights` of ψ (K, d), x (n, d): one exp per (tile, point) pair."""
+    logits = tile_logits(psi, x, beta)                                          # (K, n)
+    M = jax.lax.stop_gradient(jnp.max(logits + log_prior[:, None], axis=0))     # (n,)
+    t = logits - M[None, :]
+    r = jax.lax.stop_gradient(jnp.max(t, axis=1))                               # (K,)
+    E = jnp.exp(t - r[:, None])
+    g = jnp.exp(log_prior + r)
+    return TileWeights(E=E, g=g, c=g @ E, M=M, r=r)
+
+
 @_checked
 def evaluate(psi, x, beta, log_prior) -> MapValue:
-    """Eq. (15) from eq. (14): F(ψ)_b = Σ_i x_i m_ib / Σ_j m_jb with its normalisers."""
+    """Eq. (15) from eq. (14) with one exponential per pair (:class:`TileWeights`):
+
+        F(ψ)_b = Σ_i E_bi (x_i / c̃_i) / Σ_i E_bi / c̃_i,
+
+    both sums from one product of E with the (n, d + 1) array [x / c̃, 1 / c̃];
+    log c_i = M_i + log c̃_i and log Σ_i m_ib = r_b + log Σ_i E_bi / c̃_i. Equal to
+    :func:`evaluate_log_space` to rounding for every β (tests/test_equations.py)."""
+    tw = tile_weights(psi, x, beta, log_prior)
+    inv = tw.inverse_c
+    sums = tw.E @ jnp.concatenate([x * inv[:, None], inv[:, None]], axis=1)    # (K, d + 1)
+    total = sums[:, -1]
+    return MapValue(psi=sums[:, :-1] / total[:, None], log_c=tw.M + jnp.log(tw.c), log_mass=tw.r + jnp.log(total))
+
+
+@_checked
+def evaluate_log_space(psi, x, beta, log_prior) -> MapValue:
+    """Eq. (15) from eq. (14) in log space, two exponentials per (tile, point) pair:
+    log c_i by a log-sum-exp over tiles, the weights by a softmax over the data of
+    log m_ib = ℓ_ib − log c_i. The reference :func:`evaluate` is tested against."""
     log_m_t, log_c = encoder(psi, x, beta, log_prior)
     shift = jax.lax.stop_gradient(jnp.max(log_m_t, axis=1, keepdims=True))
     e = jnp.exp(log_m_t - shift)

@@ -35,26 +35,56 @@ import jax
 import jax.numpy as jnp
 
 from vaefp_jax import linalg
-from vaefp_jax.equations import encoder
+from vaefp_jax.equations import DIRECT_MAX_D, tile_weights
 
 __all__ = ["JacobianFactors", "jacobian_factors", "matvec", "power_iteration", "lanczos",
            "spectral_radius"]
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["U", "V", "D", "tile_mass"], meta_fields=[])
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["w", "q", "x", "psi", "psi_new", "beta"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class JacobianFactors:
-    """J = blockdiag(A) − U Vᵀ with A_b = Σ_j U_bj D_bjᵀ, kept in factored form.
+    """J = blockdiag(A) − U Vᵀ at ψ, kept as the (K, n) weights it is made of.
 
-    U, V, D: (K, n, d) with U_bj = w_jb (x_j − ψ'_b), V_aj = q_ja (x_j − ψ_a)/β and
-    D_bj = (x_j − ψ_b)/β; ``tile_mass`` s_a = Σ_i q_ia (K,), the scaling that makes
-    J symmetric at a fixed point (see :func:`lanczos`). The (K, d, d) blocks A are
-    formed only where a solve needs them (:attr:`A`, and only for d ≤ n)."""
+    Fields: ``w`` (K, n) the weights of eq. (15), w_bj (each tile's row sums to 1);
+    ``q`` (K, n) the tile posterior q_jb, transposed (each column sums to 1); ``x``
+    (n, d), ``psi`` (K, d) ψ and ``psi_new`` (K, d) ψ' = F(ψ); ``beta``.
 
-    U: jax.Array
-    V: jax.Array
-    D: jax.Array
-    tile_mass: jax.Array
+    The (K, n, d) factors U_bj = w_jb (x_j − ψ'_b), V_aj = q_ja (x_j − ψ_a)/β and
+    D_bj = (x_j − ψ_b)/β, and the (K, d, d) blocks A_b = Σ_j U_bj D_bjᵀ, are
+    properties, formed only by the solves that need them (:func:`woodbury_solve_factors`):
+    :func:`matvec`, and with it :func:`power_iteration` and :func:`lanczos`, works on
+    the (K, n) weights alone, so a spectral estimate never holds three (K, n, d)
+    arrays in memory (at n = 1797, K = 144, d = 64 they are 400 MB in float64, and
+    reading them made a product cost ten map evaluations)."""
+
+    w: jax.Array
+    q: jax.Array
+    x: jax.Array
+    psi: jax.Array
+    psi_new: jax.Array
+    beta: jax.Array
+
+    @property
+    def tile_mass(self) -> jax.Array:
+        """s_a = Σ_i q_ia (K,), the scaling that makes J symmetric at a fixed point (see :func:`lanczos`)."""
+        return jnp.sum(self.q, axis=1)
+
+    @property
+    def U(self) -> jax.Array:
+        """U_bj = w_jb (x_j − ψ'_b), (K, n, d)."""
+        return self.w[:, :, None] * (self.x[None, :, :] - self.psi_new[:, None, :])
+
+    @property
+    def D(self) -> jax.Array:
+        """D_bj = (x_j − ψ_b)/β, (K, n, d)."""
+        return (self.x[None, :, :] - self.psi[:, None, :]) / self.beta
+
+    @property
+    def V(self) -> jax.Array:
+        """V_aj = q_ja (x_j − ψ_a)/β, (K, n, d)."""
+        return self.q[:, :, None] * self.D
 
     @property
     def A(self) -> jax.Array:
@@ -64,21 +94,34 @@ class JacobianFactors:
 
 def jacobian_factors(psi, x, beta, log_prior) -> JacobianFactors:
     """The factors of ∂F/∂ψ at ψ (K, d) for data x (n, d)."""
-    log_m_t, _ = encoder(psi, x, beta, log_prior)  # eq. (14), (K, n)
-    w = jax.nn.softmax(log_m_t, axis=1)  # the weights of eq. (15): each tile's row sums to 1
-    q = jax.nn.softmax(log_m_t + log_prior[:, None], axis=0)  # the tile posterior q_jb, transposed
-    psi_new = w @ x  # (K, d)
-    d_new = x[None, :, :] - psi_new[:, None, :]  # x_j − ψ'_b, (K, n, d)
-    d_old = x[None, :, :] - psi[:, None, :]  # x_j − ψ_b
-    return JacobianFactors(U=w[:, :, None] * d_new, V=q[:, :, None] * d_old / beta, D=d_old / beta,
-                           tile_mass=jnp.sum(q, axis=1))
+    tw = tile_weights(psi, x, beta, log_prior)  # eq. (14), one exp per pair, (K, n)
+    w = tw.weights  # the weights of eq. (15): each tile's row sums to 1
+    return JacobianFactors(w=w, q=tw.posterior, x=x, psi=psi, psi_new=w @ x, beta=jnp.asarray(beta, psi.dtype))
 
 
 def matvec(f: JacobianFactors, v: jax.Array) -> jax.Array:
-    """J v for v of shape (K, d): (J v)_b = Σ_j U_bj (D_bj·v_b − Σ_a V_aj·v_a), O(K n d)."""
-    coupling = jnp.einsum("ajd,ad->j", f.V, v)  # (n,)
-    own = jnp.einsum("bjd,bd->bj", f.D, v)  # (K, n)
-    return jnp.einsum("bjd,bj->bd", f.U, own - coupling[None, :])
+    """J v for v of shape (K, d), O(K n d) with no (K, n, d) array:
+
+        (J v)_b = Σ_j w_jb (x_j − ψ'_b) s_bj,   s_bj = (x_j − ψ_b)·v_b/β − Σ_a q_ja (x_j − ψ_a)·v_a/β.
+
+    For d ≤ :data:`~vaefp_jax.equations.DIRECT_MAX_D` both contractions are taken over
+    differences (x_j − ψ_b), fused broadcast-and-reduce loops, so that Jv has the full
+    relative precision at small β (where the points that matter to a tile lie within
+    √β of it) as the map does; for larger d, matrix products of the data centred on
+    its mean (absolute error ~eps ‖x − μ‖, like the map's distances there).
+    """
+    x, psi, psi_new, beta = f.x, f.psi, f.psi_new, f.beta
+    if x.shape[-1] <= DIRECT_MAX_D:
+        dv = jnp.sum((x[None, :, :] - psi[:, None, :]) * v[:, None, :], axis=-1)  # (K, n)
+    else:
+        mu = jnp.mean(x, axis=0)
+        dv = ((x - mu) @ v.T).T - jnp.sum((psi - mu) * v, axis=1)[:, None]
+    s = (dv - jnp.sum(f.q * dv, axis=0)[None, :]) / beta
+    ws = f.w * s
+    if x.shape[-1] <= DIRECT_MAX_D:
+        return jnp.sum(ws[:, :, None] * (x[None, :, :] - psi_new[:, None, :]), axis=1)
+    mu = jnp.mean(x, axis=0)
+    return ws @ (x - mu) - (psi_new - mu) * jnp.sum(ws, axis=1, keepdims=True)
 
 
 def _block_solver(f: JacobianFactors):
@@ -91,22 +134,23 @@ def _block_solver(f: JacobianFactors):
     MNIST pixels (d = 784) on a few dozen images this is the difference between
     K LU factorisations of 784 × 784 and of n × n.
     """
-    K, n, d = f.U.shape
+    (K, n), d = f.w.shape, f.x.shape[1]
     if d <= n:
-        M = jnp.eye(d, dtype=f.U.dtype)[None] - f.A  # (K, d, d)
+        M = jnp.eye(d, dtype=f.x.dtype)[None] - f.A  # (K, d, d)
         return lambda Y: linalg.solve(M, Y)
-    G = jnp.eye(n, dtype=f.U.dtype)[None] - jnp.einsum("bjd,bkd->bjk", f.D, f.U)  # (K, n, n)
+    G = jnp.eye(n, dtype=f.x.dtype)[None] - jnp.einsum("bjd,bkd->bjk", f.D, f.U)  # (K, n, n)
     return lambda Y: Y + jnp.einsum("bjd,bjr->bdr", f.U, linalg.solve(G, jnp.einsum("bjd,bdr->bjr", f.D, Y)))
 
 
 def woodbury_solve_factors(f: JacobianFactors, rhs: jax.Array) -> jax.Array:
     """v with (I − J) v = rhs, rhs (K, d)."""
-    n = f.U.shape[1]
+    n = f.w.shape[1]
     block_solve = _block_solver(f)
+    U, V = f.U, f.V
     Minv_r = block_solve(rhs[..., None])[..., 0]  # (K, d)
-    Minv_U = block_solve(jnp.swapaxes(f.U, 1, 2))  # (K, d, n)
-    cap = jnp.eye(n, dtype=rhs.dtype) + jnp.einsum("bjd,bdk->jk", f.V, Minv_U)  # (n, n)
-    t = jnp.einsum("bjd,bd->j", f.V, Minv_r)
+    Minv_U = block_solve(jnp.swapaxes(U, 1, 2))  # (K, d, n)
+    cap = jnp.eye(n, dtype=rhs.dtype) + jnp.einsum("bjd,bdk->jk", V, Minv_U)  # (n, n)
+    t = jnp.einsum("bjd,bd->j", V, Minv_r)
     y = linalg.solve(cap, t)
     return Minv_r - jnp.einsum("bdk,k->bd", Minv_U, y)
 

@@ -67,7 +67,7 @@ def _step_and_free_energy(problem, psi):
     return value.psi, value.free_energy(problem.beta)
 
 
-def _newton_phase(problem, psi, tol, max_newton, plain_after_reject: int = 4):
+def _newton_phase(problem, psi, tol, max_newton, max_rejects, plain_after_reject: int = 4):
     """Safeguarded Newton; returns (psi, residual, evaluations, accepted).
 
     A Newton candidate is accepted only if its free energy is no higher than
@@ -80,14 +80,18 @@ def _newton_phase(problem, psi, tol, max_newton, plain_after_reject: int = 4):
     logits), F and f at the plain step (one). F at the accepted point is carried
     into the next step, so a step costs 3. A rejected candidate means the
     iterate is not yet in the stable point's Newton basin: ``plain_after_reject``
-    plain steps (one evaluation each) follow before Newton is tried again."""
+    plain steps (one evaluation each) follow before Newton is tried again; after
+    ``max_rejects`` rejections in a row the phase ends (the stability check and an
+    escape, or plain iteration, come next): where n is large a Newton step costs
+    hundreds of plain steps (its O(K d n²) capacity matrix), and a point outside
+    the basin rejects every candidate."""
 
     def cond(s):
-        psi, fpsi, res, k, evals, acc = s
-        return (k < max_newton) & (res >= tol)
+        psi, fpsi, res, k, evals, acc, rejects = s
+        return (k < max_newton) & (res >= tol) & (rejects < max_rejects)
 
     def body(s):
-        psi, fpsi, res, k, evals, acc = s
+        psi, fpsi, res, k, evals, acc, rejects = s
         f = tile_jacobian.jacobian_factors(psi, problem.x, problem.beta, problem.log_prior)
         cand = psi + tile_jacobian.woodbury_solve_factors(f, fpsi - psi)
         f_cand, e_c = _step_and_free_energy(problem, cand)
@@ -102,12 +106,13 @@ def _newton_phase(problem, psi, tol, max_newton, plain_after_reject: int = 4):
             ok, lambda pf: pf, lambda pf: jax.lax.fori_loop(0, plain_after_reject, plain, pf), (new, f_new))
         res = jnp.sqrt(jnp.sum((f_new - new) ** 2))
         extra = jnp.where(ok, 0, plain_after_reject)
-        return new, f_new, res, k + 1, evals + 3 + extra, acc + ok.astype(jnp.int32)
+        return (new, f_new, res, k + 1, evals + 3 + extra, acc + ok.astype(jnp.int32),
+                jnp.where(ok, 0, rejects + 1))
 
     fpsi0 = _step(problem, psi)
     res0 = jnp.sqrt(jnp.sum((fpsi0 - psi) ** 2))
-    psi, _, res, k, evals, acc = jax.lax.while_loop(
-        cond, body, (psi, fpsi0, res0, jnp.int32(0), jnp.int32(1), jnp.int32(0)))
+    psi, _, res, k, evals, acc, _ = jax.lax.while_loop(
+        cond, body, (psi, fpsi0, res0, jnp.int32(0), jnp.int32(1), jnp.int32(0), jnp.int32(0)))
     return psi, res, evals, acc
 
 
@@ -174,6 +179,7 @@ class Accelerated(Iteration):
     Attributes:
       tol: on ‖F(ψ) − ψ‖_F (``None``: 1e-10 in float64, 1e-5 in float32).
       warmup: plain steps before Newton; max_newton: Newton steps per round;
+      max_rejects: rejected Newton candidates in a row that end a round;
       rounds: saddle escapes allowed;
       spectral: how ρ(∂F/∂ψ) and its eigenvector are estimated: "lanczos" (on the
         symmetrised Jacobian, exact at a fixed point, see
@@ -187,6 +193,7 @@ class Accelerated(Iteration):
     tol: float | None = None
     warmup: int = 50
     max_newton: int = 30
+    max_rejects: int = 3
     rounds: int = 8
     spectral: str = "lanczos"
     spectral_iters: int | None = None
@@ -209,7 +216,7 @@ class Accelerated(Iteration):
                                                 or int(self.spectral_iters) != self.spectral_iters
                                                 or self.spectral_iters < 2):
             raise ValueError(f"spectral_iters must be an integer ≥ 2, got {self.spectral_iters!r}")
-        for name in ("warmup", "max_newton", "rounds", "line_points", "fallback_steps"):
+        for name in ("warmup", "max_newton", "max_rejects", "rounds", "line_points", "fallback_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or int(v) != v or v < 0:
                 raise ValueError(f"{name} must be an integer ≥ 0, got {v!r}")
@@ -246,7 +253,7 @@ class Accelerated(Iteration):
         def newton_round(r):
             def run(st):
                 psi, _, _, _, evals, newton, escapes, _ = st
-                p, res, e, acc = _newton_phase(problem, psi, tol, self.max_newton)
+                p, res, e, acc = _newton_phase(problem, psi, tol, self.max_newton, self.max_rejects)
                 rho, v = _leading_eig(problem, p, iters, jax.random.fold_in(key, r), self.spectral)
                 done = (rho < 1.0 - margin) & (res < tol)
                 return p, res, rho, v, evals + e, newton + acc, escapes, done

@@ -104,7 +104,7 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
     import jax
 
     r = sweep(x, betas, grid, iteration=iteration, step_map=step_map, continuation=continuation,
-              key=jax.random.PRNGKey(int(seed)), throw=throw)
+              key=jax.random.PRNGKey(int(seed)), throw=throw, spectral="lanczos", spectral_iters=REFINE["spectral_iters"])
     xs = np.asarray(x, np.float64)
 
     critical = []

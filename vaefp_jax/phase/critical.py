@@ -120,15 +120,21 @@ def critical_betas(result, top_k: int = 3, variable: str = "beta") -> list[Criti
 @functools.partial(jax.jit, static_argnames=("newton_steps", "spectral_iters", "spectral"))
 def _branch_point(x, beta, log_prior, psi, newton_steps, spectral_iters, spectral):
     """Newton's method on ψ − F(ψ) = 0 from ψ (stays on that branch even where
-    it is unstable), then ρ(∂F/∂ψ) there (power iteration, or Lanczos, valid at a fixed point)."""
+    it is unstable), at most ``newton_steps`` steps and none once ‖F(ψ) − ψ‖_F is at
+    the rounding level of the map (100 eps max|x| √(K d)); then ρ(∂F/∂ψ) there (power
+    iteration, or Lanczos, valid at a fixed point)."""
+    tol = 100 * jnp.finfo(x.dtype).eps * jnp.max(jnp.abs(x)) * jnp.sqrt(psi.size)
+    residual = lambda p: jnp.sqrt(jnp.sum((equations.step(p, x, beta, log_prior) - p) ** 2))
 
-    def newton(i, p):
+    def newton(s):
+        p, _, k = s
         r = equations.step(p, x, beta, log_prior) - p
         f = tile_jacobian.jacobian_factors(p, x, beta, log_prior)
-        return p + tile_jacobian.woodbury_solve_factors(f, r)
+        p = p + tile_jacobian.woodbury_solve_factors(f, r)
+        return p, residual(p), k + 1
 
-    p = jax.lax.fori_loop(0, newton_steps, newton, psi)
-    res = jnp.sqrt(jnp.sum((equations.step(p, x, beta, log_prior) - p) ** 2))
+    p, res, _ = jax.lax.while_loop(lambda s: (s[2] < newton_steps) & ~(s[1] <= tol), newton,
+                                   (psi, residual(psi), jnp.int32(0)))
     estimate = tile_jacobian.lanczos if spectral == "lanczos" else tile_jacobian.power_iteration
     return p, res, estimate(tile_jacobian.jacobian_factors(p, x, beta, log_prior), p, spectral_iters)[0]
 
