@@ -12,7 +12,10 @@
      caches, bytes read + written per second.
 2. Counts the work of one map evaluation F(ψ) (eq. 14–15) for one β, n points,
    K tiles, d coordinates, as the fused Pallas kernels (``vaefp_jax.PallasMap``) do it:
-   * exps: 2 n K (row log-sum-exp, column softmax), plus n logs;
+   * exps: 2 n K in the log-space form (row log-sum-exp, column softmax), plus n
+     logs; n K + K in the one-exponential form (``vaefp_jax.equations.evaluate``:
+     E_bi = exp(ℓ_bi − M_i − r_b) serves both sums), plus n + K logs. Both floors
+     are printed, and every row as a multiple of each;
    * multiply-adds: 2 passes × 2 d n K for the distances (difference, square and
      sum: ~2 per coordinate) + d n K for the weighted sums + ~4 n K for
      scaling, shifts and sums: (5 d + 4) n K;
@@ -31,6 +34,8 @@
    (l) the loop of (d) with the dense map in its data-first (n, K) layout, as
        the dense map was before 2026-12-01 (the tiles-first layout was chosen on CPU;
        this row says whether it is also the better one on a GPU),
+   (m) (c) with ``DenseMap(form="log_space")``: the two-exponential map in the same
+       engine (what the one-exponential form gains, alone),
    and reports each as a multiple of B × steps × the floor of one evaluation.
    Each row is ``solve``'s jitted program alone: the inputs are validated and
    placed once (``vaefp_jax.engine.solve.prepare``), and the timed call is
@@ -111,9 +116,11 @@ def bandwidth(size: int, repeats: int) -> float:
     return 8 * size / t
 
 
-def work(n: int, K: int, d: int) -> dict:
-    """Exps, multiply-adds and bytes of one map evaluation for one β (float32)."""
-    return dict(exps=2 * n * K + n, fmas=(5 * d + 4) * n * K, bytes=4 * (n * d + 2 * K * d + K))
+def work(n: int, K: int, d: int, exps_per_pair: int = 2) -> dict:
+    """Exps (and logs), multiply-adds and bytes of one map evaluation for one β (float32),
+    with ``exps_per_pair`` = 2 (log-space form) or 1 (one-exponential form)."""
+    exps = 2 * n * K + n if exps_per_pair == 2 else n * K + K + n + K
+    return dict(exps=exps, fmas=(5 * d + 4) * n * K, bytes=4 * (n * d + 2 * K * d + K))
 
 
 def floor_seconds(w: dict, rates: dict, backend: str) -> float:
@@ -131,7 +138,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--methods", default="cdkl", help="rows to run, letters of c, d, k, l")
+    ap.add_argument("--methods", default="cdklm", help="rows to run, letters of c, d, k, l, m")
     ap.add_argument("--data-block", type=int, default=64, help="(k): PallasMap data_block")
     ap.add_argument("--tile-block", type=int, default=128, help="(k): PallasMap tile_block")
     ap.add_argument("--num-warps", type=int, default=4, help="(k): PallasMap num_warps (Triton)")
@@ -153,11 +160,16 @@ def main(argv=None):
     w = work(n, K, d)
     one = floor_seconds(w, rates, backend)
     total = B * S * one
+    w1 = work(n, K, d, exps_per_pair=1)
+    one1 = floor_seconds(w1, rates, backend)
+    total1 = B * S * one1
     print(f"# problem: n={n}, {args.k}x{args.k} tiles (K={K}), d={d}, B={B} beta, {S} steps each "
           "(none stops early), float32")
     print(f"# one evaluation: {w['exps']:.3g} exps, {w['fmas']:.3g} multiply-adds, {w['bytes']:.3g} bytes "
           f"-> floor {one * 1e6:.2f} us ({'exp + FMA' if backend == 'cpu' else 'max of exp, FMA, memory'}); "
           f"sweep floor {total:.4f} s")
+    print(f"# one evaluation, one-exponential form: {w1['exps']:.3g} exps and logs -> floor {one1 * 1e6:.2f} us; "
+          f"sweep floor {total1:.4f} s")
     betas = np.geomspace(1e-4, 1.0, B).astype(np.float32)
     psi0 = vf.initial_psi(x, grid)
     iteration = ExactSteps(damping=0.1, max_steps=S)
@@ -168,7 +180,9 @@ def main(argv=None):
     specs = [("c", f"(c) solve's default loop ({auto_map!r}, pool of {width} slots)", None, None),
              ("d", "(d) solve(schedule=Vmapped(batch_size=B)): one vmapped loop", None, all_b),
              ("k", f"(k) the same with step_map={pallas} (Pallas kernels)", pallas, all_b),
-             ("l", "(l) the loop of (d) with the data-first (n, K) dense map", DataFirstMap(), all_b)]
+             ("l", "(l) the loop of (d) with the data-first (n, K) dense map", DataFirstMap(), all_b),
+             ("m", "(m) (c) with DenseMap(form='log_space'): two exponentials per pair",
+              vf.DenseMap(form="log_space"), None)]
     rows, ref = [], None
     key = jax.random.PRNGKey(0)
     for letter, label, step_map, schedule in specs:
@@ -188,10 +202,12 @@ def main(argv=None):
             err = float(np.nanmax(np.abs(np.asarray(psi) - ref)))
             print(f"# {label}: max |psi - psi of the first row| = {err:.1e}")
         rows.append((label, t))
-    print("| method | wall time (s) | time / (beta x step) (us) | floor / (beta x step) (us) | x floor |")
-    print("|---|---|---|---|---|")
+    print("| method | wall time (s) | time / (beta x step) (us) | floor 2 exp (us) | x floor 2 exp "
+          "| floor 1 exp (us) | x floor 1 exp |")
+    print("|---|---|---|---|---|---|---|")
     for label, t in rows:
-        print(f"| {label} | {t:.4f} | {t / (B * S) * 1e6:.2f} | {one * 1e6:.2f} | {t / total:.1f}x |")
+        print(f"| {label} | {t:.4f} | {t / (B * S) * 1e6:.2f} | {one * 1e6:.2f} | {t / total:.2f}x "
+              f"| {one1 * 1e6:.2f} | {t / total1:.2f}x |")
     return 0
 
 

@@ -4,8 +4,8 @@
                                [--max-steps 400] [--methods abcdehj] [--skip-numpy]
 
 (a) NumPy, a loop over β, each β iterated until its own tolerance;
-(b) JAX, a loop over β calling a jitted single-β ``while_loop`` (the same map,
-    ``DenseMap``, and the same stopping rule as ``Damped``);
+(b) JAX, a loop over β calling a jitted single-β ``while_loop`` (the plain map,
+    see ``--peer-map``, and the same stopping rule as ``Damped``);
 (c) ``vaefp_jax.solve`` as shipped (``Damped.paper()``, the default schedule
     ``Pool()``: one jitted loop over ``default_batch_size`` slots, a slot refilled
     with the next β as soon as its β stops; the map of ``default_step_map`` and the
@@ -32,7 +32,13 @@
 Protocol: Appendix A (ψ ← 0.9 F(ψ) + 0.1 ψ, tol 1e-3, ≤ 400 steps), float32,
 the same initial ψ for every method. Prints a markdown table of wall times (best
 of ``--repeats``, compilation excluded), map evaluations, and ratios to (a), (b)
-and the fastest peer row that ran ((e), (i) or (j)).
+and the fastest peer row that ran ((a), (b), (e), (i) or (j)).
+
+The peers (b), (e), (j) iterate ``--peer-map``: by default the log-space map
+with two exponentials per (tile, point) pair (``DenseMap(form="log_space")``,
+eq. 14–15 as a user would write them, and as this package did until 0.4);
+``--peer-map one_exponential`` gives them this package's map too, which separates
+what the map gains from what the schedule gains. (a) is the log-space form in NumPy.
 
 Stopping rule of (e), (i), (j): optimistix stops when ``norm((y − y') / (atol + rtol·|y'|)) < 1``;
 with ``norm=optx.two_norm``, ``rtol=0`` and ``atol=tol`` that is ‖ψ' − ψ‖_F < tol,
@@ -79,6 +85,8 @@ try:
 except ImportError:  # optional peer
     optx = None
 
+PEER_MAP = vf.DenseMap(form="log_space")   # the map of the peers (b), (e), (j); --peer-map
+
 
 
 def numpy_step(psi, x, beta, lp):
@@ -113,7 +121,7 @@ def numpy_sweep(x, betas, lp, psi0, damping, tol, max_steps):
 def make_jax_single(x, lp, damping, tol, max_steps):
     """(b): one jitted ``while_loop`` per β, called from a Python loop over β; the
     damped step and stopping rule of ``Damped`` (‖ψ' − ψ‖_F < tol or ``max_steps``)."""
-    F = vf.DenseMap()
+    F = PEER_MAP
 
     @jax.jit
     def one(beta, psi0):
@@ -167,7 +175,7 @@ def make_optimistix(x, lp, damping, tol, max_steps, step=None, loop="vmap"):
     ``jax.lax.map`` (``loop="map"``, one β at a time) over β.
 
     Returns ``sweep(betas, psi0) -> (psi (B, K, d), steps (B,))``."""
-    step = vf.DenseMap() if step is None else step
+    step = PEER_MAP if step is None else step
     solver = optx.FixedPointIteration(rtol=0.0, atol=tol, norm=optx.two_norm)
 
     def damped(psi, beta):
@@ -234,10 +242,14 @@ def main(argv=None):
     ap.add_argument("--skip-numpy", action="store_true", help="same as leaving 'a' out of --methods")
     ap.add_argument("--tile-chunk", type=int, default=1024, help="(f): tiles per block")
     ap.add_argument("--data-chunk", type=int, default=1024, help="(f): data points per block")
+    ap.add_argument("--peer-map", default="log_space", choices=["log_space", "one_exponential"],
+                    help="the map the peers (b), (e), (j) iterate (DenseMap(form=...))")
     ap.add_argument("--no-warmup", action="store_true",
                     help="time the first call of (c)-(j), compilation (~1 s) included, instead of running "
                          "each once untimed first: for the large settings, where a run takes minutes")
     args = ap.parse_args(argv)
+    global PEER_MAP
+    PEER_MAP = vf.DenseMap(form=args.peer_map)
     methods = set(args.methods) - ({"a"} if args.skip_numpy else set())
     if not methods <= set("abcdefhij"):
         ap.error(f"--methods takes letters of abcdefhij, got {args.methods!r} (row (g) was removed)")
@@ -256,7 +268,8 @@ def main(argv=None):
           f"CPU: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}; vaefp_jax {vf.__version__}"
           f"{'; optimistix ' + optx.__version__ if optx is not None and hasattr(optx, '__version__') else ''}")
     print(f"# problem: n={args.n} three-cluster points, {args.k}x{args.k} grid (K={K}), "
-          f"B={B} beta in [1e-4, 1], paper protocol (max_steps={max_steps}), float32")
+          f"B={B} beta in [1e-4, 1], paper protocol (max_steps={max_steps}), float32; "
+          f"peers iterate {PEER_MAP!r}, solve the default {vf.DenseMap()!r}")
     warm = not args.no_warmup
     if not warm:
         print("# --no-warmup: times of (c)-(j) include their compilation")
@@ -334,7 +347,7 @@ def main(argv=None):
 
     base = lambda tag: next((t for name, t, _ in rows if name.startswith(tag)), None)
     base_a, base_b = base("(a)"), base("(b)")
-    peers = [(name, t) for name, t, _ in rows if name[:3] in ("(e)", "(i)", "(j)")]
+    peers = [(name, t) for name, t, _ in rows if name[:3] in ("(a)", "(b)", "(e)", "(i)", "(j)")]
     peer_name, base_p = min(peers, key=lambda p: p[1]) if peers else ("-", None)
     if peers:
         print(f"# fastest peer: {peer_name}")

@@ -116,18 +116,42 @@ def _newton_phase(problem, psi, tol, max_newton, max_rejects, plain_after_reject
     return psi, res, evals, acc
 
 
-def _extrapolated_iterate(problem, psi, tol, max_steps, every: int = 8):
+def newton_cost(num_points: int, num_tiles: int, dim: int) -> float:
+    """The cost of one Newton step in map evaluations (≥ 3, see :func:`_newton_phase`).
+
+    One evaluation is ~(5 d + 10) n K operations (distances, one exponential, the
+    weighted sums); the Woodbury solve forms the (n, n) capacity matrix
+    (2 n² K d), the K blocks A_b (2 K d² n) and their LU and the capacity LU
+    (K d³/3 + n³/3). At the paper's size (n = 120, K = 1024, d = 2) that is ~25
+    evaluations; at scikit-learn's digits (n = 1797, K = 144, d = 64) ~750, which is why
+    plain steps are preferred there as long as they are predicted to finish soon."""
+    n, K, d = float(num_points), float(num_tiles), float(dim)
+    solve = 2 * n * n * K * d + 2 * K * d * d * n + K * d ** 3 / 3 + n ** 3 / 3
+    return 3.0 + solve / ((5 * d + 10) * n * K)
+
+
+def _extrapolated_iterate(problem, psi, tol, max_steps, every: int = 8, handoff=None):
     """Plain iteration with Aitken-type extrapolation of its slowest mode.
 
     When the residual ratio ρ̂ = ‖r_t‖/‖r_{t−1}‖ has settled (changed by < 1 %
     over a step) the error is ≈ c ρ̂^t v, and ψ + ρ̂/(1 − ρ̂) (F(ψ) − ψ) removes
     it. The jump follows the iteration's own direction of travel (not a
     Newton root), and is kept only if it lowers the free energy below the
-    plain step's. Returns (psi, evaluations, residual)."""
+    plain step's. Returns (psi, evaluations, residual).
+
+    ``handoff`` = (warmup, budget): after ``warmup`` steps, go on only while the
+    steps still needed at the current rate, log(tol/‖r‖)/log ρ̂, are at most
+    ``budget`` (plain steps finish sooner than Newton would); None: run to ``max_steps``."""
 
     def cond(s):
         psi, t, res, ratio, since, evals = s
-        return (t < max_steps) & (res >= tol)
+        go = (t < max_steps) & (res >= tol)
+        if handoff is None:
+            return go
+        warm, budget = handoff
+        rate = jnp.clip(ratio, jnp.finfo(psi.dtype).tiny, 1 - jnp.finfo(psi.dtype).eps)
+        needed = jnp.log(tol / jnp.maximum(res, jnp.finfo(psi.dtype).tiny)) / jnp.log(rate)
+        return go & ((t < warm) | ((ratio < 1) & (needed <= budget)))
 
     def body(s):
         psi, t, res, ratio_prev, since, evals = s
@@ -178,7 +202,10 @@ class Accelerated(Iteration):
 
     Attributes:
       tol: on ‖F(ψ) − ψ‖_F (``None``: 1e-10 in float64, 1e-5 in float32).
-      warmup: plain steps before Newton; max_newton: Newton steps per round;
+      warmup: plain steps before Newton (and after each escape); then plain steps go on
+        while they are predicted to converge within ``handoff`` Newton steps' worth of
+        map evaluations (:func:`newton_cost`; 0 turns this off);
+      max_newton: Newton steps per round;
       max_rejects: rejected Newton candidates in a row that end a round;
       rounds: saddle escapes allowed;
       spectral: how ρ(∂F/∂ψ) and its eigenvector are estimated: "lanczos" (on the
@@ -192,8 +219,9 @@ class Accelerated(Iteration):
 
     tol: float | None = None
     warmup: int = 50
+    handoff: float = 3.0
     max_newton: int = 30
-    max_rejects: int = 3
+    max_rejects: int = 1
     rounds: int = 8
     spectral: str = "lanczos"
     spectral_iters: int | None = None
@@ -205,7 +233,7 @@ class Accelerated(Iteration):
     prefers_sequential = True   # its stages branch (lax.cond) per problem
 
     def __post_init__(self):
-        for name in ("tol", "margin", "init_noise"):   # plain numbers: the object is a jit key
+        for name in ("tol", "margin", "init_noise", "handoff"):   # plain numbers: the object is a jit key
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, float(getattr(self, name)))
         if self.tol is not None:
@@ -221,11 +249,13 @@ class Accelerated(Iteration):
             if isinstance(v, bool) or int(v) != v or v < 0:
                 raise ValueError(f"{name} must be an integer ≥ 0, got {v!r}")
         _validate.check_positive("margin", self.margin, allow_zero=True)
+        _validate.check_positive("handoff", self.handoff, allow_zero=True)
 
     @property
     def max_steps(self) -> int:
-        """An upper bound of the plain steps (warm-ups and the fallback)."""
-        return (self.rounds + 1) * self.warmup + self.fallback_steps
+        """An upper bound of the plain steps (warm-ups, the first one's hand-off of at most
+        ``fallback_steps``, and the fallback)."""
+        return (self.rounds + 1) * self.warmup + 2 * self.fallback_steps
 
     def resolved(self, dtype) -> "Accelerated":
         return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))
@@ -245,7 +275,10 @@ class Accelerated(Iteration):
         tol, margin = self.tol, self.margin
         iters = self.spectral_iters or _SPECTRAL_ITERS[self.spectral]
         scale = jnp.sqrt(jnp.sum(jnp.var(problem.x, axis=0)))   # the data's RMS spread
-        psi, evals, _ = _extrapolated_iterate(problem, psi0, tol, self.warmup)
+        (K, d), n = psi0.shape, problem.x.shape[0]
+        budget = self.handoff * newton_cost(n, K, d)
+        cap = self.warmup + int(min(budget, self.fallback_steps))
+        psi, evals, _ = _extrapolated_iterate(problem, psi0, tol, cap, handoff=(self.warmup, budget))
         # state: psi, res, rho, v, evals, newton, escapes, done
         state = (psi, jnp.asarray(jnp.inf, psi.dtype), jnp.asarray(jnp.nan, psi.dtype), jnp.zeros_like(psi),
                  evals, jnp.int32(0), jnp.int32(0), jnp.bool_(False))
