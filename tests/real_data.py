@@ -61,7 +61,7 @@ def analyse(name: str) -> dict:
     peaks = vf.critical_betas(sw, top_k=8, variable="log_beta")
     last = max(peaks, key=lambda p: p.beta) if peaks else None
     # 14 bisections shrink the bracket (one sweep spacing) below 0.1 %
-    refined = vf.refine_critical_beta(sw, last, x, grid, iterations=14, spectral_iters=1000) \
+    refined = vf.refine_critical_beta(sw, last, x, grid, iterations=14, spectral="lanczos", spectral_iters=48) \
         if last is not None else float("nan")
     return dict(name=name, x=x, n=x.shape[0], d=x.shape[1], side=side, num_betas=num_betas, lam=lam,
                 betas=betas, sweep=sw, seconds=seconds, converged=int(sw.converged.sum()), peaks=peaks,

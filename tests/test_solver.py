@@ -228,7 +228,8 @@ def test_solve_large_n_defaults_to_the_blocked_map():
     grid = vf.LatentGrid.uniform(46)  # K = 2116: n K ≥ 2^23
     betas = np.array([0.01, 0.3])
     if jax.default_backend() == "cpu":
-        assert _resolved(prepare(x, betas, grid)) == (vf.BlockedMap(1024, 1024), vf.Pool(width=1))
+        # a one-slot pool is one β after another: Vmapped(batch_size=1)
+        assert _resolved(prepare(x, betas, grid)) == (vf.BlockedMap(1024, 1024), vf.Vmapped(batch_size=1))
         assert _resolved(prepare(x[:2048], betas, grid))[0] == vf.DenseMap()
     it = dataclasses.replace(vf.Damped.paper(), max_steps=3)
     auto = vf.solve(x, betas, grid, iteration=it, throw=False)

@@ -116,7 +116,13 @@ class Pool(Schedule):
             raise ValueError("Pool does not record trajectories: use Vmapped with record_every")
 
     def resolved(self, num, lane_shape, itemsize):
-        return dataclasses.replace(self, width=_resolved_width(self.width, num, lane_shape, itemsize))
+        """The pool of its width; a pool of one slot is one problem after another, which is
+        ``Vmapped(batch_size=1)`` (the same steps and fixed points) without the pool's
+        per-step bookkeeping (the slot's stop test, write-out and refill)."""
+        width = _resolved_width(self.width, num, lane_shape, itemsize)
+        if width == 1:
+            return Vmapped(batch_size=1)
+        return dataclasses.replace(self, width=width)
 
     def run(self, one, step_fns, theta, psi0, num):
         start, step, report = step_fns.start, step_fns.step, step_fns.report

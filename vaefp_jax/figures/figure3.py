@@ -51,12 +51,14 @@ def compute_figure3(x=None, *, k: int = 32, betas=None, snapshot_betas=(3e-4, 3e
     betas = np.geomspace(1e-4, 1.0, 64) if betas is None else np.asarray(betas)
     iteration = Damped(damping=0.0, tol=1e-8, max_steps=5000) if iteration is None else iteration
     key = jax.random.PRNGKey(seed)
-    res = phase.sweep(x, betas, grid, iteration=iteration, key=key, spectral_iters=100, throw=False)
+    res = phase.sweep(x, betas, grid, iteration=iteration, key=key, spectral="lanczos", spectral_iters=48,
+                      throw=False)
     peaks = phase.critical_betas(res, top_k=top_k, variable=variable)
     refined = []
     for p in peaks:
         try:
-            refined.append(phase.refine_critical_beta(res, p, x, grid, iterations=25, spectral_iters=500))
+            refined.append(phase.refine_critical_beta(res, p, x, grid, iterations=20, spectral="lanczos",
+                                                      spectral_iters=48))
         except ValueError:
             refined.append(float("nan"))
     snaps = solve(x, np.asarray(snapshot_betas), grid, iteration=Damped.paper(), key=key,

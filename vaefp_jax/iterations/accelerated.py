@@ -221,7 +221,7 @@ class Accelerated(Iteration):
     warmup: int = 50
     handoff: float = 3.0
     max_newton: int = 30
-    max_rejects: int = 1
+    max_rejects: int = 3
     rounds: int = 8
     spectral: str = "lanczos"
     spectral_iters: int | None = None

@@ -140,8 +140,8 @@ def _branch_point(x, beta, log_prior, psi, newton_steps, spectral_iters, spectra
 
 
 def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_high, *,
-                   iterations: int = 40, newton_steps: int = 8, spectral_iters: int = 2000,
-                   spectral: str = "power"):
+                   iterations: int = 30, newton_steps: int = 8, spectral_iters: int = 48,
+                   spectral: str = "lanczos"):
     """β_c between ``beta_low`` < ``beta_high`` by bisection on stability.
 
     ``psi_high`` (K, d) is the (merged) stable fixed point at ``beta_high``. At
@@ -153,10 +153,12 @@ def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_h
     collapse of a Gaussian blob exactly λ_max of its covariance; for a
     discontinuous transition, the lower edge of the merged branch's range.
 
-    ``spectral``: how ρ is estimated at each midpoint, "power" (``spectral_iters``
-    power iterations) or "lanczos" (``spectral_iters`` Lanczos steps on the
-    symmetrised Jacobian, valid because Newton ends at a fixed point; ~50 steps
-    resolve ρ near 1 where power iteration needs thousands).
+    ``spectral``: how ρ is estimated at each midpoint, "lanczos" (default:
+    ``spectral_iters`` Lanczos steps on the symmetrised Jacobian, valid because
+    Newton ends at a fixed point; ~50 steps resolve ρ near 1 where power iteration
+    needs thousands) or "power" (power iterations, no symmetry assumed).
+    ``iterations`` halvings: 30 take a bracket of one sweep spacing to ~1e-10
+    relative.
     """
     if not (0 < beta_low < beta_high):
         raise ValueError(f"need 0 < beta_low < beta_high, got {beta_low}, {beta_high}")
