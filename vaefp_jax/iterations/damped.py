@@ -10,9 +10,10 @@ with G the problem's target (F of eq. 15, or its constrained image), until
 [−0.1, 0.1]. *Reading of α*: we take α as the smoothing factor of standard
 exponential smoothing, the weight of the new value, s_t = α F(ψ^{t−1}) + (1 − α) s_{t−1};
 so ``damping = 1 − α = 0.1``. The other reading (α the weight of the old
-iterate) is ``Damped.paper(alpha_on_old=True)``, ``damping = 0.9``; it is several
-times slower and need not stop at the same configuration at every β (measured in
-docs/scale.md).
+iterate) is ``Damped.paper(alpha_on_old=True)``, ``damping = 0.9``: it takes about
+3.5 times the steps on Figure 3's setting, and the two readings often stop at
+different configurations (different numbers of distinct fixed points at small β);
+``benchmarks/alpha_readings.py`` measures both (results in ``benchmarks/RESULTS.md``).
 
 :meth:`Damped.tight` is undamped (the map is coordinate descent on the free
 energy, so damping is not needed for stability) with a tolerance near the
