@@ -81,3 +81,26 @@ def test_power_certificate_agrees_and_bad_options():
         vf.solve(x, b, grid, iteration=vf.Accelerated(spectral="arnoldi"))
     with pytest.raises(ValueError, match="spectral_iters must be an integer ≥ 2"):
         vf.solve(x, b, grid, iteration=vf.Accelerated(spectral_iters=1))
+
+
+def test_handoff_and_rejection_cap_reach_the_same_stable_fixed_point(x64):
+    # Plain steps while they are predicted to beat Newton (handoff) and a Newton round
+    # cut at the first rejection: other paths, the same certified fixed point as the
+    # default (near β_c, where the paths differ most), within tol / (1 − ρ).
+    x = vf.datasets.gaussian_blob(120, seed=0)
+    lam = float(np.linalg.eigvalsh(np.cov(x.T, bias=True))[-1])
+    grid = vf.LatentGrid.uniform(6)
+    betas = np.array([0.9, 1.05]) * lam
+    ref = vf.solve(x, betas, grid, iteration=vf.Accelerated(tol=1e-11, spectral_iters=40))
+    for it in (vf.Accelerated(tol=1e-11, spectral_iters=40, handoff=3.0),
+               vf.Accelerated(tol=1e-11, spectral_iters=40, max_rejects=1)):
+        r = vf.solve(x, betas, grid, iteration=it)
+        assert np.all(r.converged) and np.all(r.stats["spectral_radius"] < 1)
+        rho = float(np.max(ref.stats["spectral_radius"]))
+        np.testing.assert_allclose(r.psi, ref.psi, atol=4 * 1e-11 / (1 - rho) + 1e-9)
+    from vaefp_jax.iterations.accelerated import newton_cost
+    assert 20 < newton_cost(120, 1024, 2) < 30 and 600 < newton_cost(1797, 144, 64) < 900
+    with pytest.raises(ValueError, match="handoff"):
+        vf.Accelerated(handoff=-1.0)
+    with pytest.raises(ValueError, match="max_rejects must be an integer"):
+        vf.Accelerated(max_rejects=0.5)

@@ -123,8 +123,8 @@ def newton_cost(num_points: int, num_tiles: int, dim: int) -> float:
     weighted sums); the Woodbury solve forms the (n, n) capacity matrix
     (2 n² K d), the K blocks A_b (2 K d² n) and their LU and the capacity LU
     (K d³/3 + n³/3). At the paper's size (n = 120, K = 1024, d = 2) that is ~25
-    evaluations; at scikit-learn's digits (n = 1797, K = 144, d = 64) ~750, which is why
-    plain steps are preferred there as long as they are predicted to finish soon."""
+    evaluations; at scikit-learn's digits (n = 1797, K = 144, d = 64) ~750.
+    ``Accelerated(handoff=h)`` weighs plain steps against h such steps."""
     n, K, d = float(num_points), float(num_tiles), float(dim)
     solve = 2 * n * n * K * d + 2 * K * d * d * n + K * d ** 3 / 3 + n ** 3 / 3
     return 3.0 + solve / ((5 * d + 10) * n * K)
@@ -205,8 +205,8 @@ class Accelerated(Iteration):
       warmup: plain steps before Newton (and after each escape);
       handoff: if > 0, after the first warm-up plain steps go on while they are predicted
         to converge within ``handoff`` Newton steps' worth of map evaluations
-        (:func:`newton_cost`). Off by default: with 3 it saved Newton steps at n = 1797 but
-        left 2 of 48 β of standardised wine unconverged that Newton converges;
+        (:func:`newton_cost`). Off by default: with 3 it left 2 of 48 β of standardised
+        wine unconverged that the default converges (benchmarks/RESULTS.md);
       max_newton: Newton steps per round;
       max_rejects: rejected Newton candidates in a row that end a round;
       rounds: saddle escapes allowed;
