@@ -38,7 +38,7 @@ from vaefp_jax import linalg
 from vaefp_jax.equations import DIRECT_MAX_D, tile_weights
 
 __all__ = ["JacobianFactors", "jacobian_factors", "matvec", "power_iteration", "lanczos",
-           "spectral_radius"]
+           "spectral_radius", "SPECTRAL", "spectral_estimate"]
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -241,3 +241,14 @@ def lanczos(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None) -> tupl
     u = jnp.tensordot(Y[:, top], Q[:m], axes=1)
     v = u / root
     return rho, v / jnp.linalg.norm(v)
+
+
+SPECTRAL = {"lanczos": lanczos, "power": power_iteration}
+"""The spectral estimates by name, each ``(factors, psi, num_iter, key=None) -> (ρ, v)``."""
+
+
+def spectral_estimate(method: str):
+    """The estimate of :data:`SPECTRAL` called ``method``; ``ValueError`` for any other name."""
+    if method not in SPECTRAL:
+        raise ValueError(f"spectral must be 'lanczos' or 'power', got {method!r}")
+    return SPECTRAL[method]

@@ -99,8 +99,7 @@ def sweep_command(args) -> int:
     setup = prepare(xj, betas, grid, iteration=iteration, step_map=STEP_MAPS[args.map](),
                     schedule=Pool(width=args.batch_size))
     step_map = setup["step_map"]
-    resolved = setup["schedule"].resolved(setup["num"], setup["lane_shape"], setup["itemsize"])
-    width = getattr(resolved, "width", None) or resolved.batch_size   # a one-slot pool resolves to Vmapped(1)
+    width = setup["schedule"].resolved(setup["num"], setup["lane_shape"], setup["itemsize"]).width
     chunk = min(len(betas), 4 * width)  # β per call (progress granularity); the pool refills within a call
     u_fn = jax.jit(jax.vmap(step_map.order_parameter, in_axes=(0, None, 0, None)))
     parts, tol = [], None

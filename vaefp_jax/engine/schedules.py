@@ -87,6 +87,11 @@ class Vmapped(Schedule):
             raise ValueError(f"{iteration!r} branches per problem (under a vmapped batch every branch would run "
                              "for every lane): use Vmapped(batch_size=1), the default")
 
+    @property
+    def width(self) -> int | None:
+        """Problems iterated together: ``batch_size`` (the name :class:`Pool` uses too)."""
+        return self.batch_size
+
     def resolved(self, num, lane_shape, itemsize):
         return dataclasses.replace(self, batch_size=_resolved_width(self.batch_size, num, lane_shape, itemsize))
 

@@ -175,7 +175,6 @@ def _extrapolated_iterate(problem, psi, tol, max_steps, every: int = 8, handoff=
     return psi, evals, res
 
 
-_SPECTRAL = {"lanczos": tile_jacobian.lanczos, "power": tile_jacobian.power_iteration}
 _SPECTRAL_ITERS = {"lanczos": 48, "power": 1000}
 
 
@@ -183,7 +182,7 @@ def _leading_eig(problem, psi, num_iter, key, method):
     """(ρ, v) of ∂F/∂ψ at ψ: Lanczos on the symmetrised J (valid at fixed points,
     where the certificate is taken) or power iteration."""
     factors = tile_jacobian.jacobian_factors(psi, problem.x, problem.beta, problem.log_prior)
-    return _SPECTRAL[method](factors, psi, num_iter, key)
+    return tile_jacobian.SPECTRAL[method](factors, psi, num_iter, key)
 
 
 def _escape(problem, psi, v, scale, num_points):
@@ -240,8 +239,7 @@ class Accelerated(Iteration):
                 object.__setattr__(self, name, float(getattr(self, name)))
         if self.tol is not None:
             _validate.check_positive("tol", self.tol)
-        if self.spectral not in _SPECTRAL:
-            raise ValueError(f"spectral must be 'lanczos' or 'power', got {self.spectral!r}")
+        tile_jacobian.spectral_estimate(self.spectral)
         if self.spectral_iters is not None and (isinstance(self.spectral_iters, bool)
                                                 or int(self.spectral_iters) != self.spectral_iters
                                                 or self.spectral_iters < 2):

@@ -124,18 +124,18 @@ def _branch_point(x, beta, log_prior, psi, newton_steps, spectral_iters, spectra
     the rounding level of the map (100 eps max|x| √(K d)); then ρ(∂F/∂ψ) there (power
     iteration, or Lanczos, valid at a fixed point)."""
     tol = 100 * jnp.finfo(x.dtype).eps * jnp.max(jnp.abs(x)) * jnp.sqrt(psi.size)
-    residual = lambda p: jnp.sqrt(jnp.sum((equations.step(p, x, beta, log_prior) - p) ** 2))
 
-    def newton(s):
-        p, _, k = s
-        r = equations.step(p, x, beta, log_prior) - p
+    def newton(s):   # carries r = F(p) − p: one map evaluation per step
+        p, r, k = s
         f = tile_jacobian.jacobian_factors(p, x, beta, log_prior)
         p = p + tile_jacobian.woodbury_solve_factors(f, r)
-        return p, residual(p), k + 1
+        return p, equations.step(p, x, beta, log_prior) - p, k + 1
 
-    p, res, _ = jax.lax.while_loop(lambda s: (s[2] < newton_steps) & ~(s[1] <= tol), newton,
-                                   (psi, residual(psi), jnp.int32(0)))
-    estimate = tile_jacobian.lanczos if spectral == "lanczos" else tile_jacobian.power_iteration
+    norm = lambda r: jnp.sqrt(jnp.sum(r ** 2))
+    p, r, _ = jax.lax.while_loop(lambda s: (s[2] < newton_steps) & ~(norm(s[1]) <= tol), newton,
+                                 (psi, equations.step(psi, x, beta, log_prior) - psi, jnp.int32(0)))
+    res = norm(r)
+    estimate = tile_jacobian.SPECTRAL[spectral]
     return p, res, estimate(tile_jacobian.jacobian_factors(p, x, beta, log_prior), p, spectral_iters)[0]
 
 
@@ -162,8 +162,7 @@ def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_h
     """
     if not (0 < beta_low < beta_high):
         raise ValueError(f"need 0 < beta_low < beta_high, got {beta_low}, {beta_high}")
-    if spectral not in ("power", "lanczos"):
-        raise ValueError(f"spectral must be 'power' or 'lanczos', got {spectral!r}")
+    tile_jacobian.spectral_estimate(spectral)
     dtype = working_dtype(jnp.asarray(x).dtype)
     x = jnp.asarray(x, dtype)
     lp = jnp.asarray(grid.log_prior, dtype)

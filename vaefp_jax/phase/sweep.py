@@ -114,8 +114,7 @@ def _derivatives(x, log_prior, shared, theta, psi, step_map, constraint, linear_
             rho = jnp.asarray(jnp.nan, x.dtype)
         elif isinstance(constraint, Unconstrained):   # the factored Jacobian: O(K n d) a product, no exp
             f = tile_jacobian.jacobian_factors(psi_star, x, beta, log_prior)
-            estimate = tile_jacobian.lanczos if spectral == "lanczos" else tile_jacobian.power_iteration
-            rho = estimate(f, psi_star, spectral_iters)[0]
+            rho = tile_jacobian.SPECTRAL[spectral](f, psi_star, spectral_iters)[0]
         else:                                          # JVPs of the constrained map
             rho = spectral_radius(G, psi_star, {"x": x, "log_prior": log_prior, **th}, num_iter=spectral_iters)
         return u, du, d2u, rho
@@ -206,8 +205,7 @@ def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constrai
     if continuation is not None and schedule is not None:
         raise ValueError("a continuation visits β one after another: leave schedule=None")
     _validate.check_positive("kick", kick, allow_zero=True)
-    if spectral not in ("power", "lanczos"):
-        raise ValueError(f"spectral must be 'power' or 'lanczos', got {spectral!r}")
+    tile_jacobian.spectral_estimate(spectral)
     s = prepare(x, betas, grid, iteration=iteration, step_map=step_map, constraint=constraint, schedule=schedule,
                 record_every=record_every)
     if not s["constraint"].smooth:
