@@ -38,7 +38,8 @@ from vaefp_jax import linalg
 from vaefp_jax.equations import DIRECT_MAX_D, tile_weights
 
 __all__ = ["JacobianFactors", "jacobian_factors", "matvec", "power_iteration", "lanczos",
-           "spectral_radius", "SPECTRAL", "spectral_estimate"]
+           "spectral_radius", "SPECTRAL", "spectral_estimate", "woodbury_solve_factors", "krylov_solve_factors",
+           "NEWTON_SOLVES", "prefers_krylov", "newton_solve", "newton_solve_name"]
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -153,6 +154,64 @@ def woodbury_solve_factors(f: JacobianFactors, rhs: jax.Array) -> jax.Array:
     t = jnp.einsum("bjd,bd->j", V, Minv_r)
     y = linalg.solve(cap, t)
     return Minv_r - jnp.einsum("bdk,k->bd", Minv_U, y)
+
+
+KRYLOV_RTOL = 1e-6
+"""Relative residual of a Newton step's Krylov solve: each inexact Newton step then
+contracts the residual by about this factor (a linear rate of 1e-6 a step), and a
+step near a transition (ρ ≈ 0.995 at digits' β_c) takes ~50 products, not ~120."""
+KRYLOV_RESTART, KRYLOV_CYCLES = 100, 3
+
+
+def krylov_solve_factors(f: JacobianFactors, rhs: jax.Array, *, rtol: float = KRYLOV_RTOL,
+                         restart: int = KRYLOV_RESTART, cycles: int = KRYLOV_CYCLES) -> jax.Array:
+    """v with ‖(I − J) v − rhs‖ ≤ ``rtol`` ‖rhs‖, rhs (K, d): restarted GMRES on :func:`matvec`.
+
+    Matrix-free: O(K n d) a product and no (K, n, d) or (n, n) array, against the
+    2 n² K d operations of the Woodbury capacity matrix, so it is the cheaper solve
+    for large n (:func:`prefers_krylov`). Iterations are bounded (``restart`` ×
+    ``cycles`` products), so a solve never hangs; one that stops short returns
+    GMRES's best iterate, which the caller checks (the Newton steps of
+    :class:`~vaefp_jax.Accelerated` accept a candidate only if it lowers the free
+    energy, and the branch Newton of :func:`~vaefp_jax.refine_bracket` reports its
+    residual). Near a transition I − J has one eigenvalue 1 − ρ → 0, isolated: the
+    Krylov space finds it in a few products, which is why GMRES needs tens, not
+    thousands, of products there."""
+    v, _ = jax.scipy.sparse.linalg.gmres(lambda u: u - matvec(f, u), rhs, tol=rtol, atol=0.0, restart=restart,
+                                         maxiter=cycles, solve_method="incremental")
+    return v
+
+
+NEWTON_SOLVES = {"woodbury": woodbury_solve_factors, "krylov": krylov_solve_factors}
+"""The solves of a Newton step (I − J) v = r from :class:`JacobianFactors`, by name."""
+
+KRYLOV_PRODUCTS = 150   # products J·v assumed per Krylov solve in :func:`prefers_krylov`
+
+
+def prefers_krylov(num_points: int, num_tiles: int, dim: int) -> bool:
+    """Whether a Krylov solve is cheaper than the exact Woodbury solve.
+
+    Woodbury: 2 n² K d (the capacity matrix) + n³/3 (its LU); a Krylov solve:
+    :data:`KRYLOV_PRODUCTS` products of ~6 n K d operations. Krylov wins for n above
+    ~450: not at the paper's size (n = 120), iris or wine; at scikit-learn's digits
+    (n = 1797, K = 144, d = 64) it is ~4× cheaper on that count."""
+    n, K, d = float(num_points), float(num_tiles), float(dim)
+    return 2 * n * n * K * d + n ** 3 / 3 > KRYLOV_PRODUCTS * 6 * n * K * d
+
+
+def newton_solve_name(method: str, num_points: int, num_tiles: int, dim: int) -> str:
+    """``method`` if it names a solve of :data:`NEWTON_SOLVES`; for ``"auto"`` the cheaper
+    one at this size (:func:`prefers_krylov`); ``ValueError`` for any other name."""
+    if method == "auto":
+        return "krylov" if prefers_krylov(num_points, num_tiles, dim) else "woodbury"
+    if method not in NEWTON_SOLVES:
+        raise ValueError(f"newton_solve must be 'auto', 'woodbury' or 'krylov', got {method!r}")
+    return method
+
+
+def newton_solve(method: str, num_points: int, num_tiles: int, dim: int):
+    """The solve ``(factors, rhs) -> v`` that :func:`newton_solve_name` names."""
+    return NEWTON_SOLVES[newton_solve_name(method, num_points, num_tiles, dim)]
 
 
 def power_iteration(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None) -> tuple[jax.Array, jax.Array]:

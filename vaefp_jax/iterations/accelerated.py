@@ -16,9 +16,11 @@ the local minima of f, unstable ones its saddles. The solver here:
 
 1. ``warmup`` plain steps (the fast modes contract), with Aitken-type
    extrapolation of the slowest mode once its rate has settled;
-2. safeguarded Newton: ψ ← ψ + (I − J)⁻¹ (F(ψ) − ψ) with the exact structured
-   Jacobian (Woodbury, :mod:`vaefp_jax.tile_jacobian`), accepted only when it
-   lowers the fixed-point residual, else a plain step;
+2. safeguarded Newton: ψ ← ψ + (I − J)⁻¹ (F(ψ) − ψ) with the structured
+   Jacobian (:mod:`vaefp_jax.tile_jacobian`): the exact Woodbury solve, or for
+   large n (where its (n, n) capacity matrix costs hundreds of map evaluations)
+   matrix-free GMRES to a relative residual of 1e-6 (an inexact Newton step);
+   accepted only when it lowers the free energy below a plain step's, else plain steps;
 3. a stability check: ρ(J) and its leading eigenvector v, by Lanczos on the
    symmetrised Jacobian (at a fixed point J = I − D ∇²f is similar to a
    symmetric matrix: 48 products J·v certify ρ to ~1e-12 where 1000 power
@@ -67,7 +69,7 @@ def _step_and_free_energy(problem, psi):
     return value.psi, value.free_energy(problem.beta)
 
 
-def _newton_phase(problem, psi, tol, max_newton, max_rejects, plain_after_reject: int = 4):
+def _newton_phase(problem, psi, tol, max_newton, max_rejects, solve, plain_after_reject: int = 4):
     """Safeguarded Newton; returns (psi, residual, evaluations, accepted).
 
     A Newton candidate is accepted only if its free energy is no higher than
@@ -75,6 +77,7 @@ def _newton_phase(problem, psi, tol, max_newton, max_rejects, plain_after_reject
     neither does this loop, and once a saddle has been escaped below its free
     energy it cannot be reached again.
 
+    ``solve(factors, r)`` is the linear solve of the step (:data:`vaefp_jax.tile_jacobian.NEWTON_SOLVES`).
     Cost per step, in map evaluations: the Jacobian factors (counted as one),
     F and f at the candidate (one: :func:`_step_and_free_energy` shares the
     logits), F and f at the plain step (one). F at the accepted point is carried
@@ -93,7 +96,7 @@ def _newton_phase(problem, psi, tol, max_newton, max_rejects, plain_after_reject
     def body(s):
         psi, fpsi, res, k, evals, acc, rejects = s
         f = tile_jacobian.jacobian_factors(psi, problem.x, problem.beta, problem.log_prior)
-        cand = psi + tile_jacobian.woodbury_solve_factors(f, fpsi - psi)
+        cand = psi + solve(f, fpsi - psi)
         f_cand, e_c = _step_and_free_energy(problem, cand)
         f_plain, e_p = _step_and_free_energy(problem, fpsi)
         ok = jnp.all(jnp.isfinite(cand)) & jnp.all(jnp.isfinite(f_cand)) & (e_c <= e_p + 1e-13 * jnp.abs(e_p))
@@ -116,7 +119,7 @@ def _newton_phase(problem, psi, tol, max_newton, max_rejects, plain_after_reject
     return psi, res, evals, acc
 
 
-def newton_cost(num_points: int, num_tiles: int, dim: int) -> float:
+def newton_cost(num_points: int, num_tiles: int, dim: int, solve: str = "woodbury") -> float:
     """The cost of one Newton step in map evaluations (≥ 3, see :func:`_newton_phase`).
 
     One evaluation is ~(5 d + 10) n K operations (distances, one exponential, the
@@ -124,10 +127,16 @@ def newton_cost(num_points: int, num_tiles: int, dim: int) -> float:
     (2 n² K d), the K blocks A_b (2 K d² n) and their LU and the capacity LU
     (K d³/3 + n³/3). At the paper's size (n = 120, K = 1024, d = 2) that is ~25
     evaluations; at scikit-learn's digits (n = 1797, K = 144, d = 64) ~750.
+    ``solve="krylov"``: :data:`~vaefp_jax.tile_jacobian.KRYLOV_PRODUCTS` products of
+    ~6 n K d operations instead (~125 evaluations at digits' size); "auto" as in
+    :func:`~vaefp_jax.tile_jacobian.newton_solve`.
     ``Accelerated(handoff=h)`` weighs plain steps against h such steps."""
     n, K, d = float(num_points), float(num_tiles), float(dim)
-    solve = 2 * n * n * K * d + 2 * K * d * d * n + K * d ** 3 / 3 + n ** 3 / 3
-    return 3.0 + solve / ((5 * d + 10) * n * K)
+    if tile_jacobian.newton_solve_name(solve, num_points, num_tiles, dim) == "krylov":
+        cost = tile_jacobian.KRYLOV_PRODUCTS * 6 * n * K * d
+    else:
+        cost = 2 * n * n * K * d + 2 * K * d * d * n + K * d ** 3 / 3 + n ** 3 / 3
+    return 3.0 + cost / ((5 * d + 10) * n * K)
 
 
 def _extrapolated_iterate(problem, psi, tol, max_steps, every: int = 8, handoff=None):
@@ -207,6 +216,9 @@ class Accelerated(Iteration):
         (:func:`newton_cost`). Off by default: with 3 it left 2 of 48 β of standardised
         wine unconverged that the default converges (benchmarks/RESULTS.md);
       max_newton: Newton steps per round;
+      newton_solve: the linear solve of a Newton step: "woodbury" (exact), "krylov"
+        (GMRES on products J·v, inexact) or "auto" (the cheaper at the problem's size,
+        :func:`vaefp_jax.tile_jacobian.prefers_krylov`: Krylov for n above ~450);
       max_rejects: rejected Newton candidates in a row that end a round;
       rounds: saddle escapes allowed;
       spectral: how ρ(∂F/∂ψ) and its eigenvector are estimated: "lanczos" (on the
@@ -222,6 +234,7 @@ class Accelerated(Iteration):
     warmup: int = 50
     handoff: float = 0.0
     max_newton: int = 30
+    newton_solve: str = "auto"
     max_rejects: int = 3
     rounds: int = 8
     spectral: str = "lanczos"
@@ -240,6 +253,7 @@ class Accelerated(Iteration):
         if self.tol is not None:
             _validate.check_positive("tol", self.tol)
         tile_jacobian.spectral_estimate(self.spectral)
+        tile_jacobian.newton_solve_name(self.newton_solve, 1, 1, 1)
         if self.spectral_iters is not None and (isinstance(self.spectral_iters, bool)
                                                 or int(self.spectral_iters) != self.spectral_iters
                                                 or self.spectral_iters < 2):
@@ -276,7 +290,8 @@ class Accelerated(Iteration):
         iters = self.spectral_iters or _SPECTRAL_ITERS[self.spectral]
         scale = jnp.sqrt(jnp.sum(jnp.var(problem.x, axis=0)))   # the data's RMS spread
         (K, d), n = psi0.shape, problem.x.shape[0]
-        budget = self.handoff * newton_cost(n, K, d)
+        solve = tile_jacobian.newton_solve(self.newton_solve, n, K, d)
+        budget = self.handoff * newton_cost(n, K, d, self.newton_solve)
         cap = self.warmup + int(min(budget, self.fallback_steps))
         psi, evals, _ = _extrapolated_iterate(problem, psi0, tol, cap, handoff=(self.warmup, budget))
         # state: psi, res, rho, v, evals, newton, escapes, done
@@ -286,7 +301,7 @@ class Accelerated(Iteration):
         def newton_round(r):
             def run(st):
                 psi, _, _, _, evals, newton, escapes, _ = st
-                p, res, e, acc = _newton_phase(problem, psi, tol, self.max_newton, self.max_rejects)
+                p, res, e, acc = _newton_phase(problem, psi, tol, self.max_newton, self.max_rejects, solve)
                 rho, v = _leading_eig(problem, p, iters, jax.random.fold_in(key, r), self.spectral)
                 done = (rho < 1.0 - margin) & (res < tol)
                 return p, res, rho, v, evals + e, newton + acc, escapes, done
@@ -327,4 +342,4 @@ class Accelerated(Iteration):
                        stats={"newton_steps": newton, "escapes": escapes, "spectral_radius": rho})
 
     def __repr__(self):
-        return f"Accelerated(tol={self.tol}, spectral={self.spectral!r})"
+        return f"Accelerated(tol={self.tol}, spectral={self.spectral!r}, newton_solve={self.newton_solve!r})"

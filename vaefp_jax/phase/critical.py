@@ -117,18 +117,21 @@ def critical_betas(result, top_k: int = 3, variable: str = "beta") -> list[Criti
     return peaks[:top_k]
 
 
-@functools.partial(jax.jit, static_argnames=("newton_steps", "spectral_iters", "spectral"))
-def _branch_point(x, beta, log_prior, psi, newton_steps, spectral_iters, spectral):
+@functools.partial(jax.jit, static_argnames=("newton_steps", "spectral_iters", "spectral", "newton_solve"))
+def _branch_point(x, beta, log_prior, psi, newton_steps, spectral_iters, spectral, newton_solve="woodbury"):
     """Newton's method on ψ − F(ψ) = 0 from ψ (stays on that branch even where
     it is unstable), at most ``newton_steps`` steps and none once ‖F(ψ) − ψ‖_F is at
     the rounding level of the map (100 eps max|x| √(K d)); then ρ(∂F/∂ψ) there (power
-    iteration, or Lanczos, valid at a fixed point)."""
+    iteration, or Lanczos, valid at a fixed point). ``newton_solve``: the name of the step's
+    linear solve in :data:`~vaefp_jax.tile_jacobian.NEWTON_SOLVES` (an inexact Krylov step
+    contracts the residual ~1e-6-fold, so the stop is reached in a step or two more)."""
+    solve = tile_jacobian.NEWTON_SOLVES[newton_solve]
     tol = 100 * jnp.finfo(x.dtype).eps * jnp.max(jnp.abs(x)) * jnp.sqrt(psi.size)
 
     def newton(s):   # carries r = F(p) − p: one map evaluation per step
         p, r, k = s
         f = tile_jacobian.jacobian_factors(p, x, beta, log_prior)
-        p = p + tile_jacobian.woodbury_solve_factors(f, r)
+        p = p + solve(f, r)
         return p, equations.step(p, x, beta, log_prior) - p, k + 1
 
     norm = lambda r: jnp.sqrt(jnp.sum(r ** 2))
@@ -141,7 +144,7 @@ def _branch_point(x, beta, log_prior, psi, newton_steps, spectral_iters, spectra
 
 def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_high, *,
                    iterations: int = 30, newton_steps: int = 8, spectral_iters: int = 48,
-                   spectral: str = "lanczos"):
+                   spectral: str = "lanczos", newton_solve: str = "auto"):
     """β_c between ``beta_low`` < ``beta_high`` by bisection on stability.
 
     ``psi_high`` (K, d) is the (merged) stable fixed point at ``beta_high``. At
@@ -157,12 +160,15 @@ def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_h
     ``spectral_iters`` Lanczos steps on the symmetrised Jacobian, valid because
     Newton ends at a fixed point; ~50 steps resolve ρ near 1 where power iteration
     needs thousands) or "power" (power iterations, no symmetry assumed).
+    ``newton_solve``: the linear solve of each Newton step, as in :class:`~vaefp_jax.Accelerated`
+    ("auto": Woodbury, or GMRES for n above ~450).
     ``iterations`` halvings: 30 take a bracket of one sweep spacing to ~1e-10
     relative.
     """
     if not (0 < beta_low < beta_high):
         raise ValueError(f"need 0 < beta_low < beta_high, got {beta_low}, {beta_high}")
     tile_jacobian.spectral_estimate(spectral)
+    solve_name = tile_jacobian.newton_solve_name(newton_solve, np.shape(x)[0], *np.shape(psi_high))
     dtype = working_dtype(jnp.asarray(x).dtype)
     x = jnp.asarray(x, dtype)
     lp = jnp.asarray(grid.log_prior, dtype)
@@ -172,7 +178,8 @@ def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_h
     groups = count_distinct(np.asarray(psi_high, np.float64), merge_tol)
     for _ in range(iterations):
         mid = float(np.sqrt(lo * hi))
-        p, res, rho = _branch_point(x, jnp.asarray(mid, dtype), lp, psi, newton_steps, spectral_iters, spectral)
+        p, res, rho = _branch_point(x, jnp.asarray(mid, dtype), lp, psi, newton_steps, spectral_iters, spectral,
+                                     solve_name)
         # Near a pitchfork I − ∂F/∂ψ is nearly singular and Newton can jump to
         # the bifurcating (split) branch, which is stable: a change in the number
         # of distinct fixed points means the merged branch was not followed.

@@ -55,17 +55,23 @@ __all__ = ["SweepResult", "sweep", "order_parameter_at_fixed_point", "default_li
 DENSE_MAX_SIZE = 4096   # K·d up to which the dense Jacobian (K·d JVPs, one LU) is affordable
 
 
-def default_linear_solver(constraint, num_points: int, num_tiles: int, dim: int):
-    """The exact solve of least cost: :class:`Woodbury` (unconstrained map only,
-    ~K d n² + n³ flops) or :class:`Dense` (~(K d)³ + K d map JVPs); :class:`GMRES`
-    when neither fits (a constrained map with K d > ``DENSE_MAX_SIZE``)."""
+def default_linear_solver(constraint, num_points: int, num_tiles: int, dim: int, dtype=None):
+    """The solve of least cost: :class:`Woodbury` (unconstrained map only, ~K d n² + n³
+    flops, exact) or :class:`Dense` (~(K d)³ + K d map JVPs, exact); :class:`GMRES` (map
+    JVPs; a relative residual of 1e-10 in float64, 1e-5 in float32, at most 600 products)
+    for the unconstrained map where Woodbury's (n, n) capacity matrix costs more than
+    ~150 products (:func:`vaefp_jax.tile_jacobian.prefers_krylov`: n above ~450), and for
+    a constrained map with K d > ``DENSE_MAX_SIZE``."""
     n, K, d = num_points, num_tiles, dim
+    tol = 1e-5 if dtype is not None and jnp.finfo(dtype).bits < 64 else 1e-10
+    gmres = GMRES(tol=tol, restart=150, maxiter=4)
     dense_cost = float(K * d) ** 3 + float(K * d) * 3 * n * K * d
     if isinstance(constraint, Unconstrained):
         woodbury_cost = float(K) * d * n * n + float(n) ** 3
-        if woodbury_cost <= dense_cost or K * d > DENSE_MAX_SIZE:
-            return Woodbury()
-    return Dense() if K * d <= DENSE_MAX_SIZE else GMRES()
+        if K * d <= DENSE_MAX_SIZE and dense_cost < woodbury_cost:
+            return Dense()
+        return gmres if tile_jacobian.prefers_krylov(n, K, d) else Woodbury()
+    return Dense() if K * d <= DENSE_MAX_SIZE else gmres
 
 
 def _smooth_map(step_map, constraint, shared):
@@ -213,7 +219,7 @@ def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constrai
                          "LipschitzStrength, or solve() for the fixed points alone)")
     xj, dtype, B = s["x"], s["dtype"], s["num"]
     (n, d), K = xj.shape, grid.num_tiles
-    linear_solver = default_linear_solver(s["constraint"], n, K, d) if linear_solver is None else linear_solver
+    linear_solver = default_linear_solver(s["constraint"], n, K, d, dtype) if linear_solver is None else linear_solver
     key = jax.random.PRNGKey(0) if key is None else key
     static_c = s["constraint"].static()
     if continuation is None:
