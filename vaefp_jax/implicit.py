@@ -80,11 +80,7 @@ class GMRES:
     maxiter: int | None = None
 
     def _gmres(self, mv, b):
-        # "incremental": Givens rotations in plain XLA; the default "batched"
-        # least-squares step would call LAPACK (see vaefp_jax.linalg)
-        v, _ = jax.scipy.sparse.linalg.gmres(mv, b, tol=self.tol, atol=0.0, restart=self.restart,
-                                              maxiter=self.maxiter, solve_method="incremental")
-        return v
+        return linalg.gmres(mv, b, tol=self.tol, restart=self.restart, cycles=self.maxiter)
 
     def __call__(self, matvec, rhs, F, psi, theta):
         return jax.lax.custom_linear_solve(matvec, rhs, solve=self._gmres, transpose_solve=self._gmres)

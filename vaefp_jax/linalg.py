@@ -174,3 +174,14 @@ def eigh(a):
     like ``jnp.linalg.eigh`` but safe on CPU (see the module docstring). Not
     differentiable (the package uses it for starts and certificates only)."""
     return _eigh(jax.lax.stop_gradient(jnp.asarray(a)))
+
+
+def gmres(op, b, *, tol: float, restart: int, cycles: int) -> jax.Array:
+    """x with ‖op(x) − b‖ ≤ ``tol`` ‖b‖, or GMRES's best after ``cycles`` restarts of ``restart``
+    products: ``jax.scipy.sparse.linalg.gmres`` with Givens rotations in plain XLA
+    ("incremental"; the default "batched" least-squares step would call LAPACK, see above)
+    and a bounded number of restarts (its default, 10 × size, is a near-hang where ``tol``
+    is below the working precision)."""
+    x, _ = jax.scipy.sparse.linalg.gmres(op, b, tol=tol, atol=0.0, restart=restart, maxiter=cycles,
+                                         solve_method="incremental")
+    return x

@@ -39,7 +39,7 @@ from vaefp_jax.equations import DIRECT_MAX_D, tile_weights
 
 __all__ = ["JacobianFactors", "jacobian_factors", "matvec", "power_iteration", "lanczos",
            "spectral_radius", "SPECTRAL", "spectral_estimate", "woodbury_solve_factors", "krylov_solve_factors",
-           "NEWTON_SOLVES", "prefers_krylov", "newton_solve", "newton_solve_name"]
+           "NEWTON_SOLVES", "solve_costs", "prefers_krylov", "newton_solve", "newton_solve_name"]
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -177,9 +177,7 @@ def krylov_solve_factors(f: JacobianFactors, rhs: jax.Array, *, rtol: float = KR
     residual). Near a transition I − J has one eigenvalue 1 − ρ → 0, isolated: the
     Krylov space finds it in a few products, which is why GMRES needs tens, not
     thousands, of products there."""
-    v, _ = jax.scipy.sparse.linalg.gmres(lambda u: u - matvec(f, u), rhs, tol=rtol, atol=0.0, restart=restart,
-                                         maxiter=cycles, solve_method="incremental")
-    return v
+    return linalg.gmres(lambda u: u - matvec(f, u), rhs, tol=rtol, restart=restart, cycles=cycles)
 
 
 NEWTON_SOLVES = {"woodbury": woodbury_solve_factors, "krylov": krylov_solve_factors}
@@ -188,15 +186,23 @@ NEWTON_SOLVES = {"woodbury": woodbury_solve_factors, "krylov": krylov_solve_fact
 KRYLOV_PRODUCTS = 150   # products J·v assumed per Krylov solve in :func:`prefers_krylov`
 
 
-def prefers_krylov(num_points: int, num_tiles: int, dim: int) -> bool:
-    """Whether a Krylov solve is cheaper than the exact Woodbury solve.
+def solve_costs(num_points: int, num_tiles: int, dim: int) -> dict[str, float]:
+    """Operations of one solve (I − J) v = r by each of :data:`NEWTON_SOLVES`.
 
-    Woodbury: 2 n² K d (the capacity matrix) + n³/3 (its LU); a Krylov solve:
-    :data:`KRYLOV_PRODUCTS` products of ~6 n K d operations. Krylov wins for n above
-    ~450: not at the paper's size (n = 120), iris or wine; at scikit-learn's digits
-    (n = 1797, K = 144, d = 64) it is ~4× cheaper on that count."""
+    Woodbury: the (n, n) capacity matrix (2 n² K d), the K blocks A_b (2 K d² n), their
+    LU and the capacity LU (K d³/3 + n³/3); Krylov: :data:`KRYLOV_PRODUCTS` products of
+    ~6 n K d operations."""
     n, K, d = float(num_points), float(num_tiles), float(dim)
-    return 2 * n * n * K * d + n ** 3 / 3 > KRYLOV_PRODUCTS * 6 * n * K * d
+    return {"woodbury": 2 * n * n * K * d + 2 * K * d * d * n + K * d ** 3 / 3 + n ** 3 / 3,
+            "krylov": KRYLOV_PRODUCTS * 6 * n * K * d}
+
+
+def prefers_krylov(num_points: int, num_tiles: int, dim: int) -> bool:
+    """Whether a Krylov solve is cheaper than the exact Woodbury solve (:func:`solve_costs`).
+    Krylov wins for n above ~450: not at the paper's size (n = 120), iris or wine; at
+    scikit-learn's digits (n = 1797, K = 144, d = 64) it is ~4× cheaper on that count."""
+    cost = solve_costs(num_points, num_tiles, dim)
+    return cost["woodbury"] > cost["krylov"]
 
 
 def newton_solve_name(method: str, num_points: int, num_tiles: int, dim: int) -> str:

@@ -131,12 +131,9 @@ def newton_cost(num_points: int, num_tiles: int, dim: int, solve: str = "woodbur
     ~6 n K d operations instead (~125 evaluations at digits' size); "auto" as in
     :func:`~vaefp_jax.tile_jacobian.newton_solve`.
     ``Accelerated(handoff=h)`` weighs plain steps against h such steps."""
-    n, K, d = float(num_points), float(num_tiles), float(dim)
-    if tile_jacobian.newton_solve_name(solve, num_points, num_tiles, dim) == "krylov":
-        cost = tile_jacobian.KRYLOV_PRODUCTS * 6 * n * K * d
-    else:
-        cost = 2 * n * n * K * d + 2 * K * d * d * n + K * d ** 3 / 3 + n ** 3 / 3
-    return 3.0 + cost / ((5 * d + 10) * n * K)
+    name = tile_jacobian.newton_solve_name(solve, num_points, num_tiles, dim)
+    cost = tile_jacobian.solve_costs(num_points, num_tiles, dim)[name]
+    return 3.0 + cost / ((5.0 * dim + 10) * num_points * num_tiles)
 
 
 def _extrapolated_iterate(problem, psi, tol, max_steps, every: int = 8, handoff=None):
