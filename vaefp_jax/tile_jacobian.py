@@ -39,7 +39,8 @@ from vaefp_jax.equations import DIRECT_MAX_D, tile_weights
 
 __all__ = ["JacobianFactors", "jacobian_factors", "matvec", "power_iteration", "lanczos",
            "spectral_radius", "SPECTRAL", "spectral_estimate", "woodbury_solve_factors", "krylov_solve_factors",
-           "NEWTON_SOLVES", "solve_costs", "prefers_krylov", "newton_solve", "newton_solve_name"]
+           "NEWTON_SOLVES", "solve_costs", "prefers_krylov", "newton_solve", "newton_solve_name",
+           "check_newton_solve"]
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -205,13 +206,19 @@ def prefers_krylov(num_points: int, num_tiles: int, dim: int) -> bool:
     return cost["woodbury"] > cost["krylov"]
 
 
+def check_newton_solve(method: str) -> str:
+    """``method`` if it is ``"auto"`` or names a solve of :data:`NEWTON_SOLVES`, else a
+    one-line ``ValueError`` (the check that needs no problem size)."""
+    if method != "auto" and method not in NEWTON_SOLVES:
+        raise ValueError(f"newton_solve must be 'auto', 'woodbury' or 'krylov', got {method!r}")
+    return method
+
+
 def newton_solve_name(method: str, num_points: int, num_tiles: int, dim: int) -> str:
     """``method`` if it names a solve of :data:`NEWTON_SOLVES`; for ``"auto"`` the cheaper
     one at this size (:func:`prefers_krylov`); ``ValueError`` for any other name."""
-    if method == "auto":
+    if check_newton_solve(method) == "auto":
         return "krylov" if prefers_krylov(num_points, num_tiles, dim) else "woodbury"
-    if method not in NEWTON_SOLVES:
-        raise ValueError(f"newton_solve must be 'auto', 'woodbury' or 'krylov', got {method!r}")
     return method
 
 

@@ -250,7 +250,7 @@ class Accelerated(Iteration):
         if self.tol is not None:
             _validate.check_positive("tol", self.tol)
         tile_jacobian.spectral_estimate(self.spectral)
-        tile_jacobian.newton_solve_name(self.newton_solve, 1, 1, 1)
+        tile_jacobian.check_newton_solve(self.newton_solve)
         if self.spectral_iters is not None and (isinstance(self.spectral_iters, bool)
                                                 or int(self.spectral_iters) != self.spectral_iters
                                                 or self.spectral_iters < 2):
