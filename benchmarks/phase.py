@@ -80,9 +80,10 @@ def main(argv=None):
         s = r.score()
         lam = vf.phase.scales.covariance_lambda_max(z)
         refined = [c.refined for c in r.critical if np.isfinite(c.refined)][-3:]
+        top = "" if r.tree.complete else f" (incomplete: {int(r.tree.counts[-1])} clusters at the top β)"
         print(f"| {name} | {z.shape[0]} × {z.shape[1]} | {k} | {wall:.1f} | {r.beta.size} in "
               f"[{r.beta[0]:.3g}, {r.beta[-1]:.3g}] | {', '.join(f'{b:.4g}' for b in refined)} | "
-              f"{r.tree.merges[-1].height / lam:.6f} | {s['clusters']} | {s['ari']:.3f} | "
+              f"{r.tree.merges[-1].height / lam:.6f}{top} | {s['clusters']} | {s['ari']:.3f} | "
               f"{adjusted_rand_score(d.target, km):.3f} | {adjusted_rand_score(d.target, ward):.3f} | "
               f"{int(r.converged.sum())}/{r.beta.size} |", flush=True)
 

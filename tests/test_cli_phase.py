@@ -26,9 +26,12 @@ def restore_x64():
 
 def test_phase_on_a_builtin_dataset(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = cli.main(["phase", "--n", "60", "--out", str(out), "--format", "pdf"] + SMALL)
+    rc = cli.main(["phase", "--n", "60", "--out", str(out), "--format", "pdf"] + SMALL[:-1])   # not --quiet
     assert rc == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
+    # a bar per stage on stderr, each at its end: every β of the sweep, every refinement
+    assert "β sweep" in captured.err and "10/10" in captured.err and "refine peaks" in captured.err
     assert "β_c (sweep)" in text and "merge tree" in text and "adjusted Rand index" in text
     for name in ("run.json", "phase.npz", "betas.csv", "critical.csv", "merges.csv", "labels.csv", "linkage.csv",
                  "phase.pdf", "tree.pdf"):
@@ -63,7 +66,8 @@ def test_phase_on_a_user_csv_with_a_text_label_column(tmp_path, capsys):
     rc = cli.main(["phase", "--data", str(path), "--label-column", "species", "--standardize", "--protocol", "tight",
                    "--out", str(tmp_path / "b")] + SMALL)
     assert rc == 0
-    assert "adjusted Rand index" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "adjusted Rand index" in captured.out and "β sweep" not in captured.err   # --quiet: no bars
     r = vf.load(tmp_path / "b")
     assert r.record["data"]["columns"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
     assert r.record["data"]["sha256"] == vf.runs.file_sha256(path) and r.record["data"]["standardized"]
@@ -139,3 +143,34 @@ def test_version_and_help():
     assert out.returncode == 0 and out.stdout.strip().endswith("no jax"), out.stderr
     assert "(default: 48)" in out.stdout and "(default: runs/phase)" in out.stdout
     assert "(default: 64)" in out.stdout and "(default: 12)" in out.stdout
+
+
+def test_standardising_a_nearly_constant_column_warns_in_one_line(tmp_path, capsys, monkeypatch):
+    # one point with a rare value in a column that is otherwise 0: standardised it lies
+    # √(n − 1) ≈ 7.7 (n = 60) or √199 ≈ 14 (n = 200) standard deviations out
+    import vaefp_jax.phase.analysis as analysis
+
+    def stop(*a, **k):
+        raise ValueError("stopped after the data checks")
+
+    monkeypatch.setattr(analysis, "sweep", stop)
+    rng = np.random.default_rng(0)
+    for n, warned in ((60, False), (200, True)):
+        x = np.column_stack([rng.normal(size=n), np.zeros(n)])
+        x[0, 1] = 5.0
+        z = analysis.standardize(x)[0]
+        assert abs(z[0, 1]) == pytest.approx(np.sqrt(n - 1), rel=1e-12)   # closed form
+        assert analysis.extreme_values(z) == ((1, [1], 1) if warned else (0, [], 0))
+        path = tmp_path / f"x{n}.npy"
+        np.save(path, x)
+        rc = cli.main(["phase", "--data", str(path), "--standardize", "--out", str(tmp_path / f"o{n}")] + SMALL)
+        assert rc == EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if "warning" in line]
+        if warned:
+            with pytest.warns(UserWarning, match="standardising put 1 points"), pytest.raises(ValueError, match="stopped"):
+                analysis.phase_analysis(x, standardize_data=True)   # the Python API warns too
+            assert len(lines) == 1 and lines[0].startswith("vaefp: warning: standardising put 1 points beyond 10")
+            assert "columns 1:" in lines[0] and "pixels" in lines[0]
+        else:
+            assert lines == []

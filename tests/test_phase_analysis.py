@@ -19,12 +19,33 @@ SETTINGS = dict(grid=vf.LatentGrid.uniform(6), num_betas=NUM_BETAS, top_k=3, ref
                 iteration=vf.Damped.tight())
 
 
+EVENTS = {}   # data set -> the (stage, done, total) calls of phase_analysis's progress
+
+
 @pytest.fixture(scope="module", params=["iris", "wine"])
 def analysed(request):
     data = {"iris": load_iris, "wine": load_wine}[request.param]()
+    events = EVENTS.setdefault(request.param, [])
     with jax.enable_x64(True):
-        result = vf.phase_analysis(data.data, standardize_data=True, true_labels=data.target, **SETTINGS)
+        result = vf.phase_analysis(data.data, standardize_data=True, true_labels=data.target,
+                                   progress=lambda *e: events.append(e), **SETTINGS)
     return request.param, data, result
+
+
+def test_progress_reports_every_beta_and_refinement(analysed):
+    name, _, r = analysed
+    events = EVENTS[name]
+    stages = [e[0] for e in events]
+    # in order, each stage once and contiguous
+    assert [s for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] == [
+        s for s in ("sweep", "derivatives", "peaks", "merges") if s in stages]
+    assert [e for e in events if e[0] == "sweep"] == [("sweep", j, NUM_BETAS) for j in range(1, NUM_BETAS + 1)]
+    assert [e for e in events if e[0] == "derivatives"] == [("derivatives", 0, 1), ("derivatives", 1, 1)]
+    peaks = [e for e in events if e[0] == "peaks"]
+    assert len(peaks) == len(r.critical) and all(e[2] == len(r.critical) for e in peaks)
+    merges = [e for e in events if e[0] == "merges"]
+    refined_brackets = {(m.beta_low, m.beta_high) for m in r.tree.merges if m.refined}
+    assert len(merges) == len(refined_brackets) <= SETTINGS["refine_merges"]
 
 
 def test_last_merge_is_at_lambda_max(analysed):

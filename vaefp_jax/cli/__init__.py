@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from vaefp_jax.cli.common import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED, Formatter
 from vaefp_jax.cli.sweep import STEP_MAPS as STEP_MAPS
@@ -43,9 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """The package's warnings as one line on stderr (``vaefp: warning: …``), not Python's
+    two-line form with a source line; shown even under --quiet."""
+    if "vaefp_jax" in str(filename):
+        print(f"vaefp: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except ValueError as err:

@@ -49,6 +49,35 @@ def say(args, *parts) -> None:
         print(*parts, file=sys.stderr)
 
 
+class StageBars:
+    """``progress(stage, done, total)`` for the library's long runs, drawn as one tqdm bar
+    per stage on stderr (nothing under --quiet). ``close()`` ends the last bar."""
+
+    LABELS = {"sweep": "β sweep", "derivatives": "u′, u″, ρ", "peaks": "refine peaks", "merges": "refine merges"}
+
+    def __init__(self, args):
+        self.quiet = bool(getattr(args, "quiet", False))
+        self.stage, self.bar = None, None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if stage != self.stage:
+            from tqdm.auto import tqdm
+
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=self.LABELS.get(stage, stage), file=sys.stderr, dynamic_ncols=True,
+                            unit="", leave=True)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.stage = None, None
+
+
 def add_data_arguments(p: argparse.ArgumentParser, default: str = "three-clusters", labels: bool = False) -> None:
     from vaefp_jax.datasets import DATASETS
 

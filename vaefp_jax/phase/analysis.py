@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from vaefp_jax.clusters import default_merge_tol
@@ -49,10 +51,25 @@ def standardize(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (x - mean) / scale, mean, scale
 
 
+# |z| beyond which a standardised value is reported: a point that far out along one
+# coordinate is a cluster of its own up to β ~ z²/2 (the kernel exp(−z²/2β) of eq. 14
+# cannot reach it), far above λ_max ~ a few.
+EXTREME_Z = 10.0
+
+
+def extreme_values(z) -> tuple[int, list[int], int]:
+    """(values, their columns, points): the entries of the standardised ``z`` (n, d) with
+    |z| > :data:`EXTREME_Z`. Nearly constant columns make them (a pixel that is 0 but in a
+    few images): their few points split off as clusters of their own at every β of the
+    default range, so the tree stays incomplete and the fine levels hold them."""
+    big = np.abs(np.asarray(z)) > EXTREME_Z
+    return int(big.sum()), np.nonzero(big.any(axis=0))[0].tolist(), int(big.any(axis=1).sum())
+
+
 def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: int = 48, beta_range=None,
                    standardize_data: bool = False, true_labels=None, iteration=None, step_map=None,
                    continuation: str | None = "cooling", top_k: int = 8, refine_merges: int = 6, seed: int = 0,
-                   data_record: dict | None = None, throw: bool | None = None) -> PhaseResult:
+                   data_record: dict | None = None, throw: bool | None = None, progress=None) -> PhaseResult:
     """Critical temperatures, merge tree and point labels of ``x`` (n, d).
 
     Args:
@@ -72,6 +89,9 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
       seed: seed of the initial noise and of the continuation's perturbations.
       data_record: what the data is (file, hash, columns), stored in ``record``.
       throw: as in :func:`vaefp_jax.solve`, about unconverged β (which are left out of the tree).
+      progress: None, or ``progress(stage, done, total)``, told as each piece ends: stages
+        "sweep" and "derivatives" (as in :func:`~vaefp_jax.phase.sweep.sweep`), then "peaks"
+        and "merges" (each refinement of a curvature peak, of a bracket of the tree).
     """
     from vaefp_jax.iterations.accelerated import Accelerated
 
@@ -87,6 +107,14 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
         x = z.astype(dtype)
         constant = np.nonzero(np.asarray(x).std(axis=0) == 0)[0].tolist()
         data.update(standardized=True, mean=mean.tolist(), scale=scale.tolist(), constant_columns=constant)
+        values, columns, points = extreme_values(z)
+        data.update(extreme_points=points)
+        if values:
+            shown = ", ".join(str(c) for c in columns[:8]) + (", …" if len(columns) > 8 else "")
+            warnings.warn(f"standardising put {points} points beyond {EXTREME_Z:g} standard deviations (columns "
+                          f"{shown}: nearly constant); they will form clusters of their own, so the tree may not "
+                          "merge into one: leave standardisation off when the columns share units (e.g. pixels)",
+                          UserWarning, stacklevel=2)
     else:
         data.update(standardized=False)
     grid = LatentGrid.uniform(12) if grid is None else grid
@@ -106,11 +134,13 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
     import jax
 
     r = sweep(x, betas, grid, iteration=iteration, step_map=step_map, continuation=continuation,
-              key=jax.random.PRNGKey(int(seed)), throw=throw, spectral="lanczos", spectral_iters=REFINE["spectral_iters"])
+              key=jax.random.PRNGKey(int(seed)), throw=throw, spectral="lanczos", spectral_iters=REFINE["spectral_iters"],
+              progress=progress)
     xs = np.asarray(x, np.float64)
 
     critical = []
-    for p in sorted(critical_betas(r, top_k=top_k, variable="log_beta"), key=lambda p: p.beta):
+    peaks = sorted(critical_betas(r, top_k=top_k, variable="log_beta"), key=lambda p: p.beta)
+    for i, p in enumerate(peaks):
         try:
             refined = refine_critical_beta(r, p, xs, grid, **REFINE)
         except ValueError:   # a peak next to the end of the sweep cannot be bracketed
@@ -118,6 +148,8 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
         critical.append(CriticalRow(beta=p.beta, refined=float(refined), height=p.height,
                                     abs_d2u=float(abs(r.d2u[p.index])), jump=p.jump,
                                     fixed_points_below=p.fixed_points_below, fixed_points_above=p.fixed_points_above))
+        if progress is not None:
+            progress("peaks", i + 1, len(peaks))
 
     merge_tol = default_merge_tol(xs)
     lp = np.asarray(grid.log_prior, np.float64)
@@ -132,10 +164,13 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
     counts = labels.max(axis=1) + 1
     brackets = [lev for lev in range(len(ok) - 1) if counts[lev] > counts[lev + 1]]
     heights = {}
-    for lev in brackets[::-1][:max(int(refine_merges), 0)]:
+    chosen = brackets[::-1][:max(int(refine_merges), 0)]
+    for i, lev in enumerate(chosen):
         lo, hi = ok[lev], ok[lev + 1]
         beta_c, _ = refine_bracket(xs, grid, float(r.beta[lo]), float(r.beta[hi]), r.psi[hi], **REFINE)
         heights[lev] = beta_c
+        if progress is not None:
+            progress("merges", i + 1, len(chosen))
     tree = build_tree(r.beta[ok], labels, heights)
 
     record = make_record("phase", data=data, grid=grid, iteration=iteration, step_map=step_map,

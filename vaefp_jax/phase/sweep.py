@@ -133,21 +133,34 @@ def _derivatives(x, log_prior, shared, theta, psi, step_map, constraint, linear_
 
 
 @functools.partial(jax.jit, static_argnames=("iteration", "step_map", "constraint"))
-def _continuation(x, log_prior, shared, theta, psi0, kick, key, *, iteration, step_map, constraint):
-    """β in the given order, each from the previous answer plus uniform noise of half-width ``kick``."""
+def _continuation_step(x, log_prior, shared, th, psi, key, kick, *, iteration, step_map, constraint):
+    """One β of a continuation: from ``psi`` plus uniform noise of half-width ``kick``.
+    Returns (the next key, the problem's outcome)."""
+    key, sub = jax.random.split(key)
+    start = psi + kick * jax.random.uniform(sub, psi.shape, psi.dtype, -1.0, 1.0)
+    one = jax.tree.map(lambda a: a[None], th)
+    out = run_problems(x, log_prior, shared, one, start[None], sub, iteration=iteration, step_map=step_map,
+                       constraint=constraint, schedule=Vmapped(batch_size=1), record_every=0)
+    return key, jax.tree.map(lambda a: a[0], out)
 
-    def body(carry, th):
-        psi, key = carry
-        key, sub = jax.random.split(key)
-        start = psi + kick * jax.random.uniform(sub, psi.shape, psi.dtype, -1.0, 1.0)
-        one = jax.tree.map(lambda a: a[None], th)
-        out = run_problems(x, log_prior, shared, one, start[None], sub, iteration=iteration, step_map=step_map,
-                           constraint=constraint, schedule=Vmapped(batch_size=1), record_every=0)
-        out = jax.tree.map(lambda a: a[0], out)
-        return (out["psi"], key), out
 
-    _, out = jax.lax.scan(body, (psi0, key), theta)
-    return out
+def _continuation(x, log_prior, shared, theta, psi0, kick, key, *, iteration, step_map, constraint,
+                  progress=None):
+    """β in the given order, each from the previous answer plus uniform noise of half-width
+    ``kick``. One jitted step per β (compiled once), so that ``progress("sweep", j, B)``
+    can report each β as it ends: a β near β_c of a large data set takes a minute on CPU."""
+    num = int(jax.tree.leaves(theta)[0].shape[0])
+    psi, outs = psi0, []
+    for j in range(num):
+        th = jax.tree.map(lambda a: a[j], theta)
+        key, out = _continuation_step(x, log_prior, shared, th, psi, key, kick, iteration=iteration,
+                                      step_map=step_map, constraint=constraint)
+        psi = out["psi"]
+        outs.append(out)
+        if progress is not None:
+            jax.block_until_ready(psi)
+            progress("sweep", j + 1, num)
+    return jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +198,7 @@ class SweepResult:
 def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constraint=None, schedule=None,
           linear_solver=None, psi0=None, key=None, continuation: str | None = None, kick: float = 1e-4,
           spectral_iters: int = 300, spectral: str = "power", record_every: int = 0,
-          throw: bool | None = None) -> SweepResult:
+          throw: bool | None = None, progress=None) -> SweepResult:
     """Fixed points, u, u′, u″ and ρ for every β of ``betas`` (B,).
 
     Args:
@@ -206,6 +219,9 @@ def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constrai
       spectral: "power" (power iteration, any ψ) or "lanczos" (Lanczos on the symmetrised
         Jacobian of the unconstrained map, exact at a fixed point: ~50 steps resolve ρ
         near 1 where power iteration needs thousands; see :func:`vaefp_jax.tile_jacobian.lanczos`).
+      progress: None, or a callable ``progress(stage, done, total)`` told of each β of a
+        continuation as it ends (stage "sweep") and of the derivative pass (stage
+        "derivatives", 0 then 1 of 1), e.g. to drive a progress bar.
     """
     iteration = Damped.tight() if iteration is None else iteration
     if continuation not in (None, "cooling", "heating"):
@@ -239,13 +255,18 @@ def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constrai
         theta_o = jax.tree.map(lambda a: a[order], s["theta"])
         out = _continuation(xj, s["log_prior"], s["shared"], theta_o, start, jnp.asarray(kick * spread, dtype),
                             jax.random.fold_in(key, 1), iteration=s["iteration"], step_map=s["step_map"],
-                            constraint=static_c)
+                            constraint=static_c, progress=progress)
         inv = np.argsort(order)
         out = jax.tree.map(lambda a: a[inv], out)
         out["trajectory"] = None
     solution = to_solution(s, out)
+    if progress is not None:
+        progress("derivatives", 0, 1)
     u, du, d2u, rho = _derivatives(xj, s["log_prior"], s["shared"], s["theta"], solution.psi, s["step_map"],
                                    static_c, linear_solver, int(spectral_iters), spectral)
+    if progress is not None:
+        jax.block_until_ready(u)
+        progress("derivatives", 1, 1)
     solution = jax.device_get(solution)
     merge_tol = default_merge_tol(np.asarray(xj))
     result = SweepResult(solution=solution, u=np.asarray(u), du=np.asarray(du), d2u=np.asarray(d2u),
