@@ -83,6 +83,7 @@ def test_power_certificate_agrees_and_bad_options():
         vf.solve(x, b, grid, iteration=vf.Accelerated(spectral_iters=1))
 
 
+@pytest.mark.slow   # ~30 s: two non-default paths (handoff is off by default)
 def test_handoff_and_rejection_cap_reach_the_same_stable_fixed_point(x64):
     # Plain steps while they are predicted to beat Newton (handoff) and a Newton round
     # cut at the first rejection: other paths, the same certified fixed point as the
@@ -98,6 +99,9 @@ def test_handoff_and_rejection_cap_reach_the_same_stable_fixed_point(x64):
         assert np.all(r.converged) and np.all(r.stats["spectral_radius"] < 1)
         rho = float(np.max(ref.stats["spectral_radius"]))
         np.testing.assert_allclose(r.psi, ref.psi, atol=4 * 1e-11 / (1 - rho) + 1e-9)
+
+
+def test_newton_cost_and_handoff_options():
     from vaefp_jax.iterations.accelerated import newton_cost
     assert 20 < newton_cost(120, 1024, 2) < 30 and 600 < newton_cost(1797, 144, 64) < 900
     with pytest.raises(ValueError, match="handoff"):
