@@ -39,7 +39,7 @@ from vaefp_jax.equations import DIRECT_MAX_D, tile_weights
 
 __all__ = ["JacobianFactors", "jacobian_factors", "matvec", "power_iteration", "lanczos",
            "spectral_radius", "SPECTRAL", "spectral_estimate", "woodbury_solve_factors", "krylov_solve_factors",
-           "NEWTON_SOLVES", "solve_costs", "prefers_krylov", "newton_solve", "newton_solve_name",
+           "NEWTON_SOLVES", "product_cost", "solve_costs", "prefers_krylov", "newton_solve", "newton_solve_name",
            "check_newton_solve"]
 
 
@@ -187,15 +187,20 @@ NEWTON_SOLVES = {"woodbury": woodbury_solve_factors, "krylov": krylov_solve_fact
 KRYLOV_PRODUCTS = 150   # products J·v assumed per Krylov solve in :func:`prefers_krylov`
 
 
+def product_cost(num_points: int, num_tiles: int, dim: int) -> float:
+    """Operations of one product J·v (or one map JVP): ~6 n K d (distances, weights, sums)."""
+    return 6.0 * num_points * num_tiles * dim
+
+
 def solve_costs(num_points: int, num_tiles: int, dim: int) -> dict[str, float]:
     """Operations of one solve (I − J) v = r by each of :data:`NEWTON_SOLVES`.
 
     Woodbury: the (n, n) capacity matrix (2 n² K d), the K blocks A_b (2 K d² n), their
-    LU and the capacity LU (K d³/3 + n³/3); Krylov: :data:`KRYLOV_PRODUCTS` products of
-    ~6 n K d operations."""
+    LU and the capacity LU (K d³/3 + n³/3); Krylov: :data:`KRYLOV_PRODUCTS` products
+    (:func:`product_cost`)."""
     n, K, d = float(num_points), float(num_tiles), float(dim)
     return {"woodbury": 2 * n * n * K * d + 2 * K * d * d * n + K * d ** 3 / 3 + n ** 3 / 3,
-            "krylov": KRYLOV_PRODUCTS * 6 * n * K * d}
+            "krylov": KRYLOV_PRODUCTS * product_cost(num_points, num_tiles, dim)}
 
 
 def prefers_krylov(num_points: int, num_tiles: int, dim: int) -> bool:

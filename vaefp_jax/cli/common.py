@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from vaefp_jax.cli_types import (
     EXIT_BAD_INPUT,
@@ -50,14 +51,17 @@ def say(args, *parts) -> None:
 
 
 class StageBars:
-    """``progress(stage, done, total)`` for the library's long runs, drawn as one tqdm bar
-    per stage on stderr (nothing under --quiet). ``close()`` ends the last bar."""
+    """``progress(stage, done, total)`` for the library's long runs (and the CLI's own
+    loops), drawn as one tqdm bar per stage on stderr; nothing when ``quiet``. ``close()``
+    ends the last bar."""
 
     LABELS = {"sweep": "β sweep", "derivatives": "u′, u″, ρ", "peaks": "refine peaks", "merges": "refine merges"}
+    UNITS = {"sweep": "β"}
 
-    def __init__(self, args):
-        self.quiet = bool(getattr(args, "quiet", False))
+    def __init__(self, quiet: bool):
+        self.quiet = bool(quiet)
         self.stage, self.bar = None, None
+        self.last = time.time()   # when the previous report came: where the next stage began
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if self.quiet:
@@ -68,9 +72,13 @@ class StageBars:
             self.close()
             self.stage = stage
             self.bar = tqdm(total=total, desc=self.LABELS.get(stage, stage), file=sys.stderr, dynamic_ncols=True,
-                            unit="", leave=True)
+                            unit=self.UNITS.get(stage, ""), leave=True)
+            self.bar.start_t = self.last   # the stage's time and rate from its start, not its first report
         self.bar.n = done
         self.bar.refresh()
+        self.last = time.time()
+        if done >= total:   # the stage is over: its bar stops at its own time
+            self.close()
 
     def close(self) -> None:
         if self.bar is not None:

@@ -84,14 +84,16 @@ def phase_command(args) -> int:
               f"{'; ' + str(len(np.unique(labels))) + ' classes' if labels is not None else ''}; "
               f"grid: {grid.num_tiles} tiles; {args.num_betas} β on {args.continuation}; "
               f"iteration {args.protocol}; {np.dtype(dtype).name}")
-    bars = StageBars(args)
-    result = phase_analysis(np.asarray(x, dtype), grid=grid, num_betas=args.num_betas,
-                            beta_range=(args.beta_min, args.beta_max),
-                            standardize_data=args.standardize, true_labels=labels, iteration=iteration,
-                            continuation=None if args.continuation == "none" else args.continuation,
-                            top_k=args.top_k, refine_merges=args.refine_merges, seed=args.seed,
-                            data_record=data_record, throw=False, progress=bars)
-    bars.close()
+    bars = StageBars(args.quiet)
+    try:
+        result = phase_analysis(np.asarray(x, dtype), grid=grid, num_betas=args.num_betas,
+                                beta_range=(args.beta_min, args.beta_max),
+                                standardize_data=args.standardize, true_labels=labels, iteration=iteration,
+                                continuation=None if args.continuation == "none" else args.continuation,
+                                top_k=args.top_k, refine_merges=args.refine_merges, seed=args.seed,
+                                data_record=data_record, throw=False, progress=bars)
+    finally:
+        bars.close()
     paths = result.save(args.out, format=args.format)
     _report(result)
     bad = int((~result.converged).sum())

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from vaefp_jax.cli.common import (
+    StageBars,
     add_data_arguments,
     add_grid_arguments,
     add_output_arguments,
@@ -81,8 +82,6 @@ def sweep_command(args) -> int:
     if args.float64:
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
-    from tqdm.auto import tqdm
-
     from vaefp_jax.clusters import count_distinct, default_merge_tol
     from vaefp_jax.engine.initial import initial_psi
     from vaefp_jax.engine.schedules import Pool
@@ -105,7 +104,8 @@ def sweep_command(args) -> int:
     parts, tol = [], None
     say(args, f"data: {n} points in {d}-D; grid: {K} tiles ({grid.kind}); {len(betas)} β in "
               f"[{args.beta_min:g}, {args.beta_max:g}]; protocol {args.protocol}; {np.dtype(dtype).name}")
-    with tqdm(total=len(betas), desc="β sweep", unit="β", disable=args.quiet) as bar:
+    bars = StageBars(args.quiet)
+    try:
         for lo in range(0, len(betas), chunk):
             b = betas[lo:lo + chunk]
             pad = np.concatenate([b, np.repeat(b[-1:], chunk - len(b))])  # one compiled shape
@@ -115,7 +115,9 @@ def sweep_command(args) -> int:
             u = u_fn(r.psi, xj, jnp.asarray(pad, dtype), jnp.asarray(grid.log_prior, dtype))
             parts.append({k: np.asarray(v)[: len(b)] for k, v in
                           dict(psi=r.psi, steps=r.steps, residual=r.residual, u=u, status=r.status).items()})
-            bar.update(len(b))
+            bars("sweep", lo + len(b), len(betas))
+    finally:
+        bars.close()
     res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     merge_tol = default_merge_tol(x)
     record = make_record("sweep", data=data_record, grid=grid, iteration=iteration, step_map=step_map, dtype=dtype,

@@ -57,13 +57,13 @@ def standardize(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 EXTREME_Z = 10.0
 
 
-def extreme_values(z) -> tuple[int, list[int], int]:
-    """(values, their columns, points): the entries of the standardised ``z`` (n, d) with
-    |z| > :data:`EXTREME_Z`. Nearly constant columns make them (a pixel that is 0 but in a
+def extreme_values(z) -> tuple[list[int], int]:
+    """(columns, points): the columns of the standardised ``z`` (n, d) holding an entry with
+    |z| > :data:`EXTREME_Z`, and the number of points (rows) holding one. Nearly constant columns make them (a pixel that is 0 but in a
     few images): their few points split off as clusters of their own at every β of the
     default range, so the tree stays incomplete and the fine levels hold them."""
     big = np.abs(np.asarray(z)) > EXTREME_Z
-    return int(big.sum()), np.nonzero(big.any(axis=0))[0].tolist(), int(big.any(axis=1).sum())
+    return np.nonzero(big.any(axis=0))[0].tolist(), int(big.any(axis=1).sum())
 
 
 def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: int = 48, beta_range=None,
@@ -107,9 +107,9 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
         x = z.astype(dtype)
         constant = np.nonzero(np.asarray(x).std(axis=0) == 0)[0].tolist()
         data.update(standardized=True, mean=mean.tolist(), scale=scale.tolist(), constant_columns=constant)
-        values, columns, points = extreme_values(z)
+        columns, points = extreme_values(z)
         data.update(extreme_points=points)
-        if values:
+        if points:
             shown = ", ".join(str(c) for c in columns[:8]) + (", …" if len(columns) > 8 else "")
             warnings.warn(f"standardising put {points} points beyond {EXTREME_Z:g} standard deviations (columns "
                           f"{shown}: nearly constant); they will form clusters of their own, so the tree may not "

@@ -58,8 +58,8 @@ DENSE_MAX_SIZE = 4096   # K·d up to which the dense Jacobian (K·d JVPs, one LU
 def default_linear_solver(constraint, num_points: int, num_tiles: int, dim: int, dtype=None):
     """The solve of least cost: :class:`Woodbury` (unconstrained map only, exact; its
     operations as :func:`vaefp_jax.tile_jacobian.solve_costs` counts them) or
-    :class:`Dense` (an LU of the (K d)² Jacobian, 2(K d)³/3, after K d map JVPs of ~6 n K d
-    each; exact); :class:`GMRES` (map
+    :class:`Dense` (an LU of the (K d)² Jacobian, 2(K d)³/3, after K d map JVPs,
+    :func:`~vaefp_jax.tile_jacobian.product_cost` each; exact); :class:`GMRES` (map
     JVPs; a relative residual of 1e-10 in float64, 1e-5 in float32, at most 600 products)
     for the unconstrained map where Woodbury's (n, n) capacity matrix costs more than
     ~150 products (:func:`vaefp_jax.tile_jacobian.prefers_krylov`: n above ~450), and for
@@ -67,7 +67,7 @@ def default_linear_solver(constraint, num_points: int, num_tiles: int, dim: int,
     n, K, d = num_points, num_tiles, dim
     tol = 1e-5 if dtype is not None and jnp.finfo(dtype).bits < 64 else 1e-10
     gmres = GMRES(tol=tol, restart=150, maxiter=4)
-    dense_cost = 2 * float(K * d) ** 3 / 3 + float(K * d) * 6 * n * K * d
+    dense_cost = 2 * float(K * d) ** 3 / 3 + K * d * tile_jacobian.product_cost(n, K, d)
     if isinstance(constraint, Unconstrained):
         woodbury_cost = tile_jacobian.solve_costs(n, K, d)["woodbury"]
         if K * d <= DENSE_MAX_SIZE and dense_cost < woodbury_cost:
