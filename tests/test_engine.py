@@ -128,9 +128,9 @@ import registry
 assert len(jax.devices()) == 2, jax.devices()
 x, grid, betas = registry.problem()
 out = {}
-maps = sys.argv[2].split(",")
+map_name = sys.argv[2]
 for name, it, sm, con, sch in registry.combinations():
-    if not name.endswith("-mapped") or name.split("-")[1] not in maps:
+    if not name.endswith("-mapped") or name.split("-")[1] != map_name:
         continue  # one inner schedule per iteration × map × constraint: the schedules are compared
                   # above; Pallas inside the shards: tests/test_engine_sharded.py
     kw = dict(iteration=it, step_map=sm, constraint=con, psi0=grid.z, throw=False)
@@ -143,17 +143,17 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("maps", [
+@pytest.mark.parametrize("map_name", [
     "dense",                                                     # every iteration × constraint
     pytest.param("blocked", marks=pytest.mark.slow),             # the same through the blocked map
 ])
-def test_sharded_equals_one_device(maps):
+def test_sharded_equals_one_device(map_name):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, os.path.dirname(__file__), maps], env=env,
+    proc = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT, os.path.dirname(__file__), map_name], env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(out) == {name for name in IDS if name.endswith("-mapped") and name.split("-")[1] in maps.split(",")}
+    assert set(out) == {name for name in IDS if name.endswith("-mapped") and name.split("-")[1] == map_name}
     assert len(out) >= 2
     for name, r in out.items():
         # the same arithmetic per problem on each device; only the batch layout differs
