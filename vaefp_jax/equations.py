@@ -58,6 +58,8 @@ __all__ = [
     "tile_posterior",
     "evaluate",
     "evaluate_log_space",
+    "evaluate_shifted",
+    "SHIFTED_RANGE",
     "TileWeights",
     "tile_weights",
     "step",
@@ -227,6 +229,49 @@ def evaluate(psi, x, beta, log_prior) -> MapValue:
     sums = tw.E @ jnp.concatenate([x * inv[:, None], inv[:, None]], axis=1)    # (K, d + 1)
     total = sums[:, -1]
     return MapValue(psi=sums[:, :-1] / total[:, None], log_c=tw.M + jnp.log(tw.c), log_mass=tw.r + jnp.log(total))
+
+
+SHIFTED_RANGE = 20   # evaluate_shifted accepts c̃_i and Σ_i E_bi / c̃_i in [2^-20, 2^20]
+
+
+def evaluate_shifted(psi, x, beta, log_prior, row_shift, column_shift) -> tuple[MapValue, jax.Array]:
+    """Eq. (14)–(15) in one pass over the pairs, with shifts given instead of computed:
+    (MapValue, ok), ``ok`` a boolean scalar saying whether the value is to be trusted.
+
+    The shifts cancel exactly whatever they are (:class:`TileWeights`): with a_i =
+    ``row_shift`` (n,) and s_b = ``column_shift`` (K,), E_bi = exp(ℓ_bi − a_i − s_b),
+    g_b = π_b e^{s_b}, c̃_i = Σ_b g_b E_bi = c_i e^{−a_i} and
+    F(ψ)_b = Σ_i E_bi (x_i / c̃_i) / Σ_i E_bi / c̃_i, log c_i = a_i + log c̃_i,
+    log Σ_i m_ib = s_b + log Σ_i E_bi / c̃_i. :func:`evaluate` takes the maxima M_i, r_b,
+    which bound every E_bi by 1 but cost two passes over the (K, n) logits before the
+    exponential; here there is one pass (the logits, E, then the two products).
+
+    The intended shifts are the normalisers of the previous iterate's evaluation,
+    a = log c_i(ψ^{t−1}) and s = log Σ_i m_ib(ψ^{t−1}) (the map's state in
+    :meth:`vaefp_jax.maps.DenseMap.evaluate_warm`). Then c̃_i = c_i(ψ^t)/c_i(ψ^{t−1}) and
+    T_b := Σ_i E_bi / c̃_i = Σ_i m_ib(ψ^t) / Σ_i m_ib(ψ^{t−1}): both 1 at a fixed point.
+    ``ok`` requires every c̃_i and T_b in [2^−R, 2^R], R = ``SHIFTED_RANGE`` (false for
+    NaN, ±inf, and for the +inf shifts of a first step). That suffices for the value to be
+    as accurate as :func:`evaluate`'s: E_bi ≤ T_b c̃_i ≤ 2^{2R} cannot overflow; an entry
+    E_bi or g_b E_bi lost to underflow (below the smallest normal number, 2^−126 in
+    float32) is below 2^−126 · 2^{2R} against sums of at least 2^−R, a relative loss under
+    (K + n) 2^{−126+3R} = (K + n) 2^−66, far below the rounding error; g_b ≤ n/π_b · π_b = n
+    (m_ib ≤ 1/π_b) cannot overflow. When ``ok`` is false the value must be recomputed by
+    :func:`evaluate`. The shifts are constants to differentiation (``stop_gradient``).
+
+    Unchecked (traced) arguments: ψ (K, d), x (n, d), β (), log π (K,), shifts (n,), (K,)."""
+    row_shift = jax.lax.stop_gradient(row_shift)
+    column_shift = jax.lax.stop_gradient(column_shift)
+    E = jnp.exp(tile_logits(psi, x, beta) - row_shift[None, :] - column_shift[:, None])      # (K, n)
+    c = jnp.exp(log_prior + column_shift) @ E                                               # (n,)
+    inv = 1.0 / c
+    sums = E @ jnp.concatenate([x * inv[:, None], inv[:, None]], axis=1)                    # (K, d + 1)
+    total = sums[:, -1]
+    lo, hi = 2.0 ** -SHIFTED_RANGE, 2.0 ** SHIFTED_RANGE
+    ok = jnp.all((c >= lo) & (c <= hi)) & jnp.all((total >= lo) & (total <= hi))
+    value = MapValue(psi=sums[:, :-1] / total[:, None], log_c=row_shift + jnp.log(c),
+                     log_mass=column_shift + jnp.log(total))
+    return value, ok
 
 
 @_checked

@@ -20,10 +20,14 @@ __all__ = ["run_problems", "solve_core"]
 
 
 class StepFns(NamedTuple):
-    """What the pool schedule needs: per-problem start, step and report, and the stopping rule."""
+    """What the pool schedule needs: per-problem ``start(theta, psi0) -> (psi, state)``,
+    ``step(theta, psi, state, t) -> (psi, state, residual)``, ``kept(state)`` (the field of
+    a stopped problem's state its report needs: the constraint's), ``report(theta, psi,
+    kept, steps, residual)``, and the stopping rule."""
 
     start: Callable
     step: Callable
+    kept: Callable
     report: Callable
     max_steps: int
     tol: float
@@ -42,23 +46,23 @@ def run_problems(x, log_prior, shared, theta, psi0, key, *, iteration, step_map,
     num = theta["beta"].shape[0]
     make = lambda th: Problem(step_map, constraint, x, log_prior, shared, th)
 
-    def start(th, p0):
+    def start(th, p0):   # ψ^0 and the ProblemState (constraint's and map's) before step 1
         p0 = constraint.start(p0, th, shared)
-        return p0, constraint.init_aux(p0)
+        return p0, make(th).init_state(p0)
 
     def one(th, p0):
-        p0, aux0 = start(th, p0)
-        out = iteration.run(make(th), p0, aux0, key, record_every)
-        return _finish(constraint, iteration, th, shared, out.psi, out.aux, out.steps, out.residual,
+        p0, state0 = start(th, p0)
+        out = iteration.run(make(th), p0, state0, key, record_every)
+        return _finish(constraint, iteration, th, shared, out.psi, out.state.aux, out.steps, out.residual,
                        out.trajectory, out.stable, out.stats)
 
-    def step(th, psi, aux, t):
-        return iteration.step(make(th), psi, aux, t)
+    def step(th, psi, state, t):
+        return iteration.step(make(th), psi, state, t)
 
     def report(th, psi, aux, steps, residual):
         return _finish(constraint, iteration, th, shared, psi, aux, steps, residual, None, None, {})
 
-    fns = StepFns(start, step, report, int(iteration.max_steps), iteration.tol)
+    fns = StepFns(start, step, lambda state: state.aux, report, int(iteration.max_steps), iteration.tol)
     return schedule.run(one, fns, theta, psi0, num)
 
 

@@ -5,18 +5,31 @@ A :class:`Problem` is built inside the trace of a solve, one per β (under
 shared arrays, and ``theta``, the per-problem values (``beta`` and, for a
 constraint, ``strength`` or ``L``). It is the only thing an iteration touches,
 so every iteration composes with every step map and constraint.
+
+What an iteration carries from step to step besides ψ is a :class:`ProblemState`:
+the constraint's state and the step map's (:meth:`StepMap.evaluate_warm`). Iterations
+pass it through without looking inside; the engine hands the constraint part to the
+constraint's report.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from vaefp_jax.equations import MapValue
 
-__all__ = ["Problem"]
+__all__ = ["Problem", "ProblemState"]
+
+
+class ProblemState(NamedTuple):
+    """``aux``: the constraint's state; ``map_state``: the step map's (``()`` for most)."""
+
+    aux: object
+    map_state: object
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +49,26 @@ class Problem:
         """The map of eq. (14)–(15) at ψ (K, d), by this problem's step map."""
         return self.step_map.evaluate(psi, self.x, self.beta, self.log_prior)
 
-    def update(self, psi, aux, t):
-        """(target (K, d), aux, MapValue): the constrained image of ψ, the constraint's
-        new state, and the map value it came from (its free energy is f(ψ))."""
+    def init_state(self, psi0) -> ProblemState:
+        """The state before the first step from ψ0 (K, d)."""
+        return ProblemState(aux=self.constraint.init_aux(psi0),
+                            map_state=self.step_map.init_state(self.x.shape[0], psi0.shape[0], psi0.dtype))
+
+    def target(self, psi, aux=(), t=0):
+        """(target (K, d), aux', MapValue) from the map's ``evaluate``: the constrained image
+        of ψ as a function of ψ alone, differentiable to any order (what implicit
+        derivatives differentiate; the iterations use :meth:`update`)."""
         value = self.evaluate(psi)
         target, aux = self.constraint.update(value, psi, aux, t, self)
         return target, aux, value
+
+    def update(self, psi, state: ProblemState, t):
+        """(target (K, d), state', MapValue): the constrained image of ψ, the new state
+        (the constraint's, and the map's from this evaluation), and the map value it came
+        from (its free energy is f(ψ))."""
+        value, map_state = self.step_map.evaluate_warm(psi, self.x, self.beta, self.log_prior, state.map_state)
+        target, aux = self.constraint.update(value, psi, state.aux, t, self)
+        return target, ProblemState(aux=aux, map_state=map_state), value
 
     def free_energy(self, psi):
         return self.evaluate(psi).free_energy(self.beta)

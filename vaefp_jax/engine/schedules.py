@@ -101,6 +101,8 @@ class Vmapped(Schedule):
         xs = theta if shared else (theta, psi0)
         if self.batch_size >= num:
             return jax.vmap(f)(xs)
+        if self.batch_size == 1:   # lax.map(batch_size=1) would vmap each problem, turning its conds into selects
+            return jax.lax.map(f, xs)
         return jax.lax.map(f, xs, batch_size=self.batch_size)
 
 
@@ -140,17 +142,18 @@ class Pool(Schedule):
             return start(pick(theta, idx), psi0 if shared else psi0[idx])
 
         slot = jnp.arange(width)
-        psi_s, aux_s = jax.vmap(begin)(slot)
-        out_psi, out_aux = jax.tree.map(lambda a: jnp.zeros((B,) + a.shape[1:], a.dtype), (psi_s, aux_s))
+        psi_s, state_s = jax.vmap(begin)(slot)
+        out_psi, out_aux = jax.tree.map(lambda a: jnp.zeros((B,) + a.shape[1:], a.dtype),
+                                        (psi_s, step_fns.kept(state_s)))
         dtype = psi_s.dtype
-        init = dict(psi=psi_s, aux=aux_s, who=jnp.where(slot < B, slot, -1), t=jnp.zeros(width, jnp.int32),
+        init = dict(psi=psi_s, state=state_s, who=jnp.where(slot < B, slot, -1), t=jnp.zeros(width, jnp.int32),
                     res=jnp.full(width, jnp.inf, dtype), queue=jnp.int32(min(width, B)), out_psi=out_psi,
                     out_aux=out_aux, out_t=jnp.zeros(B, jnp.int32), out_res=jnp.full(B, jnp.inf, dtype))
 
         def body(s):
             live = s["who"] >= 0
             th = pick(theta, jnp.maximum(s["who"], 0))
-            new, aux, res = jax.vmap(step)(th, s["psi"], s["aux"], s["t"])
+            new, state, res = jax.vmap(step)(th, s["psi"], s["state"], s["t"])
             t = s["t"] + 1
             stop = live & ((t >= step_fns.max_steps) | ~(res >= step_fns.tol))  # a NaN residual stops
             dest = jnp.where(stop, s["who"], B)  # B: dropped by the scatter
@@ -159,13 +162,13 @@ class Pool(Schedule):
             refill = stop & (nxt < B)
             # the next problems' starts only in a step where a slot stops (the loop is not
             # vmapped, so the conditional really branches)
-            fresh_psi, fresh_aux = jax.lax.cond(jnp.any(refill), lambda: jax.vmap(begin)(nxt),
-                                                lambda: (new, aux))
+            fresh_psi, fresh_state = jax.lax.cond(jnp.any(refill), lambda: jax.vmap(begin)(nxt),
+                                                  lambda: (new, state))
             keep = lambda f, v: jnp.where(refill.reshape((-1,) + (1,) * (v.ndim - 1)), f, v)
-            return dict(psi=keep(fresh_psi, new), aux=jax.tree.map(keep, fresh_aux, aux),
+            return dict(psi=keep(fresh_psi, new), state=jax.tree.map(keep, fresh_state, state),
                         who=jnp.where(stop, jnp.where(refill, nxt, -1), s["who"]), t=jnp.where(stop, 0, t),
                         res=jnp.where(stop, jnp.inf, res), queue=s["queue"] + jnp.sum(stop).astype(jnp.int32),
-                        out_psi=put(s["out_psi"], new), out_aux=jax.tree.map(put, s["out_aux"], aux),
+                        out_psi=put(s["out_psi"], new), out_aux=jax.tree.map(put, s["out_aux"], step_fns.kept(state)),
                         out_t=put(s["out_t"], t), out_res=put(s["out_res"], res))
 
         s = jax.lax.while_loop(lambda s: jnp.any(s["who"] >= 0), body, init)

@@ -277,7 +277,7 @@ class Accelerated(Iteration):
                              f"certificate use the factored Jacobian of eq. 15), got {constraint!r}; "
                              "use Damped with a constraint")
 
-    def run(self, problem, psi0, aux0, key, record_every: int) -> Outcome:
+    def run(self, problem, psi0, state0, key, record_every: int) -> Outcome:
         """One β. Each stage sits in a ``lax.cond`` on "not done yet", so a β that is
         certified early pays for nothing more (mapped over β one at a time, the
         conditionals really branch)."""
@@ -335,7 +335,7 @@ class Accelerated(Iteration):
 
         state = jax.lax.cond(state[7], lambda st: st, fallback, state)
         psi, res, rho, _, evals, newton, escapes, _ = state
-        return Outcome(psi=psi, aux=aux0, steps=evals, residual=res, trajectory=None, stable=rho < 1.0 - margin,
+        return Outcome(psi=psi, state=state0, steps=evals, residual=res, trajectory=None, stable=rho < 1.0 - margin,
                        stats={"newton_steps": newton, "escapes": escapes, "spectral_radius": rho})
 
     def __repr__(self):

@@ -4,9 +4,13 @@ An iteration is an immutable, hashable object holding its own tolerances, with
 
 * ``resolved(dtype)``: a copy whose ``tol`` is a number (``None`` means: by dtype);
 * ``check(step_map, constraint)``: raises ``ValueError`` for a combination it cannot do;
-* ``run(problem, psi0, aux0, key, record_every) -> Outcome``: one problem, traceable;
-* optionally ``step(problem, psi, aux, t) -> (psi, aux, residual)``: one step, which
+* ``run(problem, psi0, state0, key, record_every) -> Outcome``: one problem, traceable;
+* optionally ``step(problem, psi, state, t) -> (psi, state, residual)``: one step, which
   the pool schedule needs (it refills a slot as soon as its problem stops).
+
+``state`` is the problem's :class:`~vaefp_jax.engine.problem.ProblemState` (the
+constraint's and the step map's), which ``problem.update`` advances; an iteration
+passes it along unopened.
 
 The engine (:func:`vaefp_jax.solve`) turns the :class:`Outcome` into a
 :class:`~vaefp_jax.Solution` status, the same way for every iteration.
@@ -28,12 +32,12 @@ def default_tol(dtype) -> float:
 
 
 class Outcome(NamedTuple):
-    """One problem's result: ``psi`` (K, d), the constraint's ``aux``, ``steps`` (map
+    """One problem's result: ``psi`` (K, d), the final ``state`` (ProblemState), ``steps`` (map
     evaluations), ``residual``, ``trajectory`` (T, K, d) or None, ``stable`` (bool or
     None when not checked) and ``stats`` (a dict of scalars / arrays)."""
 
     psi: jax.Array
-    aux: object
+    state: object
     steps: jax.Array
     residual: jax.Array
     trajectory: jax.Array | None
@@ -56,5 +60,5 @@ class Iteration:
     def check(self, step_map, constraint) -> None:
         pass
 
-    def run(self, problem, psi0, aux0, key, record_every: int) -> Outcome:
+    def run(self, problem, psi0, state0, key, record_every: int) -> Outcome:
         raise NotImplementedError

@@ -74,13 +74,13 @@ class Damped(Iteration):
     def resolved(self, dtype) -> "Damped":
         return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))
 
-    def step(self, problem, psi, aux, t):
-        """One damped step from ψ: (ψ', aux', ‖ψ' − ψ‖_F)."""
-        target, aux, _ = problem.update(psi, aux, t)
+    def step(self, problem, psi, state, t):
+        """One damped step from ψ: (ψ', state', ‖ψ' − ψ‖_F)."""
+        target, state, _ = problem.update(psi, state, t)
         new = (1 - self.damping) * target + self.damping * psi
-        return new, aux, residual(new, psi)
+        return new, state, residual(new, psi)
 
-    def run(self, problem, psi0, aux0, key, record_every: int) -> Outcome:
+    def run(self, problem, psi0, state0, key, record_every: int) -> Outcome:
         """Iterate one problem from ψ0 (K, d) in a ``lax.while_loop``; with
         ``record_every`` > 0 also ψ every that many steps (entry 0 is ψ0; entries past
         the stop repeat the last ψ)."""
@@ -91,15 +91,15 @@ class Damped(Iteration):
             return (s["t"] < max_steps) & (s["res"] >= tol)  # a NaN residual compares False: stops
 
         def body(s):
-            new, aux, res = self.step(problem, s["psi"], s["aux"], s["t"])
+            new, state, res = self.step(problem, s["psi"], s["state"], s["t"])
             t = s["t"] + 1
-            out = dict(psi=new, aux=aux, t=t, res=res)
+            out = dict(psi=new, state=state, t=t, res=res)
             if record_every:
                 out["traj"] = jax.lax.cond(t % record_every == 0,
                                            lambda tr: tr.at[t // record_every].set(new), lambda tr: tr, s["traj"])
             return out
 
-        init = dict(psi=psi0, aux=aux0, t=jnp.int32(0), res=jnp.asarray(jnp.inf, psi0.dtype))
+        init = dict(psi=psi0, state=state0, t=jnp.int32(0), res=jnp.asarray(jnp.inf, psi0.dtype))
         if record_every:
             init["traj"] = jnp.broadcast_to(psi0, (n_rec,) + psi0.shape)
         s = jax.lax.while_loop(cond, body, init)
@@ -107,7 +107,7 @@ class Damped(Iteration):
         if record_every:
             idx = jnp.arange(n_rec)
             traj = jnp.where((idx > s["t"] // record_every)[:, None, None], s["psi"][None], s["traj"])
-        return Outcome(psi=s["psi"], aux=s["aux"], steps=s["t"], residual=s["res"], trajectory=traj,
+        return Outcome(psi=s["psi"], state=s["state"], steps=s["t"], residual=s["res"], trajectory=traj,
                        stable=None, stats={})
 
     def __repr__(self):

@@ -6,6 +6,12 @@ A step map is an immutable, hashable object (a static argument of ``jit``) with
   and the normalisers log c_i and log Σ_i m_ib of
   :class:`vaefp_jax.equations.MapValue` (free energy, aggregate posterior);
 * ``order_parameter(psi, x, beta, log_prior) -> ()``: u of Section 2.2;
+* ``init_state(n, K, dtype)`` and ``evaluate_warm(psi, x, beta, log_prior, state) ->
+  (MapValue, state)``: the same value from what the map kept of its previous
+  evaluation in the same iteration (the dense map keeps the normalisers, which spare it
+  two passes over the logits: :func:`vaefp_jax.equations.evaluate_shifted`). The state
+  is explicit: the iteration carries it (:class:`vaefp_jax.engine.problem.ProblemState`);
+  by default it is ``()`` and ``evaluate_warm`` is ``evaluate``;
 * ``lane_shape(n, K)``: the logits one β holds at once (sizes the default batch);
 * ``check(n, K, d)``: raises ``ValueError`` for a problem the map cannot do.
 
@@ -38,6 +44,15 @@ class StepMap:
 
     def order_parameter(self, psi, x, beta, log_prior) -> jax.Array:
         raise NotImplementedError
+
+    def init_state(self, num_points: int, num_tiles: int, dtype):
+        """The state of a first ``evaluate_warm`` (a pytree of arrays; ``()``: none)."""
+        return ()
+
+    def evaluate_warm(self, psi, x, beta, log_prior, state):
+        """(MapValue, state'): ``evaluate`` at ψ, helped by ``state`` from the previous
+        evaluation of the same problem (the value does not depend on it, to rounding)."""
+        return self.evaluate(psi, x, beta, log_prior), state
 
     def lane_shape(self, num_points: int, num_tiles: int) -> tuple[int, int]:
         return num_points, num_tiles

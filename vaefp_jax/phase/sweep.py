@@ -81,7 +81,7 @@ def _smooth_map(step_map, constraint, shared):
 
     def G(psi, theta):
         problem = Problem(step_map, constraint, theta["x"], theta["log_prior"], shared, theta)
-        return problem.update(psi, (), 0)[0]
+        return problem.target(psi)[0]
 
     return G
 
