@@ -36,6 +36,9 @@
        this row says whether it is also the better one on a GPU),
    (m) (c) with ``DenseMap(form="log_space")``: the two-exponential map in the same
        engine (what the one-exponential form gains, alone),
+   (n) (c) with ``DenseMap(reuse_shifts=False)``: the one-exponential map taking its
+       shifts from two maxima every step (three passes over the pairs) instead of from
+       the previous evaluation's normalisers (one pass; what reusing them gains, alone),
    and reports each as a multiple of B × steps × the floor of one evaluation.
    Each row is ``solve``'s jitted program alone: the inputs are validated and
    placed once (``vaefp_jax.engine.solve.prepare``), and the timed call is
@@ -138,7 +141,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--methods", default="cdklm", help="rows to run, letters of c, d, k, l, m")
+    ap.add_argument("--methods", default="cdklmn", help="rows to run, letters of c, d, k, l, m, n")
     ap.add_argument("--data-block", type=int, default=64, help="(k): PallasMap data_block")
     ap.add_argument("--tile-block", type=int, default=128, help="(k): PallasMap tile_block")
     ap.add_argument("--num-warps", type=int, default=4, help="(k): PallasMap num_warps (Triton)")
@@ -182,7 +185,9 @@ def main(argv=None):
              ("k", f"(k) the same with step_map={pallas} (Pallas kernels)", pallas, all_b),
              ("l", "(l) the loop of (d) with the data-first (n, K) dense map", DataFirstMap(), all_b),
              ("m", "(m) (c) with DenseMap(form='log_space'): two exponentials per pair",
-              vf.DenseMap(form="log_space"), None)]
+              vf.DenseMap(form="log_space"), None),
+             ("n", "(n) (c) with DenseMap(reuse_shifts=False): the maxima as shifts, every step",
+              vf.DenseMap(reuse_shifts=False), None)]
     rows, ref = [], None
     key = jax.random.PRNGKey(0)
     for letter, label, step_map, schedule in specs:

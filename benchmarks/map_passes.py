@@ -8,8 +8,12 @@ damped steps (ψ ← 0.9 F(ψ) + 0.1 ψ, ``fori_loop``) from the same ψ⁰, und
 ``lax.map`` over β (one β at a time, as ``solve``'s pool runs at this size) or
 ``vmap``. Rows, each the same loop around a different evaluation F:
 
-* ``one_exponential``: ``vaefp_jax.equations.evaluate`` as shipped (XLA fuses the
-  logits into each of the three consumers: the row maxima M, the column maxima r, E);
+* ``reused_shifts``: ``DenseMap().evaluate_warm`` as ``solve`` runs it: the previous
+  evaluation's log c_i and log Σ_i m_ib as the shifts (one pass over the pairs: the
+  logits, E, the two products), recomputed by the maxima where out of range;
+* ``one_exponential``: ``vaefp_jax.equations.evaluate``, the shifts from the row
+  maxima M and the column maxima r every step (XLA fuses the logits into each of the
+  three consumers: M, r, E);
 * ``barrier``: the same with the (K, n) logits materialised once
   (``lax.optimization_barrier``), so the two maxima and E read them instead of
   recomputing the distances;
@@ -21,8 +25,8 @@ damped steps (ψ ← 0.9 F(ψ) + 0.1 ψ, ``fori_loop``) from the same ψ⁰, und
 
 Prints µs per evaluation (wall time / (B × 400), best of ``--repeats``, compilation
 excluded) and each row's largest difference from the first (float32 rounding
-amplified over 400 steps; near-critical β drift apart, so a difference of ~1e-2 in
-the vmapped loop is not an error of the form).
+amplified over 400 steps: near-critical β drift apart, so a difference of ~1e-2 is
+not an error of the form; tests/test_reused_shifts.py checks single evaluations).
 """
 
 from __future__ import annotations
@@ -81,6 +85,22 @@ def forms(x, lp):
                 log_space=log_space, exp_only=exp_only)
 
 
+def warm_loop(x, lp, psi0, steps):
+    """One β's ``steps`` damped steps of ``DenseMap().evaluate_warm``, its state carried."""
+    dense = vf.DenseMap()
+
+    def one(beta):
+        def body(i, carry):
+            p, state = carry
+            value, state = dense.evaluate_warm(p, x, beta, lp, state)
+            return 0.9 * value.psi + 0.1 * p, state
+
+        state0 = dense.init_state(x.shape[0], psi0.shape[0], psi0.dtype)
+        return jax.lax.fori_loop(0, steps, body, (psi0, state0))[0]
+
+    return one
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--num-betas", type=int, default=64)
@@ -100,10 +120,11 @@ def main(argv=None):
     print("| evaluation | wall s | µs / evaluation | max |ψ − ψ(first row)| |")
     print("|---|---|---|---|")
     ref = None
+    loops = {"reused_shifts": warm_loop(x, lp, psi0, steps)}
     for name, ev in forms(x, lp).items():
-        def one(beta, ev=ev):
-            return jax.lax.fori_loop(0, steps, lambda i, p: 0.9 * ev(p, beta) + 0.1 * p, psi0)
-
+        loops[name] = (lambda beta, ev=ev: jax.lax.fori_loop(0, steps, lambda i, p: 0.9 * ev(p, beta) + 0.1 * p,
+                                                              psi0))
+    for name, one in loops.items():
         f = jax.jit(lambda b, one=one: jax.lax.map(one, b) if args.loop == "map" else jax.vmap(one)(b))
         out = f(betas).block_until_ready()
         best = np.inf
