@@ -182,6 +182,14 @@ class BlockedMap(StepMap):
         _check_chunk("data_chunk", self.data_chunk)
 
     def evaluate(self, psi, x, beta, log_prior) -> MapValue:
+        """The map value at ψ (K, d). Evaluated under a ``vmap`` of one ψ: XLA:CPU
+        compiles pass 2 about twice as fast with that unit batch axis as without it
+        (n = 10⁴, K = 128², d = 2: 0.27 against 0.53 s; docs/scale.md), and the one-β-at-a-
+        time schedule maps without ``vmap``."""
+        value = jax.vmap(lambda p: self._evaluate(p, x, beta, log_prior))(psi[None])
+        return jax.tree.map(lambda a: a[0], value)
+
+    def _evaluate(self, psi, x, beta, log_prior) -> MapValue:
         K = psi.shape[0]
         xd_blocks, pd_blocks, _, log_c, log_c_blocks, nc = _blocked_parts(
             psi, x, beta, log_prior, self.tile_chunk, self.data_chunk)
