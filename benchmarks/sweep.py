@@ -10,7 +10,7 @@
     ``Pool()``: one jitted loop over ``default_batch_size`` slots, a slot refilled
     with the next β as soon as its β stops; the map of ``default_step_map`` and the
     slot count of ``default_batch_size``: on CPU fewer slots when the (n, K) arrays
-    leave the cache, and ``BlockedMap`` for n ≥ 2048);
+    leave the cache, and ``BlockedMap`` where the dense arrays would not fit in memory);
 (d) ``solve(schedule=Vmapped(batch_size=B))``: one vmapped ``while_loop`` over all β;
 (e) peer: ``optimistix.fixed_point`` with ``optx.FixedPointIteration`` under
     ``jax.jit(jax.vmap(...))`` over β (optional: skipped, with a note, when

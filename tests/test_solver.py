@@ -206,10 +206,14 @@ def test_cpu_defaults_follow_the_cache():
     assert default_batch_size(64, 120, 1024, 4, backend="cpu") == 1         # the paper's size
     assert default_batch_size(64, 120, 16_384, 4, backend="cpu") == 1       # never 0
     assert default_batch_size(64, 1024, 1024, 4, backend="cpu") == 1        # one 1024 × 1024 block
-    assert default_step_map(120, 16_384, 2, backend="cpu") == vf.DenseMap()   # few points: dense
-    assert default_step_map(10_000, 1024, 2, backend="cpu") == vf.BlockedMap(1024, 1024)
-    assert default_step_map(10_000, 1024, 784, backend="cpu") == vf.DenseMap()  # d > 64: dense
-    assert default_step_map(10_000, 1024, 2, backend="gpu") == vf.DenseMap()
+    gb = 2**30
+    # the dense map while its 3 (n, K) arrays take at most a quarter of the memory
+    assert default_step_map(10_000, 16_384, 2, backend="cpu", memory_bytes=16 * gb) == vf.DenseMap()  # 2 GB
+    assert default_step_map(10_000, 16_384, 2, backend="cpu", memory_bytes=4 * gb) == vf.BlockedMap(1024, 1024)
+    assert default_step_map(10_000, 16_384, 2, backend="cpu", itemsize=8, memory_bytes=8 * gb) == vf.BlockedMap()
+    assert default_step_map(10_000, 16_384, 784, backend="cpu", memory_bytes=gb) == vf.DenseMap()  # d > 64
+    assert default_step_map(10_000, 16_384, 2, backend="gpu", memory_bytes=gb) == vf.DenseMap()
+    assert default_step_map(120, 1024, 2, backend="cpu") == vf.DenseMap()   # this machine's RAM
 
 
 def _resolved(setup):
@@ -217,40 +221,46 @@ def _resolved(setup):
     return setup["step_map"], setup["schedule"].resolved(setup["num"], setup["lane_shape"], setup["itemsize"])
 
 
-def test_solve_large_n_defaults_to_the_blocked_map():
-    """n = 4096, K = 2116 on CPU: solve's default (blocked map, one lane) gives the
-    dense map's iterates (three steps, float32; rounding of reassociated sums only).
-    Below n K = 2^23 the dense map stays the default."""
+def test_solve_large_n_blocked_map_equals_dense():
+    """n = 4096, K = 2116 on CPU: the blocked map (one lane, as solve runs it where the
+    dense arrays would not fit) gives the dense map's iterates (three steps, float32;
+    rounding of reassociated sums only); solve's default is default_step_map's choice."""
     from vaefp_jax.engine.solve import prepare
+    from vaefp_jax.maps import default_step_map
 
     rng = np.random.default_rng(0)
     x = np.float32(rng.normal(size=(4096, 2)))
-    grid = vf.LatentGrid.uniform(46)  # K = 2116: n K ≥ 2^23
+    grid = vf.LatentGrid.uniform(46)  # K = 2116
     betas = np.array([0.01, 0.3])
     if jax.default_backend() == "cpu":
         # a one-slot pool is one β after another: Vmapped(batch_size=1)
-        assert _resolved(prepare(x, betas, grid)) == (vf.BlockedMap(1024, 1024), vf.Vmapped(batch_size=1))
-        assert _resolved(prepare(x[:2048], betas, grid))[0] == vf.DenseMap()
+        assert _resolved(prepare(x, betas, grid)) == (default_step_map(4096, 2116, 2), vf.Vmapped(batch_size=1))
     it = dataclasses.replace(vf.Damped.paper(), max_steps=3)
-    auto = vf.solve(x, betas, grid, iteration=it, throw=False)
+    auto = vf.solve(x, betas, grid, iteration=it, step_map=vf.BlockedMap(), throw=False)
     dense = vf.solve(x, betas, grid, iteration=it, step_map=vf.DenseMap(), throw=False)
     np.testing.assert_array_equal(np.asarray(auto.steps), [3, 3])
     np.testing.assert_allclose(np.asarray(auto.psi), np.asarray(dense.psi), rtol=0, atol=2e-5)
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the default map is the blocked one on CPU only")
-def test_default_plan_for_the_largest_problem_stays_small():
-    """Compile-only (nothing allocated): solve's default loop for n = 10⁴ points on
-    128 × 128 tiles and 64 β plans < 64 MB of scratch on CPU (the blocked map, one
-    lane), where one (n, K) float32 array alone is 655 MB."""
+@pytest.mark.parametrize("map_name", ["blocked", "dense"])
+def test_plans_for_the_largest_problem(map_name):
+    """Compile-only (nothing allocated): solve's loop for n = 10⁴ points on 128 × 128
+    tiles and 64 β, one lane. The blocked map plans < 64 MB of scratch on CPU, where one
+    (n, K) float32 array alone is 655 MB; the dense map at most the DENSE_COPIES arrays
+    that default_step_map's memory rule assumes (plus 64 MB)."""
     from vaefp_jax.engine.core import solve_core
+    from vaefp_jax.engine.schedules import DENSE_COPIES
     from vaefp_jax.engine.solve import prepare
 
     S, f32 = jax.ShapeDtypeStruct, jnp.float32
     n, K, d, B = 10_000, 16_384, 2, 64
-    setup = prepare(np.zeros((n, d), np.float32), np.ones(B), vf.LatentGrid.uniform(128))
+    step_map = vf.BlockedMap() if map_name == "blocked" else vf.DenseMap()
+    setup = prepare(np.zeros((n, d), np.float32), np.ones(B), vf.LatentGrid.uniform(128), step_map=step_map)
     step_map, schedule = _resolved(setup)
     args = (S((n, d), f32), S((K,), f32), {}, {"beta": S((B,), f32)}, S((K, d), f32), S((2,), jnp.uint32))
     plan = solve_core.lower(*args, iteration=setup["iteration"], step_map=step_map,
                             constraint=setup["constraint"].static(), schedule=schedule).compile().memory_analysis()
-    assert plan.temp_size_in_bytes < 64 * 2**20 < n * K * 4
+    if map_name == "blocked":
+        assert plan.temp_size_in_bytes < 64 * 2**20 < n * K * 4
+    else:
+        assert plan.temp_size_in_bytes < DENSE_COPIES * n * K * 4 + 64 * 2**20

@@ -68,7 +68,7 @@ def prepare(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constr
     dtype = working_dtype(jnp.asarray(x).dtype)
     x = jnp.asarray(x, dtype)
     (n, d), K, B = x.shape, grid.num_tiles, int(np.shape(betas)[0])
-    step_map = default_step_map(n, K, d) if step_map is None else step_map
+    step_map = default_step_map(n, K, d, itemsize=jnp.dtype(dtype).itemsize) if step_map is None else step_map
     step_map.check(n, K, d)
     iteration = iteration.resolved(dtype)
     iteration.check(step_map, constraint)

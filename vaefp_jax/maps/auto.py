@@ -1,6 +1,8 @@
-"""Which step map to use when none is given (the measurements behind the thresholds: docs/scale.md)."""
+"""Which step map to use when none is given (the measurements behind the rule: docs/scale.md)."""
 
 from __future__ import annotations
+
+import os
 
 import jax
 
@@ -8,19 +10,34 @@ from vaefp_jax.maps.base import StepMap
 from vaefp_jax.maps.blocked import BlockedMap
 from vaefp_jax.maps.dense import DenseMap
 
-__all__ = ["default_step_map", "BLOCKED_MIN_POINTS", "BLOCKED_MIN_ELEMENTS", "BLOCKED_MAX_D"]
+__all__ = ["default_step_map", "DENSE_MEMORY_FRACTION", "BLOCKED_MAX_D", "physical_memory"]
 
-BLOCKED_MIN_POINTS = 2048     # CPU: from this many points (and BLOCKED_MIN_ELEMENTS) the blocked map is faster
-BLOCKED_MIN_ELEMENTS = 1 << 23
+DENSE_MEMORY_FRACTION = 0.25  # CPU: the dense map while its (n, K) arrays take at most this share of the RAM
 BLOCKED_MAX_D = 64            # beyond, the blocked map's two distance products cost more than the cache saves
 
 
-def default_step_map(num_points: int, num_tiles: int, dim: int, *, backend: str | None = None) -> StepMap:
-    """:class:`DenseMap`, except on CPU for large problems (n ≥ ``BLOCKED_MIN_POINTS``,
-    n K ≥ ``BLOCKED_MIN_ELEMENTS``, d ≤ ``BLOCKED_MAX_D``), where :class:`BlockedMap`
-    keeps its working set in cache. Both give the same values up to rounding."""
+def physical_memory() -> int | None:
+    """Bytes of RAM of this machine (``os.sysconf``), or None where it cannot say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def default_step_map(num_points: int, num_tiles: int, dim: int, *, backend: str | None = None, itemsize: int = 4,
+                     memory_bytes: int | None = None) -> StepMap:
+    """:class:`DenseMap`, except on CPU when its arrays would not fit: with d ≤ ``BLOCKED_MAX_D``,
+    :class:`BlockedMap` once ``DENSE_COPIES`` (n, K) arrays of ``itemsize`` bytes exceed
+    ``DENSE_MEMORY_FRACTION`` of ``memory_bytes`` (default: the machine's RAM). Both give the
+    same values up to rounding. With reused shifts (one pass over the pairs) the dense map
+    is the faster one at every size measured on CPU, up to n = 10⁴, K = 128² (docs/scale.md);
+    the blocked map's virtue is its memory (a few blocks per β, whatever n and K)."""
+    from vaefp_jax.engine.schedules import DENSE_COPIES
+
     backend = backend or jax.default_backend()
-    if (backend == "cpu" and num_points >= BLOCKED_MIN_POINTS and num_points * num_tiles >= BLOCKED_MIN_ELEMENTS
-            and dim <= BLOCKED_MAX_D):
+    if backend != "cpu" or dim > BLOCKED_MAX_D:
+        return DenseMap()
+    memory_bytes = physical_memory() if memory_bytes is None else memory_bytes
+    if memory_bytes and DENSE_COPIES * int(num_points) * int(num_tiles) * int(itemsize) > DENSE_MEMORY_FRACTION * memory_bytes:
         return BlockedMap()
     return DenseMap()
