@@ -207,10 +207,10 @@ def test_cpu_defaults_follow_the_cache():
     assert default_batch_size(64, 120, 16_384, 4, backend="cpu") == 1       # never 0
     assert default_batch_size(64, 1024, 1024, 4, backend="cpu") == 1        # one 1024 × 1024 block
     gb = 2**30
-    # the dense map while its 3 (n, K) arrays take at most a quarter of the memory
-    assert default_step_map(10_000, 16_384, 2, backend="cpu", memory_bytes=16 * gb) == vf.DenseMap()  # 2 GB
-    assert default_step_map(10_000, 16_384, 2, backend="cpu", memory_bytes=4 * gb) == vf.BlockedMap(1024, 1024)
-    assert default_step_map(10_000, 16_384, 2, backend="cpu", itemsize=8, memory_bytes=8 * gb) == vf.BlockedMap()
+    # the dense map while its 3 (n, K) arrays (2 GB here) take at most an eighth of the memory
+    assert default_step_map(10_000, 16_384, 2, backend="cpu", memory_bytes=16 * gb) == vf.DenseMap()
+    assert default_step_map(10_000, 16_384, 2, backend="cpu", memory_bytes=14 * gb) == vf.BlockedMap(1024, 1024)
+    assert default_step_map(10_000, 16_384, 2, backend="cpu", itemsize=8, memory_bytes=16 * gb) == vf.BlockedMap()
     assert default_step_map(10_000, 16_384, 784, backend="cpu", memory_bytes=gb) == vf.DenseMap()  # d > 64
     assert default_step_map(10_000, 16_384, 2, backend="gpu", memory_bytes=gb) == vf.DenseMap()
     assert default_step_map(120, 1024, 2, backend="cpu") == vf.DenseMap()   # this machine's RAM

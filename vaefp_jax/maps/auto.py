@@ -12,7 +12,9 @@ from vaefp_jax.maps.dense import DenseMap
 
 __all__ = ["default_step_map", "DENSE_MEMORY_FRACTION", "BLOCKED_MAX_D", "physical_memory"]
 
-DENSE_MEMORY_FRACTION = 0.25  # CPU: the dense map while its (n, K) arrays take at most this share of the RAM
+# CPU: the dense map while DENSE_COPIES (n, K) arrays take at most this share of the RAM (the
+# implicit derivatives and the Jacobian factors of a sweep hold a few more such arrays)
+DENSE_MEMORY_FRACTION = 0.125
 BLOCKED_MAX_D = 64            # beyond, the blocked map's two distance products cost more than the cache saves
 
 
@@ -38,6 +40,7 @@ def default_step_map(num_points: int, num_tiles: int, dim: int, *, backend: str 
     if backend != "cpu" or dim > BLOCKED_MAX_D:
         return DenseMap()
     memory_bytes = physical_memory() if memory_bytes is None else memory_bytes
-    if memory_bytes and DENSE_COPIES * int(num_points) * int(num_tiles) * int(itemsize) > DENSE_MEMORY_FRACTION * memory_bytes:
+    dense_bytes = DENSE_COPIES * int(num_points) * int(num_tiles) * int(itemsize)
+    if memory_bytes and dense_bytes > DENSE_MEMORY_FRACTION * memory_bytes:
         return BlockedMap()
     return DenseMap()
