@@ -75,9 +75,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import vaefp_jax as vf
-from vaefp_jax.engine.schedules import DENSE_COPIES, default_batch_size
+from vaefp_jax.engine.schedules import default_batch_size, dense_bytes
 from vaefp_jax.equations import MapValue, squared_distances
 from vaefp_jax.maps import StepMap, default_step_map
+from vaefp_jax.maps.auto import physical_memory
 from vaefp_jax.runs import cpu_model
 
 try:
@@ -195,12 +196,7 @@ def memory_limit() -> int:
     stats = jax.devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return int(stats["bytes_limit"])
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def dense_bytes(n: int, K: int, lanes: int) -> int:
-    """Estimated bytes of the dense map's (n, K) float32 intermediates, ``lanes`` β at once."""
-    return DENSE_COPIES * lanes * n * K * 4
+    return physical_memory()
 
 
 def best_time(fn, repeats, warmup=False):
@@ -275,7 +271,7 @@ def main(argv=None):
         print("# --no-warmup: times of (c)-(j) include their compilation")
 
     def fits(label, lanes):
-        need = dense_bytes(args.n, K, lanes)
+        need = dense_bytes(args.n, K, 4, lanes)
         if need <= 0.8 * limit:
             return True
         print(f"# {label}: skipped, its dense intermediates (~{need / 1e9:.1f} GB for {lanes} beta at once) "

@@ -96,7 +96,7 @@ def test_warm_evaluation_falls_back_to_the_maxima(dtype, x64):
     eps = np.finfo(dtype).eps
     for now, expect_ok in ((psi, False), (psi + 0.3, False), (_moved(psi + 0.3, beta, 0.05), True)):
         nowj = jnp.asarray(now, dtype)
-        _, ok = equations.evaluate_shifted(nowj, xj, b, lpj, *state) if state else (None, False)
+        _, ok = equations.evaluate_shifted(nowj, xj, b, lpj, *state)
         assert bool(ok) == expect_ok
         value, state = dense.evaluate_warm(nowj, xj, b, lpj, state)
         ref = equations.evaluate(nowj, xj, b, lpj)

@@ -225,10 +225,18 @@ def evaluate(psi, x, beta, log_prior) -> MapValue:
     log c_i = M_i + log c̃_i and log Σ_i m_ib = r_b + log Σ_i E_bi / c̃_i. Equal to
     :func:`evaluate_log_space` to rounding for every β (tests/test_equations.py)."""
     tw = tile_weights(psi, x, beta, log_prior)
-    inv = tw.inverse_c
-    sums = tw.E @ jnp.concatenate([x * inv[:, None], inv[:, None]], axis=1)    # (K, d + 1)
+    return _normalised(tw.E, tw.c, x, tw.M, tw.r)[0]
+
+
+def _normalised(E, c, x, row_shift, column_shift) -> tuple[MapValue, jax.Array]:
+    """(MapValue, T) from E_bi = exp(ℓ_bi − a_i − s_b) (K, n) and c̃_i = Σ_b π_b e^{s_b} E_bi (n,):
+    both sums of eq. (15) from one product of E with [x / c̃, 1 / c̃]; T_b = Σ_i E_bi / c̃_i."""
+    inv = 1.0 / c
+    sums = E @ jnp.concatenate([x * inv[:, None], inv[:, None]], axis=1)    # (K, d + 1)
     total = sums[:, -1]
-    return MapValue(psi=sums[:, :-1] / total[:, None], log_c=tw.M + jnp.log(tw.c), log_mass=tw.r + jnp.log(total))
+    value = MapValue(psi=sums[:, :-1] / total[:, None], log_c=row_shift + jnp.log(c),
+                     log_mass=column_shift + jnp.log(total))
+    return value, total
 
 
 SHIFTED_RANGE = 20   # evaluate_shifted accepts c̃_i and Σ_i E_bi / c̃_i in [2^-20, 2^20]
@@ -264,13 +272,9 @@ def evaluate_shifted(psi, x, beta, log_prior, row_shift, column_shift) -> tuple[
     column_shift = jax.lax.stop_gradient(column_shift)
     E = jnp.exp(tile_logits(psi, x, beta) - row_shift[None, :] - column_shift[:, None])      # (K, n)
     c = jnp.exp(log_prior + column_shift) @ E                                               # (n,)
-    inv = 1.0 / c
-    sums = E @ jnp.concatenate([x * inv[:, None], inv[:, None]], axis=1)                    # (K, d + 1)
-    total = sums[:, -1]
+    value, total = _normalised(E, c, x, row_shift, column_shift)
     lo, hi = 2.0 ** -SHIFTED_RANGE, 2.0 ** SHIFTED_RANGE
     ok = jnp.all((c >= lo) & (c <= hi)) & jnp.all((total >= lo) & (total <= hi))
-    value = MapValue(psi=sums[:, :-1] / total[:, None], log_c=row_shift + jnp.log(c),
-                     log_mass=column_shift + jnp.log(total))
     return value, ok
 
 

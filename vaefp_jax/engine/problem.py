@@ -58,17 +58,19 @@ class Problem:
         """(target (K, d), aux', MapValue) from the map's ``evaluate``: the constrained image
         of ψ as a function of ψ alone, differentiable to any order (what implicit
         derivatives differentiate; the iterations use :meth:`update`)."""
-        value = self.evaluate(psi)
-        target, aux = self.constraint.update(value, psi, aux, t, self)
-        return target, aux, value
+        return self._constrained(self.evaluate(psi), psi, aux, t)
 
     def update(self, psi, state: ProblemState, t):
         """(target (K, d), state', MapValue): the constrained image of ψ, the new state
         (the constraint's, and the map's from this evaluation), and the map value it came
         from (its free energy is f(ψ))."""
         value, map_state = self.step_map.evaluate_warm(psi, self.x, self.beta, self.log_prior, state.map_state)
-        target, aux = self.constraint.update(value, psi, state.aux, t, self)
+        target, aux, value = self._constrained(value, psi, state.aux, t)
         return target, ProblemState(aux=aux, map_state=map_state), value
+
+    def _constrained(self, value, psi, aux, t):
+        target, aux = self.constraint.update(value, psi, aux, t, self)
+        return target, aux, value
 
     def free_energy(self, psi):
         return self.evaluate(psi).free_energy(self.beta)

@@ -22,11 +22,16 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Schedule", "Vmapped", "Pool", "default_schedule", "default_batch_size", "DENSE_COPIES",
+__all__ = ["Schedule", "Vmapped", "Pool", "default_schedule", "default_batch_size", "dense_bytes", "DENSE_COPIES",
            "CPU_CACHE_BYTES"]
 
 DENSE_COPIES = 3  # (n, K) arrays the dense map keeps per β lane (XLA's plans: 2–3; docs/scale.md)
 CPU_CACHE_BYTES = 2 * 2**20  # CPU: the per-step working set of all lanes that stays in cache
+
+
+def dense_bytes(num_points: int, num_tiles: int, itemsize: int = 4, lanes: int = 1) -> int:
+    """Estimated bytes of the dense map's (n, K) arrays for ``lanes`` β at once (``DENSE_COPIES`` per lane)."""
+    return DENSE_COPIES * int(lanes) * int(num_points) * int(num_tiles) * int(itemsize)
 
 
 def default_batch_size(num_problems: int, num_points: int | None = None, num_tiles: int | None = None,
@@ -41,7 +46,7 @@ def default_batch_size(num_problems: int, num_points: int | None = None, num_til
     device's ``bytes_limit``) for ``DENSE_COPIES`` such arrays per lane.
     """
     backend = backend or jax.default_backend()
-    per_lane = DENSE_COPIES * int(num_points) * int(num_tiles) * int(itemsize) if num_points and num_tiles else 0
+    per_lane = dense_bytes(num_points, num_tiles, itemsize) if num_points and num_tiles else 0
     if backend == "cpu":
         lanes = 8 if not per_lane else min(8, CPU_CACHE_BYTES // per_lane)
         return max(1, min(num_problems, lanes))

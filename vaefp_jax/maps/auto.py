@@ -6,6 +6,7 @@ import os
 
 import jax
 
+from vaefp_jax.engine.schedules import dense_bytes
 from vaefp_jax.maps.base import StepMap
 from vaefp_jax.maps.blocked import BlockedMap
 from vaefp_jax.maps.dense import DenseMap
@@ -34,13 +35,10 @@ def default_step_map(num_points: int, num_tiles: int, dim: int, *, backend: str 
     same values up to rounding. With reused shifts (one pass over the pairs) the dense map
     is the faster one at every size measured on CPU, up to n = 10⁴, K = 128² (docs/scale.md);
     the blocked map's virtue is its memory (a few blocks per β, whatever n and K)."""
-    from vaefp_jax.engine.schedules import DENSE_COPIES
-
     backend = backend or jax.default_backend()
     if backend != "cpu" or dim > BLOCKED_MAX_D:
         return DenseMap()
     memory_bytes = physical_memory() if memory_bytes is None else memory_bytes
-    dense_bytes = DENSE_COPIES * int(num_points) * int(num_tiles) * int(itemsize)
-    if memory_bytes and dense_bytes > DENSE_MEMORY_FRACTION * memory_bytes:
+    if memory_bytes and dense_bytes(num_points, num_tiles, itemsize) > DENSE_MEMORY_FRACTION * memory_bytes:
         return BlockedMap()
     return DenseMap()
