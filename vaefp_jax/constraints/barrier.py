@@ -102,7 +102,7 @@ def barrier_newton(psi, psi_f, s_bar, C, mask, mu, max_newton, n_backtrack=30):
         alpha = jnp.where(jnp.any(ok) & (slope < 0), a0 * alphas[jnp.argmax(ok)], 0.0)
         # Stop once the step is at the rounding level (or the line search failed:
         # rounding at the optimum), or the decrement λ² = −slope/μ is negligible.
-        moved = jnp.where(-slope / mu > 1e-14, alpha * jnp.max(jnp.abs(delta)), 0.0)
+        moved = alpha * jnp.max(jnp.abs(delta))
         accept = (alpha > 0) & jnp.all(jnp.isfinite(delta))
         return jnp.where(accept, psi + alpha * delta, psi), it + 1, jnp.where(accept, moved, 0.0)
 
