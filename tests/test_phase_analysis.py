@@ -22,7 +22,8 @@ SETTINGS = dict(grid=vf.LatentGrid.uniform(6), num_betas=NUM_BETAS, top_k=3, ref
 EVENTS = {}   # data set -> the (stage, done, total) calls of phase_analysis's progress
 
 
-@pytest.fixture(scope="module", params=["iris", "wine"])
+# wine behind `slow` (suite time on 2 cores); tests/test_real_data.py runs wine in every run.
+@pytest.fixture(scope="module", params=["iris", pytest.param("wine", marks=pytest.mark.slow)])
 def analysed(request):
     data = {"iris": load_iris, "wine": load_wine}[request.param]()
     events = EVENTS.setdefault(request.param, [])

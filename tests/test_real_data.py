@@ -15,7 +15,9 @@ from real_data import REAL_DATA, analyse
 pytest.importorskip("sklearn", reason="scikit-learn is a test dependency: pip install '.[test]'")
 
 
-@pytest.fixture(scope="module", params=REAL_DATA)
+# digits behind `slow` (suite time on 2 cores): mnist40 is the image data set of every run.
+@pytest.fixture(scope="module", params=[pytest.param(name, marks=pytest.mark.slow) if name == "digits" else name
+                                        for name in REAL_DATA])
 def analysed(request):
     with jax.enable_x64(True):
         return analyse(request.param)
