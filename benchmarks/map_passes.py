@@ -101,6 +101,17 @@ def warm_loop(x, lp, psi0, steps):
     return one
 
 
+def figure3_problem(num_betas):
+    """Figure 3's setting in float32: x (120, 2) three clusters, log π (1024,) of the 32×32
+    grid, ψ⁰ (1024, 2) the grid jittered by U(−0.1, 0.1), β (num_betas,) log-spaced in [1e-4, 1]."""
+    x = jnp.asarray(vf.datasets.three_clusters(120, seed=0), jnp.float32)
+    grid = vf.LatentGrid.uniform(32)
+    lp = jnp.asarray(grid.log_prior, jnp.float32)
+    rng = np.random.default_rng(0)
+    psi0 = jnp.asarray(np.asarray(grid.z) + rng.uniform(-0.1, 0.1, np.shape(grid.z)), jnp.float32)
+    return x, lp, psi0, jnp.asarray(np.geomspace(1e-4, 1.0, num_betas), jnp.float32)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--num-betas", type=int, default=64)
@@ -108,12 +119,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=400)
     args = ap.parse_args(argv)
-    x = jnp.asarray(vf.datasets.three_clusters(120, seed=0), jnp.float32)
-    grid = vf.LatentGrid.uniform(32)
-    lp = jnp.asarray(grid.log_prior, jnp.float32)
-    rng = np.random.default_rng(0)
-    psi0 = jnp.asarray(np.asarray(grid.z) + rng.uniform(-0.1, 0.1, np.shape(grid.z)), jnp.float32)
-    betas = jnp.asarray(np.geomspace(1e-4, 1.0, args.num_betas), jnp.float32)
+    x, lp, psi0, betas = figure3_problem(args.num_betas)
     B, steps = args.num_betas, args.steps
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_description()}, jax {jax.__version__}; n = 120, K = 1024, d = 2, "
           f"float32, {B} β × {steps} steps, lax.{args.loop} over β")
