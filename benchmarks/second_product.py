@@ -3,6 +3,7 @@
     python benchmarks/second_product.py --part split      # what each piece of one evaluation adds
     python benchmarks/second_product.py --part c_forms    # c̃ written five ways
     XLA_FLAGS=--xla_cpu_multi_thread_eigen=false python benchmarks/second_product.py --part split
+    python benchmarks/second_product.py --part loop       # solve's loop against the bare one
 
 Figure 3's setting as in ``benchmarks/map_passes.py``: n = 120 three-cluster points, K = 1024
 tiles, d = 2, float32, 64 β × 400 damped steps (ψ ← 0.9 F(ψ) + 0.1 ψ) under ``lax.map`` over β.
@@ -20,6 +21,13 @@ The rows alternate within one run (best of the repeats, compilation excluded), �
 ``c_forms``: ``two_products_dependent`` with c̃ as ``g @ E``, ``(g[None] @ E)[0]``,
 ``dot_general`` contracting E's first axis, ``sum(g[:, None] * E, 0)``, in the (n, K) layout
 (``Eᵀ @ g``), as a two-column product, and without c̃ (a bound).
+
+``loop``: ``evaluate_warm`` in a bare ``fori_loop`` from the jittered grid (the ``split`` row),
+the same from ``initial_psi`` (what ``benchmarks/floor.py`` starts from), in a ``while_loop``
+with the residual ‖ψ' − ψ‖ as ``Damped`` runs it, the same with x and log π passed to the
+jitted function instead of closed over (constants XLA may fold), and ``solve``'s own program
+(``engine.solve.run`` with ``benchmarks/floor.py``'s ``ExactSteps``): where the time between
+the map and the solver goes.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import vaefp_jax as vf
 from vaefp_jax import equations as eq
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -102,9 +111,44 @@ def c_form_rows(x, lp):
             "no c̃ (a bound)": mk(lambda E: jnp.ones((n,), E.dtype))}
 
 
+def loop_rows(x, lp, psi_jittered, betas, steps):
+    """(B,) β → ψ programs: the bare loop, the same from ``initial_psi``, Damped's
+    ``while_loop`` with its residual, and ``solve``'s compiled program."""
+    from floor import ExactSteps
+
+    from vaefp_jax.engine import solve as engine
+
+    grid = vf.LatentGrid.uniform(32)
+    psi_f = jnp.asarray(vf.initial_psi(x, grid), jnp.float32)
+
+    def warm_while(beta, x=x, lp=lp):
+        dense = vf.DenseMap()
+
+        def body(c):
+            p, st, t, _ = c
+            v, st = dense.evaluate_warm(p, x, beta, lp, st)
+            new = 0.9 * v.psi + 0.1 * p
+            return new, st, t + 1, jnp.sqrt(jnp.sum((new - p) ** 2))
+
+        st0 = dense.init_state(x.shape[0], psi_f.shape[0], psi_f.dtype)
+        init = (psi_f, st0, jnp.int32(0), jnp.float32(jnp.inf))
+        return jax.lax.while_loop(lambda c: (c[2] < steps) & (c[3] >= -1.0), body, init)[0]
+
+    rows = {"fori_loop, jittered grid ψ⁰": warm_loop(x, lp, psi_jittered, steps),
+            "fori_loop, initial_psi": warm_loop(x, lp, psi_f, steps),
+            "while_loop + residual, initial_psi": warm_while}
+    fs = {k: jax.jit(lambda b, one=one: jax.lax.map(one, b)) for k, one in rows.items()}
+    as_arguments = jax.jit(lambda b, xx, ll: jax.lax.map(lambda beta: warm_while(beta, xx, ll), b))
+    fs["the same, x and log π jit arguments (not constants)"] = lambda b: as_arguments(b, x, lp)
+    setup = engine.prepare(x, betas, grid, iteration=ExactSteps(damping=0.1, max_steps=steps))
+    fs["solve's program (engine.solve.run), initial_psi"] = \
+        lambda b: engine.run(setup, psi_f, jax.random.PRNGKey(0))["psi"]
+    return fs
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["split", "c_forms"], default="split")
+    ap.add_argument("--part", choices=["split", "c_forms", "loop"], default="split")
     ap.add_argument("--num-betas", type=int, default=64)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=4)
@@ -116,11 +160,15 @@ def main(argv=None):
     if args.part == "split":
         loops = {"reused_shifts": warm_loop(x, lp, psi0, steps)}
         forms = split_rows(x, lp, psi0, steps)
-    else:
+    elif args.part == "c_forms":
         loops, forms = {}, c_form_rows(x, lp)
+    else:
+        loops, forms = {}, {}
     for name, ev in forms.items():
         loops[name] = lambda beta, ev=ev: jax.lax.fori_loop(0, steps, lambda i, p: 0.9 * ev(p, beta) + 0.1 * p, psi0)
     fs = {k: jax.jit(lambda b, one=one: jax.lax.map(one, b)) for k, one in loops.items()}
+    if args.part == "loop":
+        fs = loop_rows(x, lp, psi0, np.asarray(betas), steps)
     for f in fs.values():
         f(betas).block_until_ready()
     best = {k: np.inf for k in fs}
