@@ -80,12 +80,11 @@ def test_fixed_points_under_jit_and_vmap(name, iteration, step_map, constraint, 
 # is a function of the fixed point and the map: one schedule per iteration × map × constraint.
 # Accelerated differs from Damped only before the fixed point: with the dense map in every run,
 # through the blocked and Pallas maps behind `slow` (Damped covers those maps in every run).
-SMOOTH = [c if c[0].startswith("damped") or "-dense-" in c[0] else pytest.param(*c, marks=pytest.mark.slow)
+SMOOTH = [pytest.param(*c, id=c[0], marks=() if c[0].startswith("damped") or "-dense-" in c[0] else pytest.mark.slow)
           for c in COMBOS if c[3].smooth and c[0].endswith("-mapped")]
 
 
-@pytest.mark.parametrize("name,iteration,step_map,constraint,schedule", SMOOTH,
-                         ids=[(c.values if hasattr(c, "values") else c)[0] for c in SMOOTH])
+@pytest.mark.parametrize("name,iteration,step_map,constraint,schedule", SMOOTH)
 def test_implicit_derivatives_against_finite_differences(name, iteration, step_map, constraint, schedule):
     x, grid, _ = registry.problem()
     if isinstance(constraint, vf.LipschitzStrength):

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import np_step
 from scipy import integrate, optimize, stats
 
+import registry
 import vaefp_jax as vf
 from vaefp_jax import constraints as cs
 from vaefp_jax import datasets
@@ -334,16 +334,6 @@ def test_constraint_mode_flatter_as_L_decreases(constrained):
     assert ratios[-1] > 0.9 * constrained["Ls"][-1]
 
 
-def _numpy_map(psi, x, beta, log_prior):
-    """F(ψ) (K, d) of eq. (15) and the tile masses s̄_b = (1/n) Σ_i q_ib (K,), the
-    posterior q_ib ∝ π_b exp(−‖x_i − ψ_b‖²/2β), in NumPy float64."""
-    x = np.asarray(x, np.float64)
-    a = -((x[:, None, :] - psi[None]) ** 2).sum(-1) / (2 * beta) + log_prior
-    q = np.exp(a - a.max(axis=1, keepdims=True))
-    q /= q.sum(axis=1, keepdims=True)
-    return np_step(psi, x, beta, log_prior), q.mean(axis=0)
-
-
 def test_constraint_mode_kkt(constrained, x64):
     """Stationarity of Proposition 6 with the returned multipliers, multiplied out:
     s̄_a (ψ_a − F_a) + Σ_b 2 C_ab Ω̃_ab (ψ_a − ψ_b) = 0, i.e. ψ = Pᵀ(Ω̃ ⊙ C) F(ψ)
@@ -357,7 +347,7 @@ def test_constraint_mode_kkt(constrained, x64):
     δ ≲ 1e-9 against forces s̄|ψ − F| with |ψ − F| ~ 0.1 leaves ~1e-8 of the
     largest force (measured ≤ 1e-8 over ulp-perturbed data and lower-ISA kernels);
     1e-6 is that with a margin of 100. F and s̄ are the NumPy float64 reference
-    map of eqs. (14)–(15)."""
+    map of eqs. (14)–(15) (``tests/registry.ref_map``)."""
     res, grid, x = constrained["res"], constrained["grid"], constrained["x"]
     mask = cs.support_mask(grid, "local", 0.3)
     log_prior = np.asarray(grid.log_prior, np.float64)
@@ -365,7 +355,7 @@ def test_constraint_mode_kkt(constrained, x64):
         C = np.asarray(cs.lipschitz_coefficients(grid, constrained["Ls"][j]))
         psi = np.asarray(res.psi[j], np.float64)
         omega = res.stats["omega"][j]
-        F, s_bar = _numpy_map(psi, x, 1e-3, log_prior)
+        F, s_bar = registry.ref_map(psi, x, 1e-3, log_prior)
         force = s_bar[:, None] * (psi - F)
         grad = force + np.einsum("ab,abk->ak", 2.0 * C * omega, psi[:, None] - psi[None])
         assert np.abs(grad).max() <= 1e-6 * np.abs(force).max(), (j, np.abs(grad).max() / np.abs(force).max())
