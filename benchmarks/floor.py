@@ -39,6 +39,9 @@
    (n) (c) with ``DenseMap(reuse_shifts=False)``: the one-exponential map taking its
        shifts from two maxima every step (three passes over the pairs) instead of from
        the previous evaluation's normalisers (one pass; what reusing them gains, alone),
+   (o) (c) with ``DenseMap(kernel="xla")``: the one pass as XLA's two products, which
+       each read E, instead of the C++ kernel of ``vaefp_jax.native`` (E computed and read
+       once; what the kernel gains, alone; on CPU (c) uses the kernel where it is built),
    and reports each as a multiple of B × steps × the floor of one evaluation.
    Each row is ``solve``'s jitted program alone: the inputs are validated and
    placed once (``vaefp_jax.engine.solve.prepare``), and the timed call is
@@ -141,7 +144,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--methods", default="cdklmn", help="rows to run, letters of c, d, k, l, m, n")
+    ap.add_argument("--methods", default="cdklmno", help="rows to run, letters of c, d, k, l, m, n, o")
     ap.add_argument("--data-block", type=int, default=64, help="(k): PallasMap data_block")
     ap.add_argument("--tile-block", type=int, default=128, help="(k): PallasMap tile_block")
     ap.add_argument("--num-warps", type=int, default=4, help="(k): PallasMap num_warps (Triton)")
@@ -187,7 +190,9 @@ def main(argv=None):
              ("m", "(m) (c) with DenseMap(form='log_space'): two exponentials per pair",
               vf.DenseMap(form="log_space"), None),
              ("n", "(n) (c) with DenseMap(reuse_shifts=False): the maxima as shifts, every step",
-              vf.DenseMap(reuse_shifts=False), None)]
+              vf.DenseMap(reuse_shifts=False), None),
+             ("o", "(o) (c) with DenseMap(kernel='xla'): the one pass as XLA's two products (E read twice)",
+              vf.DenseMap(kernel="xla"), None)]
     rows, ref = [], None
     key = jax.random.PRNGKey(0)
     for letter, label, step_map, schedule in specs:

@@ -59,6 +59,8 @@ __all__ = [
     "evaluate",
     "evaluate_log_space",
     "evaluate_shifted",
+    "shifted_sums",
+    "shifted_in_range",
     "SHIFTED_RANGE",
     "TileWeights",
     "tile_weights",
@@ -268,14 +270,26 @@ def evaluate_shifted(psi, x, beta, log_prior, row_shift, column_shift) -> tuple[
     :func:`evaluate`. The shifts are constants to differentiation (``stop_gradient``).
 
     Unchecked (traced) arguments: ψ (K, d), x (n, d), β (), log π (K,), shifts (n,), (K,)."""
+    value, c, total = shifted_sums(psi, x, beta, log_prior, row_shift, column_shift)
+    return value, shifted_in_range(c, total)
+
+
+def shifted_sums(psi, x, beta, log_prior, row_shift, column_shift) -> tuple[MapValue, jax.Array, jax.Array]:
+    """(MapValue, c̃ (n,), T (K,)) of :func:`evaluate_shifted`, before the range check: XLA's
+    form, two products that each read E (:mod:`vaefp_jax.native.shifted` reads it once)."""
     row_shift = jax.lax.stop_gradient(row_shift)
     column_shift = jax.lax.stop_gradient(column_shift)
     E = jnp.exp(tile_logits(psi, x, beta) - row_shift[None, :] - column_shift[:, None])      # (K, n)
     c = jnp.exp(log_prior + column_shift) @ E                                               # (n,)
     value, total = _normalised(E, c, x, row_shift, column_shift)
+    return value, c, total
+
+
+def shifted_in_range(c, total) -> jax.Array:
+    """The range check of :func:`evaluate_shifted`: every c̃_i and T_b in [2^−R, 2^R]
+    (false for NaN and ±inf), a boolean scalar."""
     lo, hi = 2.0 ** -SHIFTED_RANGE, 2.0 ** SHIFTED_RANGE
-    ok = jnp.all((c >= lo) & (c <= hi)) & jnp.all((total >= lo) & (total <= hi))
-    return value, ok
+    return jnp.all((c >= lo) & (c <= hi)) & jnp.all((total >= lo) & (total <= hi))
 
 
 @_checked

@@ -95,6 +95,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _native_kernels() -> str:
+    """Whether this run could use the C++ kernels of :mod:`vaefp_jax.native` (and which
+    library), or "not used" when no step map asked for them."""
+    from vaefp_jax.native import build
+
+    st = build.peek()
+    return "not used" if st is None else str(st)
+
+
 def make_record(kind: str, *, data: dict, grid=None, iteration=None, step_map=None, dtype=None, seed=None,
                 betas=None, **extra) -> dict:
     """The JSON-ready record of a run. ``data``: what the points are (path and SHA-256, or the
@@ -112,7 +121,8 @@ def make_record(kind: str, *, data: dict, grid=None, iteration=None, step_map=No
         "versions": {"vaefp_jax": vaefp_jax.__version__, "jax": jax.__version__, "jaxlib": jaxlib.__version__,
                      "numpy": np.__version__, "python": platform.python_version()},
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "system": platform.platform(),
-                    "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]},
+                    "jax_backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+                    "native_kernels": _native_kernels()},
         "data": data,
         "grid": None if grid is None else grid_record(grid),
         "iteration": _strategy(iteration),

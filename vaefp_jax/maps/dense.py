@@ -7,13 +7,14 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from vaefp_jax import equations
+from vaefp_jax import equations, native
 from vaefp_jax.maps.base import StepMap
 
 __all__ = ["DenseMap"]
 
 
 FORMS = {"one_exponential": equations.evaluate, "log_space": equations.evaluate_log_space}
+KERNELS = ("auto", "native", "xla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,16 +32,45 @@ class DenseMap(StepMap):
     logits (:func:`vaefp_jax.equations.evaluate_shifted`): one pass over the (K, n) pairs
     instead of three. When the previous shifts do not keep every sum in range (the first
     step, a large move at small β) the value is recomputed by :func:`evaluate`; the result
-    equals :meth:`evaluate`'s to rounding either way. ``False`` always takes the maxima."""
+    equals :meth:`evaluate`'s to rounding either way. ``False`` always takes the maxima.
+
+    ``kernel``: how that one pass is computed on CPU. "native": the C++ kernel of
+    :mod:`vaefp_jax.native` (E computed and read once, threads on XLA's pool; compiled on
+    first use, a ``ValueError`` from :meth:`check` where it cannot be built); "xla": XLA's
+    operations (two products, each reading E: :func:`~vaefp_jax.equations.evaluate_shifted`);
+    "auto" (default): "native" where it is built and takes the problem (float32/float64,
+    d ≤ 64), else "xla". Other platforms (GPU) always use XLA's form. Same values to rounding
+    (tests/test_native.py); the fallback, the maxima and the derivatives are XLA's in all
+    three."""
 
     form: str = "one_exponential"
     reuse_shifts: bool = True
+    kernel: str = "auto"
 
     def __post_init__(self):
         if self.form not in FORMS:
             raise ValueError(f"form must be one of {sorted(FORMS)}, got {self.form!r}")
         if not isinstance(self.reuse_shifts, bool):
             raise ValueError(f"reuse_shifts must be True or False, got {self.reuse_shifts!r}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {list(KERNELS)}, got {self.kernel!r}")
+
+    def check(self, num_points, num_tiles, dim):
+        if self.kernel == "native" and self._warm:
+            st = native.status()
+            if not st.available:
+                raise ValueError(f"DenseMap(kernel='native'): {st} (use kernel='auto' or 'xla')")
+            if dim > native.shifted.MAX_D:
+                raise ValueError(f"DenseMap(kernel='native') takes d <= {native.shifted.MAX_D}, got d = {dim}")
+
+    def _shifted(self, psi, x, beta, log_prior, state):
+        """(MapValue, ok) of the one pass, by the kernel chosen (see the class docstring)."""
+        args = (psi, x, beta, log_prior, *state)
+        if self.kernel == "xla" or not native.supports(x.shape[-1], psi.dtype):
+            if self.kernel == "native":
+                self.check(x.shape[-2], psi.shape[-2], x.shape[-1])
+            return equations.evaluate_shifted(*args)
+        return jax.lax.platform_dependent(*args, cpu=native.evaluate_shifted, default=equations.evaluate_shifted)
 
     def evaluate(self, psi, x, beta, log_prior):
         return FORMS[self.form](psi, x, beta, log_prior)
@@ -65,7 +95,7 @@ class DenseMap(StepMap):
         needs it."""
         if not self._warm:
             return self.evaluate(psi, x, beta, log_prior), state
-        value, ok = equations.evaluate_shifted(psi, x, beta, log_prior, *state)
+        value, ok = self._shifted(psi, x, beta, log_prior, state)
 
         def recompute(carry):
             return self.evaluate(psi, x, beta, log_prior), jnp.ones_like(ok)
@@ -79,4 +109,5 @@ class DenseMap(StepMap):
     def __repr__(self):
         args = [f"form={self.form!r}"] if self.form != "one_exponential" else []
         args += [] if self.reuse_shifts else ["reuse_shifts=False"]
+        args += [] if self.kernel == "auto" else [f"kernel={self.kernel!r}"]
         return f"DenseMap({', '.join(args)})"

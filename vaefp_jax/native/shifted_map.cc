@@ -191,7 +191,11 @@ void rows_part(const T* psi, const T* x, T beta, const T* log_prior, const T* s,
   T* g = w.g.data();
   T* shift = w.shift.data();
   T* rows = w.rows.data();
-  const T scale = T(-1) / (T(2) * beta);
+  // l = -sq / 2 beta as sq * scale + sq * scale_lo, scale + scale_lo = -1 / 2 beta to twice the
+  // working precision: a product, not a division per pair, rounded as the quotient nearly is
+  const T two_beta = T(2) * beta;
+  const T scale = T(-1) / two_beta;
+  const T scale_lo = std::fma(-scale, two_beta, T(-1)) / two_beta;
   for (int64_t b = 0; b < K; ++b) {
     for (int64_t k = 0; k < d; ++k) psi_t[k * Kp + b] = psi[b * d + k];
     shift[b] = s[b];
@@ -219,7 +223,7 @@ void rows_part(const T* psi, const T* x, T beta, const T* log_prior, const T* s,
             V<T> diff = xv[k] - load(psi_t + k * Kp + b);
             sq += diff * diff;
           }
-          V<T> e = vexp<T>((sq * scale - ai) - load(shift + b));
+          V<T> e = vexp<T>((sq * scale + sq * scale_lo - ai) - load(shift + b));
           store(row + b, e);
           c += load(g + b) * e;
         }
@@ -234,7 +238,8 @@ void rows_part(const T* psi, const T* x, T beta, const T* log_prior, const T* s,
           }
         }
         for (int64_t b = 0; b < Kp; b += W) {
-          V<T> e = vexp<T>((load(row + b) * scale - ai) - load(shift + b));
+          const V<T> sq = load(row + b);
+          V<T> e = vexp<T>((sq * scale + sq * scale_lo - ai) - load(shift + b));
           store(row + b, e);
           c += load(g + b) * e;
         }
@@ -414,8 +419,9 @@ ffi::Error shifted_sums(ffi::ThreadPool pool, ffi::Buffer<DT> psi, ffi::Buffer<D
     job->a.push_back(a.typed_data() + off(4) * n);
     job->s.push_back(s.typed_data() + off(5) * K);
   }
-  // Split each beta's points only when there are fewer betas than threads, and never into
-  // pieces of under 8 blocks of rows (the tiles' setup is repeated per piece).
+  // Split each beta's points only when there are fewer betas than threads: into about two
+  // pieces per thread (claimed dynamically, so that a helper that starts late takes fewer),
+  // never of under 8 blocks of rows (the tiles' setup is repeated per piece).
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   int64_t parts = 1;
   if (batch < threads) {

@@ -1,0 +1,76 @@
+"""Eq. (14)–(15) in one pass with given shifts, each exponential read once: the C++ form of
+:func:`vaefp_jax.equations.evaluate_shifted` (``shifted_map.cc``).
+
+XLA evaluates c̃_i = Σ_b g_b E_bi and the column sums Σ_i E_bi [x_i, 1] / c̃_i as two
+products that each read the (K, n) array E; XLA:CPU cannot fuse a reduction into a second
+one that depends on it. The kernel takes a block of four data points at a time, computes
+their K values of E into a buffer that stays in L1, sums c̃ while producing them, and adds
+the block's terms into the column sums before the next block: one exponential and one
+read of E per pair. β values of a batch (and, with fewer β than threads, blocks of one β's
+data points) run in parallel on XLA's intra-op thread pool.
+
+Same contract as :func:`~vaefp_jax.equations.evaluate_shifted`: (MapValue, ok), with the
+same range check on c̃ and T. The kernel's exp clamps its argument to the normal range
+(an entry below 2^−126 in float32 counts as 2^−126, subnormals are flushed): within the
+loss the range check already bounds (:func:`~vaefp_jax.equations.evaluate_shifted`).
+Differentiable: a ``custom_jvp`` whose tangents are those of the XLA form (the primal is
+the kernel's).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vaefp_jax import equations
+from vaefp_jax.native import build
+
+__all__ = ["shifted_sums", "evaluate_shifted", "supports"]
+
+MAX_D = equations.DIRECT_MAX_D   # beyond, the distances of a pair cost more than XLA's matrix-product form
+
+
+def supports(dim: int, dtype) -> bool:
+    """Whether the kernel takes this problem (and is built): float32 or float64, d ≤ MAX_D."""
+    return jnp.dtype(dtype) in (jnp.float32, jnp.float64) and 1 <= dim <= MAX_D and build.status().available
+
+
+def shifted_sums(psi, x, beta, log_prior, row_shift, column_shift):
+    """(F (K, d), c̃ (n,), T (K,)) of :func:`~vaefp_jax.equations.evaluate_shifted` from the
+    kernel: F_b = Σ_i (E_bi / c̃_i) x_i / T_b, c̃_i = Σ_b π_b e^{s_b} E_bi, T_b = Σ_i E_bi / c̃_i.
+    Leading batch dimensions come from ``vmap`` (all inputs in one dtype)."""
+    build.library()
+    K, d = psi.shape[-2:]
+    n = x.shape[-2]
+    dtype = psi.dtype
+    x, beta, log_prior, row_shift, column_shift = (jnp.asarray(v, dtype) for v in (x, beta, log_prior, row_shift,
+                                                                                   column_shift))
+    target = {jnp.dtype(jnp.float32): "vaefp_shifted_sums_f32", jnp.dtype(jnp.float64): "vaefp_shifted_sums_f64"}[dtype]
+    out = (jax.ShapeDtypeStruct((K, d), dtype), jax.ShapeDtypeStruct((n,), dtype), jax.ShapeDtypeStruct((K,), dtype))
+    call = jax.ffi.ffi_call(target, out, vmap_method="expand_dims")
+    return call(psi, x, beta, log_prior, row_shift, column_shift)
+
+
+def _xla_parts(psi, x, beta, log_prior, row_shift, column_shift):
+    value, c, total = equations.shifted_sums(psi, x, beta, log_prior, row_shift, column_shift)
+    return value.psi, value.log_c, value.log_mass, c, total
+
+
+@jax.custom_jvp
+def _parts(psi, x, beta, log_prior, row_shift, column_shift):
+    F, c, total = shifted_sums(psi, x, beta, log_prior, row_shift, column_shift)
+    return F, row_shift + jnp.log(c), column_shift + jnp.log(total), c, total
+
+
+@_parts.defjvp
+def _parts_jvp(primals, tangents):
+    out = _parts(*primals)
+    _, tangents_out = jax.jvp(_xla_parts, primals, tangents)
+    return out, tangents_out
+
+
+def evaluate_shifted(psi, x, beta, log_prior, row_shift, column_shift):
+    """(MapValue, ok) as :func:`vaefp_jax.equations.evaluate_shifted`, from the kernel.
+    Unchecked (traced) arguments: ψ (K, d), x (n, d), β (), log π (K,), shifts (n,), (K,)."""
+    F, log_c, log_mass, c, total = _parts(psi, x, beta, log_prior, row_shift, column_shift)
+    return equations.MapValue(psi=F, log_c=log_c, log_mass=log_mass), equations.shifted_in_range(c, total)
