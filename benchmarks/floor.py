@@ -157,6 +157,7 @@ def main(argv=None):
     dev = jax.devices()[0]
     print(f"# {time.strftime('%Y-%m-%d')}  device: {dev.device_kind} ({backend}), CPU: {cpu_name()}, "
           f"{os.cpu_count()} cores; jax {jax.__version__}")
+    print(f"# {vf.native.status()}")
     print(f"# measured: exp {rates['exp'] / 1e9:.2f} G/s, multiply-add {rates['fma'] / 1e9:.2f} G/s, "
           f"memory {rates['bandwidth'] / 1e9:.1f} GB/s (float32)")
 

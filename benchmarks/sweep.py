@@ -263,6 +263,7 @@ def main(argv=None):
     print(f"# {time.strftime('%Y-%m-%d')}  device: {dev.device_kind} ({jax.default_backend()}), "
           f"CPU: {cpu_name()}, {os.cpu_count()} cores; jax {jax.__version__}; vaefp_jax {vf.__version__}"
           f"{'; optimistix ' + optx.__version__ if optx is not None and hasattr(optx, '__version__') else ''}")
+    print(f"# {vf.native.status()}")
     print(f"# problem: n={args.n} three-cluster points, {args.k}x{args.k} grid (K={K}), "
           f"B={B} beta in [1e-4, 1], paper protocol (max_steps={max_steps}), float32; "
           f"peers iterate {PEER_MAP!r}, solve the default {vf.DenseMap()!r}")

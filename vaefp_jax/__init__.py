@@ -23,7 +23,8 @@ Packages: ``equations`` (eq. 14–15, the reference), ``maps``, ``constraints``
 (Appendix B), ``iterations``, ``engine``, ``implicit`` and ``tile_jacobian``
 (derivatives), ``phase``, ``linalg`` (every dense solve; never a batched LAPACK
 call on CPU), ``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``,
-``runs`` (saved results), ``mnist`` and ``vae`` (Figure 1), ``figures``.
+``runs`` (saved results), ``mnist`` and ``vae`` (Figure 1), ``figures``, ``native`` (the C++
+CPU kernel of the dense map's one pass, compiled on first use; ``native.status()``).
 
 Attributes are imported on first use, so that ``import vaefp_jax`` (and the
 ``vaefp`` command line) does not import JAX until something needs it.
@@ -77,7 +78,8 @@ _EXPORTS = {
     "load": "vaefp_jax.runs",
 }
 _SUBMODULES = ("clusters", "constraints", "datasets", "engine", "equations", "figures", "grid", "implicit", "io",
-               "iterations", "linalg", "maps", "mnist", "phase", "propositions", "runs", "tile_jacobian", "vae")
+               "iterations", "linalg", "maps", "mnist", "native", "phase", "propositions", "runs", "tile_jacobian",
+               "vae")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
