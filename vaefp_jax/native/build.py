@@ -138,11 +138,17 @@ def status() -> NativeStatus:
             return _cached
         try:
             path = _build(cxx)
-            _lib = ctypes.cdll.LoadLibrary(str(path))
+            try:
+                _lib = ctypes.cdll.LoadLibrary(str(path))
+            except OSError:              # a cached library that does not load: build it again, once
+                path.unlink(missing_ok=True)
+                path = _build(cxx)
+                _lib = ctypes.cdll.LoadLibrary(str(path))
             _register(_lib)
             _cached = NativeStatus(True, str(path))
-        except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as err:
-            _cached = NativeStatus(False, str(err).splitlines()[0] if str(err) else type(err).__name__)
+        except Exception as err:  # noqa: BLE001 -- any failure is a reason, never an exception
+            text = str(err).splitlines()[0] if str(err) else ""
+            _cached = NativeStatus(False, f"{type(err).__name__}: {text}" if text else type(err).__name__)
         return _cached
 
 
