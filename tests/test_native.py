@@ -205,6 +205,9 @@ def test_dense_map_kernel_option():
     assert repr(vf.DenseMap()) == "DenseMap()"
     with pytest.raises(ValueError, match="kernel must be one of"):
         vf.DenseMap(kernel="fast")
+    for other in (dict(form="log_space"), dict(reuse_shifts=False)):
+        with pytest.raises(ValueError, match="kernel='native' computes the one pass"):
+            vf.DenseMap(kernel="native", **other)
 
 
 def test_gpu_lowering_uses_xla_form():

@@ -54,9 +54,12 @@ class DenseMap(StepMap):
             raise ValueError(f"reuse_shifts must be True or False, got {self.reuse_shifts!r}")
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {list(KERNELS)}, got {self.kernel!r}")
+        if self.kernel == "native" and not self._warm:
+            raise ValueError("kernel='native' computes the one pass with reused shifts: it needs "
+                             "form='one_exponential' and reuse_shifts=True")
 
     def check(self, num_points, num_tiles, dim):
-        if self.kernel == "native" and self._warm:
+        if self.kernel == "native":
             st = native.status()
             if not st.available:
                 raise ValueError(f"DenseMap(kernel='native'): {st} (use kernel='auto' or 'xla')")

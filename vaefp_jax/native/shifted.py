@@ -31,8 +31,11 @@ MAX_D = equations.DIRECT_MAX_D   # beyond, the distances of a pair cost more tha
 
 
 def supports(dim: int, dtype) -> bool:
-    """Whether the kernel takes this problem (and is built): float32 or float64, d ≤ MAX_D."""
-    return jnp.dtype(dtype) in (jnp.float32, jnp.float64) and 1 <= dim <= MAX_D and build.status().available
+    """Whether the kernel takes this problem (and is built): float32 or float64, d ≤ MAX_D, and
+    JAX's default backend the CPU (elsewhere nothing is compiled: the step maps lower XLA's
+    form for other platforms anyway)."""
+    return (jnp.dtype(dtype) in (jnp.float32, jnp.float64) and 1 <= dim <= MAX_D
+            and jax.default_backend() == "cpu" and build.status().available)
 
 
 def shifted_sums(psi, x, beta, log_prior, row_shift, column_shift):
