@@ -126,10 +126,10 @@ def _assert_as_accurate_as_xla(value, xla, two, ref, x, dtype, where):
 def test_native_batches_as_vmap_does(dtype, x64):
     # β batched alone, (β, ψ) batched together, and nested vmaps batching different inputs
     # (leading dimensions of size 1 broadcast in the kernel); batch sizes below and above
-    # the number of threads (pieces of one β's points, and whole β per thread)
+    # the number of threads (pieces of one β's points, and whole β per thread; CI has 2)
     _, x, psi, lp = ALL[0]
     xj, lpj = jnp.asarray(x, dtype), jnp.asarray(lp, dtype)
-    for num in (1, 2, 5):
+    for num in (1, 5):
         betas = jnp.asarray(np.geomspace(1e-3, 1.0, num), dtype)
         psis = jnp.asarray(np.stack([_moved(psi, 1.0, 0.05, seed=s) for s in range(num)]), dtype)
         olds = jax.vmap(lambda b, p: equations.evaluate(p, xj, b, lpj))(betas, psis)
@@ -261,23 +261,20 @@ def test_failed_build_is_reported(fresh_status, monkeypatch):
 
 
 @needs_kernel
-def test_build_is_cached_on_disk(fresh_status):
-    st = native.status()
-    assert st.available and st.reason.startswith(str(fresh_status / "cache"))
-    mtime = os.stat(st.reason).st_mtime_ns
-    build._reset_for_tests()
-    again = native.status()
-    assert again.reason == st.reason and os.stat(again.reason).st_mtime_ns == mtime
-
-
-@needs_kernel
-def test_unloadable_cached_library_is_rebuilt(fresh_status):
-    # a file of the library's name that is not a library (a truncated copy, say) is replaced
-    # (in a new process: this one has the library loaded, and dlopen would return it)
+def test_build_is_cached_on_disk_and_rebuilt_if_it_does_not_load(fresh_status):
+    # one build into the fresh cache, found again (not rebuilt) by a second status; then a file
+    # of the library's name that is not a library (a truncated copy, say) is replaced, in a new
+    # process (this one has the library loaded, and dlopen would return it)
     import subprocess
     import sys
 
-    path = native.status().reason
+    st = native.status()
+    assert st.available and st.reason.startswith(str(fresh_status / "cache"))
+    path = st.reason
+    mtime = os.stat(path).st_mtime_ns
+    build._reset_for_tests()
+    again = native.status()
+    assert again.reason == path and os.stat(path).st_mtime_ns == mtime
     with open(path, "wb") as f:
         f.write(b"not a shared library")
     code = "from vaefp_jax.native import build; st = build.status(); print(st.available, st.reason)"
