@@ -123,6 +123,11 @@ def bandwidth(size: int, repeats: int) -> float:
     return 8 * size / t
 
 
+def measure_rates(backend: str, big: int, repeats: int) -> dict:
+    """The exp and multiply-add throughputs and the bandwidth (over ``big`` float32) of this device."""
+    return dict(exp=exp_rate(backend, repeats), fma=fma_rate(backend, repeats), bandwidth=bandwidth(big, repeats))
+
+
 def work(n: int, K: int, d: int, exps_per_pair: int = 2) -> dict:
     """Exps (and logs), multiply-adds and bytes of one map evaluation for one β (float32),
     with ``exps_per_pair`` = 2 (log-space form) or 1 (one-exponential form)."""
@@ -152,9 +157,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     backend = jax.default_backend()
     big = 1 << (26 if backend != "cpu" else 24)   # 256 MB / 64 MB: beyond the caches
-    rates = dict(exp=exp_rate(backend, args.repeats),
-                 fma=fma_rate(backend, args.repeats),
-                 bandwidth=bandwidth(big, args.repeats))
+    rates = measure_rates(backend, big, args.repeats)
     dev = jax.devices()[0]
     print(f"# {time.strftime('%Y-%m-%d')}  device: {dev.device_kind} ({backend}), CPU: {cpu_name()}, "
           f"{os.cpu_count()} cores; jax {jax.__version__}")
@@ -206,8 +209,7 @@ def main(argv=None):
     # the rates again after the rows: this machine's short throughput loops vary by up to a
     # third between runs, so the floor takes the higher of the two measurements of each rate
     # (the lower floor: the ratios below are the less flattering ones)
-    again = dict(exp=exp_rate(backend, args.repeats), fma=fma_rate(backend, args.repeats),
-                 bandwidth=bandwidth(big, args.repeats))
+    again = measure_rates(backend, big, args.repeats)
     print(f"# measured after the rows: exp {again['exp'] / 1e9:.2f} G/s, multiply-add {again['fma'] / 1e9:.2f} G/s, "
           f"memory {again['bandwidth'] / 1e9:.1f} GB/s; the floor uses the higher of each")
     rates = {k: max(rates[k], again[k]) for k in rates}

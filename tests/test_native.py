@@ -21,13 +21,8 @@ from vaefp_jax import equations, native
 from vaefp_jax.engine.schedules import Vmapped
 from vaefp_jax.native import build
 
+from test_reused_shifts import _moved
 from test_one_exponential import BETAS, PROBLEMS, WIDE, _rel, assert_as_accurate_as_log_space, np_reference
-
-
-def _moved(psi, beta, scale, seed=0):
-    """ψ moved by up to ``scale`` min(β, 1) per coordinate (as in tests/test_reused_shifts.py)."""
-    rng = np.random.default_rng(seed)
-    return psi + scale * min(beta, 1.0) * rng.uniform(-1, 1, size=psi.shape)
 
 
 def _extra_problems():

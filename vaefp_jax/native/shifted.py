@@ -38,10 +38,10 @@ def supports(dim: int, dtype) -> bool:
             and jax.default_backend() == "cpu" and build.status().available)
 
 
-def shifted_sums(psi, x, beta, log_prior, row_shift, column_shift):
-    """(F (K, d), c̃ (n,), T (K,)) of :func:`~vaefp_jax.equations.evaluate_shifted` from the
-    kernel: F_b = Σ_i (E_bi / c̃_i) x_i / T_b, c̃_i = Σ_b π_b e^{s_b} E_bi, T_b = Σ_i E_bi / c̃_i.
-    Leading batch dimensions come from ``vmap`` (all inputs in one dtype)."""
+def _kernel(psi, x, beta, log_prior, row_shift, column_shift):
+    """(F (K, d), c̃ (n,), T (K,)) from the custom call: F_b = Σ_i (E_bi / c̃_i) x_i / T_b,
+    c̃_i = Σ_b π_b e^{s_b} E_bi, T_b = Σ_i E_bi / c̃_i. Leading batch dimensions come from
+    ``vmap`` (all inputs in ψ's dtype)."""
     build.library()
     K, d = psi.shape[-2:]
     n = x.shape[-2]
@@ -54,26 +54,22 @@ def shifted_sums(psi, x, beta, log_prior, row_shift, column_shift):
     return call(psi, x, beta, log_prior, row_shift, column_shift)
 
 
-def _xla_parts(psi, x, beta, log_prior, row_shift, column_shift):
-    value, c, total = equations.shifted_sums(psi, x, beta, log_prior, row_shift, column_shift)
-    return value.psi, value.log_c, value.log_mass, c, total
-
-
 @jax.custom_jvp
-def _parts(psi, x, beta, log_prior, row_shift, column_shift):
-    F, c, total = shifted_sums(psi, x, beta, log_prior, row_shift, column_shift)
-    return F, row_shift + jnp.log(c), column_shift + jnp.log(total), c, total
+def shifted_sums(psi, x, beta, log_prior, row_shift, column_shift):
+    """(MapValue, c̃ (n,), T (K,)) as :func:`vaefp_jax.equations.shifted_sums`, from the kernel;
+    its derivatives are those of XLA's form (a ``custom_jvp``)."""
+    F, c, total = _kernel(psi, x, beta, log_prior, row_shift, column_shift)
+    value = equations.MapValue(psi=F, log_c=row_shift + jnp.log(c), log_mass=column_shift + jnp.log(total))
+    return value, c, total
 
 
-@_parts.defjvp
-def _parts_jvp(primals, tangents):
-    out = _parts(*primals)
-    _, tangents_out = jax.jvp(_xla_parts, primals, tangents)
-    return out, tangents_out
+@shifted_sums.defjvp
+def _shifted_sums_jvp(primals, tangents):
+    return shifted_sums(*primals), jax.jvp(equations.shifted_sums, primals, tangents)[1]
 
 
 def evaluate_shifted(psi, x, beta, log_prior, row_shift, column_shift):
     """(MapValue, ok) as :func:`vaefp_jax.equations.evaluate_shifted`, from the kernel.
     Unchecked (traced) arguments: ψ (K, d), x (n, d), β (), log π (K,), shifts (n,), (K,)."""
-    F, log_c, log_mass, c, total = _parts(psi, x, beta, log_prior, row_shift, column_shift)
-    return equations.MapValue(psi=F, log_c=log_c, log_mass=log_mass), equations.shifted_in_range(c, total)
+    value, c, total = shifted_sums(psi, x, beta, log_prior, row_shift, column_shift)
+    return value, equations.shifted_in_range(c, total)
