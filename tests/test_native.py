@@ -147,8 +147,9 @@ def test_native_batches_as_vmap_does(dtype, x64):
 
 @needs_kernel
 def test_native_nan_fails_the_check_and_propagates(x64):
-    # a NaN in ψ reaches c̃ (the kernel's exp keeps NaN), so the range check fails, and the
-    # map's fallback returns NaN as XLA's form does: never a finite, wrong value
+    # a NaN in ψ makes its E_bi the clamp's top (e^88 ≈ 2^127 in float32, e^709 in float64),
+    # so the range check fails, and the map's fallback returns NaN as XLA's form does: never
+    # a finite, wrong value
     _, x, psi, lp = ALL[0]
     args = [jnp.asarray(a, jnp.float64) for a in (psi, x, 0.1, lp)]
     v = equations.evaluate(*args)

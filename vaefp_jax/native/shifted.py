@@ -10,9 +10,12 @@ read of E per pair. β values of a batch (and, with fewer β than threads, block
 data points) run in parallel on XLA's intra-op thread pool.
 
 Same contract as :func:`~vaefp_jax.equations.evaluate_shifted`: (MapValue, ok), with the
-same range check on c̃ and T. The kernel's exp clamps its argument to the normal range
-(an entry below 2^−126 in float32 counts as 2^−126, subnormals are flushed): within the
-loss the range check already bounds (:func:`~vaefp_jax.equations.evaluate_shifted`).
+same range check on c̃ and T. The kernel's exp clamps its argument to [log 2^−126, 88]
+in float32 ([−708.39, 709] in float64): an entry below the smallest normal number counts
+as 0 or as that number (subnormals are flushed), within the loss the range check already
+bounds (:func:`~vaefp_jax.equations.evaluate_shifted`); an entry above the top, or from a
+NaN, counts as the top, and the range check rejects every such evaluation (T_b c̃_i ≥ E_bi
+puts one of them above its bound), so the caller falls back to XLA's form.
 Differentiable: a ``custom_jvp`` whose tangents are those of the XLA form (the primal is
 the kernel's).
 """

@@ -75,34 +75,66 @@ template <typename T> static inline T hsum(V<T> v) {
   return out;
 }
 
+// a * b + c with one rounding where the target has FMA (every x86-64 CPU with AVX2 does, and
+// -march=native enables it), else two; the vector extension alone leaves the choice to the
+// compiler's contraction setting.
+static inline V<float> fmadd(V<float> a, V<float> b, V<float> c) {
+#if defined(__AVX512F__)
+  return (V<float>)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__)
+  return (V<float>)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+  return a * b + c;
+#endif
+}
+static inline V<double> fmadd(V<double> a, V<double> b, V<double> c) {
+#if defined(__AVX512F__)
+  return (V<double>)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c);
+#elif defined(__FMA__)
+  return (V<double>)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+  return a * b + c;
+#endif
+}
+
 template <typename T> struct ExpConstants;
 
 // exp(z), lane-wise: Cody-Waite reduction z = k ln2 + r, |r| <= ln2/2, a polynomial for e^r,
-// 2^k from the exponent bits, k by the round-to-nearest "magic number". 0 below the smallest
-// normal number's logarithm, +inf above the largest's; NaN stays NaN (its comparisons are false).
+// 2^k from the exponent bits, k by the round-to-nearest "magic number". ``reduce`` computes r;
+// ``top``: the largest argument of vexp_pair (k <= bias there, see vexp_pair).
 template <> struct ExpConstants<float> {
-  static constexpr float lo = -87.33654f, hi = 88.72283f;
+  static constexpr float lo = -87.33654f, hi = 88.72283f, top = 88.0f;
   static constexpr float log2e = 1.44269504088896341f;
-  static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  static constexpr float ln2 = 0.693147182f;  // ln 2 rounded: ln2 - ln 2 = 1.9e-9
   static constexpr float magic = 12582912.0f;  // 1.5 * 2^23
   static constexpr int mantissa = 23, bias = 127;
-  static inline V<float> poly(V<float> r) {  // Cephes expf: relative error ~1 ulp on |r| <= ln2/2
-    V<float> p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    return p * (r * r) + r + 1.0f;
+  // One step, r = z - k ln2 in one FMA (k ln2 exact inside it): r is off by |k| 1.9e-9
+  // <= 2.5e-7 for |k| <= 128, a relative error of E that small. float32's two-step
+  // reduction would cost one FMA more per pair for an error that is already below the
+  // polynomial's.
+  static inline V<float> reduce(V<float> z, V<float> k) { return fmadd(k, splat(-ln2), z); }
+  // Degree 5, 1 + r + r^2 q(r) with q of degree 3 fitted for least maximum relative error on
+  // |r| <= ln2/2: 1.05e-7 in exact arithmetic, 1.7e-7 (2.8 ulp) evaluated in float32 (the
+  // derivation, and why not Cephes's degree 7, in docs/one_exponential.md).
+  static inline V<float> poly(V<float> r) {
+    V<float> p = splat(8.312505669891834e-3f);
+    p = fmadd(p, r, splat(4.189009591937065e-2f));
+    p = fmadd(p, r, splat(1.6667114198207855e-1f));
+    p = fmadd(p, r, splat(4.99992311000824e-1f));
+    return fmadd(p, r * r, r) + 1.0f;
   }
 };
 
 template <> struct ExpConstants<double> {
-  static constexpr double lo = -708.39, hi = 709.78;
+  static constexpr double lo = -708.39, hi = 709.78, top = 709.0;
   static constexpr double log2e = 1.4426950408889634074;
   static constexpr double ln2_hi = 6.93145751953125e-1, ln2_lo = 1.42860682030941723212e-6;
   static constexpr double magic = 6755399441055744.0;  // 1.5 * 2^52
   static constexpr int mantissa = 52, bias = 1023;
+  // two steps: k ln2_hi is exact (ln2_hi has 11 significant bits), r to the working precision
+  static inline V<double> reduce(V<double> z, V<double> k) {
+    return fmadd(k, splat(-ln2_lo), fmadd(k, splat(-ln2_hi), z));
+  }
   static inline V<double> poly(V<double> r) {  // Taylor to r^13: truncation < 5e-18 on |r| <= ln2/2
     V<double> p = splat(1.0 / 6227020800.0);
     p = p * r + 1.0 / 479001600.0;
@@ -154,12 +186,61 @@ static inline V<T> vexp(V<T> z) {
   V<T> zc = clamp_keep_nan<T>(z, lo, hi);
   V<T> t = zc * C::log2e + magic;
   V<T> k = t - magic;
-  V<T> r = zc - k * C::ln2_hi;
-  r = r - k * C::ln2_lo;
+  V<T> r = C::reduce(zc, k);
   U bits = (reinterpret_cast<U>(t) << C::mantissa) + (U{} + (static_cast<std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>(C::bias) << C::mantissa));
   V<T> out = C::poly(r) * reinterpret_cast<V<T>>(bits);
   if constexpr (exact_zero) out = z < lo ? V<T>{} : out;
   return out;
+}
+
+// min(top, max(lo, z)) lane-wise, NaN to top (x86's min returns its second operand when
+// either is NaN; the ternary says the same elsewhere).
+template <typename T>
+static inline V<T> clamp_nan_to_top(V<T> z, V<T> lo, V<T> top) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4)
+    return (V<T>)_mm512_max_ps((__m512)lo, _mm512_min_ps((__m512)z, (__m512)top));
+  else
+    return (V<T>)_mm512_max_pd((__m512d)lo, _mm512_min_pd((__m512d)z, (__m512d)top));
+#elif defined(__AVX__)
+  if constexpr (sizeof(T) == 4)
+    return (V<T>)_mm256_max_ps((__m256)lo, _mm256_min_ps((__m256)z, (__m256)top));
+  else
+    return (V<T>)_mm256_max_pd((__m256d)lo, _mm256_min_pd((__m256d)z, (__m256d)top));
+#else
+  V<T> zc = z < top ? z : top;
+  return zc > lo ? zc : lo;
+#endif
+}
+
+// E = exp(z) of one (tile, point) pair, one multiply fewer than vexp: z is clamped to
+// [lo, top], where k <= bias, and 2^k is added to the exponent bits of e^r instead of
+// multiplied (e^r in [2^-1/2, 2^1/2] has the exponent field bias - 1 or bias, so the sum stays
+// in [0, 2 bias] for k in [1 - bias, bias]: it never wraps). Hence: E <= e^top (2^127 in
+// float32) for larger z and for NaN, which the range check rejects (E_bi <= T_b c_i, so one of
+// them exceeds 2^20: vaefp_jax.equations.evaluate_shifted); at k = 1 - bias, e^r < 1 gives a
+// subnormal bit pattern, read as 0 under the kernel's DAZ: an entry below the smallest normal
+// number counts as 0 or as that number, within the loss the range check bounds.
+template <typename T>
+static inline V<T> vexp_pair(V<T> z) {
+  using C = ExpConstants<T>;
+  using U = typename Vec<T>::utype;
+  const V<T> magic = splat(C::magic);
+  V<T> zc = clamp_nan_to_top<T>(z, splat(C::lo), splat(C::top));
+  V<T> t = fmadd(zc, splat(C::log2e), magic);
+  V<T> k = t - magic;
+  U bits = reinterpret_cast<U>(C::poly(C::reduce(zc, k))) + (reinterpret_cast<U>(t) << C::mantissa);
+  return reinterpret_cast<V<T>>(bits);
+}
+
+// The argument l_bi - a_i - s_b of E, l = -sq / 2 beta = sq (scale + scale_lo): float64 as
+// sq scale_lo + (sq scale - a_i), whose inner FMA rounds only the small difference (l itself
+// is never rounded: ~eps^2 |l| from the product's split); float32 as (sq scale - a_i) alone,
+// one FMA less, off by scale_lo sq <= eps/2 |l|, the rounding of l in XLA's form.
+template <typename T>
+static inline V<T> pair_argument(V<T> sq, V<T> scale, V<T> scale_lo, V<T> ai, V<T> sb) {
+  if constexpr (sizeof(T) == 4) return fmadd(sq, scale, -ai) - sb;
+  else return fmadd(sq, scale_lo, fmadd(sq, scale, -ai)) - sb;
 }
 
 // Scratch of one problem, reused across the batch: tiles padded to Kp, a multiple of the
@@ -191,11 +272,12 @@ void rows_part(const T* psi, const T* x, T beta, const T* log_prior, const T* s,
   T* g = w.g.data();
   T* shift = w.shift.data();
   T* rows = w.rows.data();
-  // l = -sq / 2 beta as sq * scale + sq * scale_lo, scale + scale_lo = -1 / 2 beta to twice the
-  // working precision: a product, not a division per pair, rounded as the quotient nearly is
+  // l = -sq / 2 beta as sq (scale + scale_lo), scale + scale_lo = -1 / 2 beta to twice the
+  // working precision: products, not a division per pair (pair_argument)
   const T two_beta = T(2) * beta;
   const T scale = T(-1) / two_beta;
   const T scale_lo = std::fma(-scale, two_beta, T(-1)) / two_beta;
+  const V<T> sc = splat(scale), sc_lo = splat(scale_lo);
   for (int64_t b = 0; b < K; ++b) {
     for (int64_t k = 0; k < d; ++k) psi_t[k * Kp + b] = psi[b * d + k];
     shift[b] = s[b];
@@ -223,7 +305,7 @@ void rows_part(const T* psi, const T* x, T beta, const T* log_prior, const T* s,
             V<T> diff = xv[k] - load(psi_t + k * Kp + b);
             sq += diff * diff;
           }
-          V<T> e = vexp<T>((sq * scale + sq * scale_lo - ai) - load(shift + b));
+          V<T> e = vexp_pair<T>(pair_argument<T>(sq, sc, sc_lo, ai, load(shift + b)));
           store(row + b, e);
           c += load(g + b) * e;
         }
@@ -239,7 +321,7 @@ void rows_part(const T* psi, const T* x, T beta, const T* log_prior, const T* s,
         }
         for (int64_t b = 0; b < Kp; b += W) {
           const V<T> sq = load(row + b);
-          V<T> e = vexp<T>((sq * scale + sq * scale_lo - ai) - load(shift + b));
+          V<T> e = vexp_pair<T>(pair_argument<T>(sq, sc, sc_lo, ai, load(shift + b)));
           store(row + b, e);
           c += load(g + b) * e;
         }
