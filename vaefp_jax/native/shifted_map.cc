@@ -152,25 +152,35 @@ template <> struct ExpConstants<double> {
   }
 };
 
-// min(hi, max(lo, z)) lane-wise, NaN kept (x86's max/min return their second operand when
-// either is NaN; the ternaries below say the same for other targets).
-template <typename T>
-static inline V<T> clamp_keep_nan(V<T> z, V<T> lo, V<T> hi) {
+// x86's min and max, lane-wise: (a < b ? a : b) and (a > b ? a : b), so the second operand
+// when either is NaN; the ternaries say the same for other targets. The clamps below choose
+// NaN's fate by the operand order.
+template <typename T> static inline V<T> vmin(V<T> a, V<T> b) {
 #if defined(__AVX512F__)
-  if constexpr (sizeof(T) == 4)
-    return (V<T>)_mm512_min_ps((__m512)hi, _mm512_max_ps((__m512)lo, (__m512)z));
-  else
-    return (V<T>)_mm512_min_pd((__m512d)hi, _mm512_max_pd((__m512d)lo, (__m512d)z));
+  if constexpr (sizeof(T) == 4) return (V<T>)_mm512_min_ps((__m512)a, (__m512)b);
+  else return (V<T>)_mm512_min_pd((__m512d)a, (__m512d)b);
 #elif defined(__AVX__)
-  if constexpr (sizeof(T) == 4)
-    return (V<T>)_mm256_min_ps((__m256)hi, _mm256_max_ps((__m256)lo, (__m256)z));
-  else
-    return (V<T>)_mm256_min_pd((__m256d)hi, _mm256_max_pd((__m256d)lo, (__m256d)z));
+  if constexpr (sizeof(T) == 4) return (V<T>)_mm256_min_ps((__m256)a, (__m256)b);
+  else return (V<T>)_mm256_min_pd((__m256d)a, (__m256d)b);
 #else
-  V<T> zc = z < lo ? lo : z;
-  return zc > hi ? hi : zc;
+  return a < b ? a : b;
 #endif
 }
+template <typename T> static inline V<T> vmax(V<T> a, V<T> b) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(T) == 4) return (V<T>)_mm512_max_ps((__m512)a, (__m512)b);
+  else return (V<T>)_mm512_max_pd((__m512d)a, (__m512d)b);
+#elif defined(__AVX__)
+  if constexpr (sizeof(T) == 4) return (V<T>)_mm256_max_ps((__m256)a, (__m256)b);
+  else return (V<T>)_mm256_max_pd((__m256d)a, (__m256d)b);
+#else
+  return a > b ? a : b;
+#endif
+}
+
+// min(hi, max(lo, z)), NaN kept (z is the second operand of both).
+template <typename T>
+static inline V<T> clamp_keep_nan(V<T> z, V<T> lo, V<T> hi) { return vmin<T>(hi, vmax<T>(lo, z)); }
 
 // exp(z) lane-wise for z in [lo, hi]: Cody-Waite reduction z = k ln2 + r, |r| <= ln2/2, a
 // polynomial for e^r, 2^k from the exponent bits, k by the round-to-nearest "magic number"
@@ -193,25 +203,9 @@ static inline V<T> vexp(V<T> z) {
   return out;
 }
 
-// min(top, max(lo, z)) lane-wise, NaN to top (x86's min returns its second operand when
-// either is NaN; the ternary says the same elsewhere).
+// max(lo, min(z, top)), NaN to top (top is the second operand of the min).
 template <typename T>
-static inline V<T> clamp_nan_to_top(V<T> z, V<T> lo, V<T> top) {
-#if defined(__AVX512F__)
-  if constexpr (sizeof(T) == 4)
-    return (V<T>)_mm512_max_ps((__m512)lo, _mm512_min_ps((__m512)z, (__m512)top));
-  else
-    return (V<T>)_mm512_max_pd((__m512d)lo, _mm512_min_pd((__m512d)z, (__m512d)top));
-#elif defined(__AVX__)
-  if constexpr (sizeof(T) == 4)
-    return (V<T>)_mm256_max_ps((__m256)lo, _mm256_min_ps((__m256)z, (__m256)top));
-  else
-    return (V<T>)_mm256_max_pd((__m256d)lo, _mm256_min_pd((__m256d)z, (__m256d)top));
-#else
-  V<T> zc = z < top ? z : top;
-  return zc > lo ? zc : lo;
-#endif
-}
+static inline V<T> clamp_nan_to_top(V<T> z, V<T> lo, V<T> top) { return vmax<T>(lo, vmin<T>(z, top)); }
 
 // E = exp(z) of one (tile, point) pair, one multiply fewer than vexp: z is clamped to
 // [lo, top], where k <= bias, and 2^k is added to the exponent bits of e^r instead of
