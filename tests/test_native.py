@@ -10,7 +10,11 @@ term, the bound used in tests/test_reused_shifts.py).
 """
 
 import os
+import platform
+import shlex
 import stat
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +26,7 @@ from vaefp_jax.engine.schedules import Vmapped
 from vaefp_jax.native import build
 
 from test_reused_shifts import _moved
-from test_one_exponential import BETAS, PROBLEMS, WIDE, _rel, assert_as_accurate_as_log_space, np_reference
+from test_one_exponential import BETAS, PROBLEMS, UNITS, WIDE, _rel, assert_as_accurate_as_log_space, np_reference
 
 
 def _extra_problems():
@@ -109,11 +113,46 @@ def _assert_as_accurate_as_xla(value, xla, two, ref, x, dtype, where):
         tol = 8 * eps * (1 + L) * D + (n + K + 8) * eps * (1 + np.max(np.abs(r)))
         if np.max(np.abs(np.asarray(a, WIDE) - np.asarray(r, WIDE))) <= tol:
             continue
-        err = _rel(a, r)
-        err_xla, err_two = _rel(getattr(xla, field), r), _rel(getattr(two, field), r)
+        err = _rel(a, r, UNITS[field])
+        err_xla, err_two = (_rel(getattr(v, field), r, UNITS[field]) for v in (xla, two))
         assert err <= 2 * min(err_xla, err_two) + floor, (where, field, err, err_xla, err_two)
         if err_xla <= bound:
             assert err <= bound, (where, field, err, err_xla)
+
+
+def _pair_exp(z, dtype):
+    """The kernel's exponential of one (tile, point) pair, E = exp(ℓ − a − s), read off c̃:
+    one point on one tile (ℓ = 0, π = 1, s = 0, so g = e^0 = 1 exactly and c̃ = E) with the
+    row shift a = −z, batched over z."""
+    zero = jnp.zeros((1, 1), dtype)
+    one = lambda z: native.shifted_sums(zero, zero, jnp.asarray(1.0, dtype), jnp.zeros((1,), dtype),
+                                        -z[None], jnp.zeros((1,), dtype))[1][0]
+    return np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(z, dtype)))
+
+
+@needs_kernel
+def test_native_pair_exponential_accuracy(x64):
+    # the exponential behind every E_bi, over the whole range the kernel evaluates it on
+    # ([log 2^−126, 88] in float32), against np.longdouble's exp of the same float argument.
+    # float32 (shifted_map.cc, ExpConstants<float>): the polynomial's 1.7e-7 evaluated, plus,
+    # with a fused multiply-add, the one-step reduction's |k| · 1.9e-9 (k = round(z / ln 2));
+    # without one the two-step reduction adds ~1e-8. Bound 2e-7 + 2e-9 |k| (measured with
+    # and without FMA: 1.67e-7 + 1.9e-9 |k|, 1.77e-7). A degree-5 polynomial off by 1e-5 in
+    # one coefficient (1.2e-6 in E) fails it, and so did the one-step reduction without FMA
+    # (4.2e-6). float64: the degree-13 Taylor polynomial after a two-step reduction, within
+    # a few ulps; bound 2 eps (measured 0.68 eps; 3 eps where the reference is float64's own exp).
+    for dtype, lo, hi in ((np.float32, -87.3, 88.0), (np.float64, -708.0, 709.0)):
+        z = np.linspace(lo, hi, 20001).astype(dtype)
+        z = np.concatenate([z, (np.arange(-126, 127) * np.log(2) + 0.5 * np.log(2)).astype(dtype)])  # |r| = ln2/2
+        z = z[(z >= lo) & (z <= hi)]
+        got = _pair_exp(z, dtype)
+        rel = np.abs(np.asarray(got, WIDE) / np.exp(np.asarray(z, WIDE)) - 1)
+        if dtype == np.float32:
+            bound = 2e-7 + 2e-9 * np.abs(np.rint(z / np.log(2)))
+        else:
+            bound = (2 if WIDE is not np.float64 else 3) * np.finfo(np.float64).eps + 0 * z
+        worst = np.argmax(rel / bound)
+        assert np.all(rel <= bound), (dtype.__name__, float(z[worst]), float(rel[worst]), float(bound[worst]))
 
 
 @needs_kernel
@@ -196,6 +235,41 @@ def test_solve_native_equals_xla(schedule, x64):
     assert np.max(np.abs(np.asarray(out["native"].steps) - np.asarray(out["xla"].steps))) <= 2
 
 
+def _isa_variants():
+    """Builds of the kernel for the vector code paths of shifted_map.cc other than this CPU's
+    own (-march=native), that this CPU runs: (name, flags appended to the build's). "sse2":
+    the generic vector code, no AVX, no fused multiply-add (the float32 exponential's
+    two-step reduction); "avx2" where the CPU has AVX-512: 256-bit vectors with FMA. x86-64
+    only (the flags are x86's)."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or build.compiler() is None:
+        return []
+    out = [("sse2", "-march=x86-64")]
+    if "avx512f" in build._cpu_flags().split():
+        out.append(("avx2", "-mno-avx512f"))
+    return out
+
+
+@needs_kernel
+@pytest.mark.parametrize("name, flags", _isa_variants(), ids=[v[0] for v in _isa_variants()])
+def test_native_other_vector_paths(name, flags, tmp_path):
+    # The kernel compiles for the CPU it runs on, so CI on one machine tests one of its vector
+    # paths (vector width, FMA or not), and a user's CPU may take another. Build the others
+    # this CPU can run, in a fresh cache, and run the accuracy tests of this file with each
+    # (a new process: one library per process): the exponential, and the map against the
+    # NumPy reference on the shapes that exercise the padding of K to the vector width.
+    wrapper = tmp_path / "cxx"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(build.compiler())} "$@" {flags}\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "CXX": str(wrapper), "VAEFP_JAX_CACHE": str(tmp_path / "cache"), "VAEFP_JAX_NATIVE": "1"}
+    select = "kernel_status or pair_exponential or nan or (against_numpy and (far or n1- or n3- or n7- or n13-))"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", __file__, "-k", select]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=500, env=env,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, (name, out.stdout[-4000:], out.stderr[-2000:])
+    assert "13 passed" in out.stdout, out.stdout[-2000:]
+    assert len(list((tmp_path / "cache").glob("*.so"))) == 1    # built with the wrapper, used
+
+
 def test_dense_map_kernel_option():
     assert repr(vf.DenseMap(kernel="xla")) == "DenseMap(kernel='xla')"
     assert repr(vf.DenseMap()) == "DenseMap()"
@@ -261,8 +335,6 @@ def test_build_is_cached_on_disk_and_rebuilt_if_it_does_not_load(fresh_status):
     # one build into the fresh cache, found again (not rebuilt) by a second status; then a file
     # of the library's name that is not a library (a truncated copy, say) is replaced, in a new
     # process (this one has the library loaded, and dlopen would return it)
-    import subprocess
-    import sys
 
     st = native.status()
     assert st.available and st.reason.startswith(str(fresh_status / "cache"))

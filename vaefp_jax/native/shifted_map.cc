@@ -77,7 +77,13 @@ template <typename T> static inline T hsum(V<T> v) {
 
 // a * b + c with one rounding where the target has FMA (every x86-64 CPU with AVX2 does, and
 // -march=native enables it), else two; the vector extension alone leaves the choice to the
-// compiler's contraction setting.
+// compiler's contraction setting (off under -std=c++17). FUSED says which: the float32
+// reduction below is exact only when it is one rounding.
+#if defined(__AVX512F__) || defined(__FMA__)
+#define VAEFP_FUSED 1
+#else
+#define VAEFP_FUSED 0
+#endif
 static inline V<float> fmadd(V<float> a, V<float> b, V<float> c) {
 #if defined(__AVX512F__)
   return (V<float>)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
@@ -106,13 +112,23 @@ template <> struct ExpConstants<float> {
   static constexpr float lo = -87.33654f, hi = 88.72283f, top = 88.0f;
   static constexpr float log2e = 1.44269504088896341f;
   static constexpr float ln2 = 0.693147182f;  // ln 2 rounded: ln2 - ln 2 = 1.9e-9
+  // Cephes's split: ln2_hi has 9 significant bits, so k ln2_hi is exact for |k| < 2^15
+  static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
   static constexpr float magic = 12582912.0f;  // 1.5 * 2^23
   static constexpr int mantissa = 23, bias = 127;
-  // One step, r = z - k ln2 in one FMA (k ln2 exact inside it): r is off by |k| 1.9e-9
-  // <= 2.5e-7 for |k| <= 128, a relative error of E that small. float32's two-step
-  // reduction would cost one FMA more per pair for an error that is already below the
-  // polynomial's.
-  static inline V<float> reduce(V<float> z, V<float> k) { return fmadd(k, splat(-ln2), z); }
+  // With a fused multiply-add, one step: r = z - k ln2 in one FMA (k ln2 exact inside it), off
+  // by |k| 1.9e-9 <= 2.5e-7 for |k| <= 128, a relative error of E that small; the two-step
+  // reduction would cost one FMA more per pair for an error already below the polynomial's.
+  // Without one, k ln2 would be rounded to float32 first, an error of up to ulp(88)/2 = 3.8e-6
+  // in r (measured: 4.2e-6 relative in E), so two steps: z - k ln2_hi is exact (Sterbenz) and
+  // k ln2_lo is small, r to float32's rounding.
+  static inline V<float> reduce(V<float> z, V<float> k) {
+#if VAEFP_FUSED
+    return fmadd(k, splat(-ln2), z);
+#else
+    return (z - k * ln2_hi) - k * ln2_lo;
+#endif
+  }
   // Degree 5, 1 + r + r^2 q(r) with q of degree 3 fitted for least maximum relative error on
   // |r| <= ln2/2: 1.05e-7 in exact arithmetic, 1.7e-7 (2.8 ulp) evaluated in float32 (the
   // derivation, and why not Cephes's degree 7, in docs/one_exponential.md).
