@@ -258,7 +258,10 @@ static inline V<T> pair_argument(V<T> sq, V<T> scale, V<T> scale_lo, V<T> ai, V<
 template <typename T> struct Scratch {
   std::vector<T> psi_t, g, shift, rows;
   int64_t Kp = 0, K = -1, d = -1;
+  uint64_t call = 0;   // psi_t, g and shift hold the tiles of beta ``item`` of call ``call``
+  int64_t item = -1;   // (calls are numbered from 1, so a fresh scratch holds nobody's)
   void resize(int64_t K_, int64_t d_) {  // only tiles b < K are ever written after this
+    item = -1;
     if (K_ == K && d_ == d) return;
     K = K_, d = d_;
     Kp = (K + LANES<T> - 1) / LANES<T> * LANES<T>;
@@ -271,16 +274,35 @@ template <typename T> struct Scratch {
 // Data points [i_begin, i_end) of one beta: c_i into c_out, and their terms of T_b and of
 // sum_i (E_bi / c_i) x_i added into total (Kp,) and num (d, Kp). D > 0: d known at compile
 // time (the loops over coordinates unroll); D == 0: any d.
+// The tiles of one beta into ``w``: psi transposed to (d, Kp), the column shifts s, and
+// g = pi e^s (the padding keeps g = 0 and shift +inf). Once per beta and thread: the pieces of
+// one beta that a thread takes share it.
+template <typename T>
+void load_tiles(const T* psi, const T* log_prior, const T* s, int64_t K, int64_t d, Scratch<T>& w) {
+  constexpr int W = LANES<T>;
+  const int64_t Kp = w.Kp;
+  T* psi_t = w.psi_t.data();
+  T* g = w.g.data();
+  for (int64_t b = 0; b < K; ++b) {
+    for (int64_t k = 0; k < d; ++k) psi_t[k * Kp + b] = psi[b * d + k];
+    w.shift[b] = s[b];
+    g[b] = log_prior[b] + s[b];
+  }
+  for (int64_t b = 0; b < K; b += W) {
+    V<T> e = vexp<T, true>(load(g + b));
+    for (int j = 0; j < W && b + j < K; ++j) g[b + j] = e[j];
+  }
+}
+
 template <typename T, int D>
-void rows_part(const T* psi, const T* x, T beta, const T* log_prior, const T* s,
-               const T* a, int64_t i_begin, int64_t i_end, int64_t K, int64_t d_runtime,
+void rows_part(const T* x, T beta, const T* a, int64_t i_begin, int64_t i_end, int64_t d_runtime,
                T* c_out, T* total, T* num, Scratch<T>& w) {
   constexpr int W = LANES<T>;
   const int64_t d = D > 0 ? D : d_runtime;
   const int64_t Kp = w.Kp;
-  T* psi_t = w.psi_t.data();
-  T* g = w.g.data();
-  T* shift = w.shift.data();
+  const T* psi_t = w.psi_t.data();
+  const T* g = w.g.data();
+  const T* shift = w.shift.data();
   T* rows = w.rows.data();
   // l = -sq / 2 beta as sq (scale + scale_lo), scale + scale_lo = -1 / 2 beta to twice the
   // working precision: products, not a division per pair (pair_argument)
@@ -288,15 +310,6 @@ void rows_part(const T* psi, const T* x, T beta, const T* log_prior, const T* s,
   const T scale = T(-1) / two_beta;
   const T scale_lo = std::fma(-scale, two_beta, T(-1)) / two_beta;
   const V<T> sc = splat(scale), sc_lo = splat(scale_lo);
-  for (int64_t b = 0; b < K; ++b) {
-    for (int64_t k = 0; k < d; ++k) psi_t[k * Kp + b] = psi[b * d + k];
-    shift[b] = s[b];
-    g[b] = log_prior[b] + s[b];
-  }
-  for (int64_t b = 0; b < K; b += W) {  // g = pi e^s (the padding keeps g = 0)
-    V<T> e = vexp<T, true>(load(g + b));
-    for (int j = 0; j < W && b + j < K; ++j) g[b + j] = e[j];
-  }
 
   T inv_c[ROWS];
   for (int64_t i0 = i_begin; i0 < i_end; i0 += ROWS) {
@@ -423,8 +436,7 @@ std::vector<int64_t> leading(const Dims& dims, size_t core) {
 }
 
 template <typename T>
-using PartFn = void (*)(const T*, const T*, T, const T*, const T*, const T*, int64_t, int64_t,
-                        int64_t, int64_t, T*, T*, T*, Scratch<T>&);
+using PartFn = void (*)(const T*, T, const T*, int64_t, int64_t, int64_t, T*, T*, T*, Scratch<T>&);
 
 template <typename T>
 PartFn<T> part_for(int64_t d) {
@@ -455,23 +467,32 @@ struct Job {
   PartFn<T> fn = nullptr;
   std::vector<T> sums;  // (items, d + 1, Kp): T_b, then the d numerators
   std::atomic<int64_t> next{0}, done{0};
+  uint64_t call = 0;    // this call's number (Scratch::call)
 
   void run_items() {
     FlushDenormals flush;
     static thread_local Scratch<T> w;
-    w.resize(K, d);
+    if (w.K != K || w.d != d) w.resize(K, d);
     for (;;) {
       const int64_t it = next.fetch_add(1, std::memory_order_relaxed);
       if (it >= items) return;
       const int64_t p = it / parts, j = it % parts;
+      if (w.call != call || w.item != p) {
+        load_tiles(psi[p], log_prior[p], s[p], K, d, w);
+        w.call = call, w.item = p;
+      }
       const int64_t i0 = std::min(n, j * chunk), i1 = std::min(n, i0 + chunk);
       T* acc = sums.data() + it * (d + 1) * Kp;
       std::fill(acc, acc + (d + 1) * Kp, T(0));
-      fn(psi[p], x[p], beta[p], log_prior[p], s[p], a[p], i0, i1, K, d, c_out + p * n, acc, acc + Kp, w);
+      fn(x[p], beta[p], a[p], i0, i1, d, c_out + p * n, acc, acc + Kp, w);
       done.fetch_add(1, std::memory_order_release);
     }
   }
 };
+
+// Calls are numbered so that a thread's cached tiles (Scratch::call) are never taken for
+// another call's, even one whose job reuses the same memory.
+inline std::atomic<uint64_t> call_counter{0};
 
 template <ffi::DataType DT>
 ffi::Error shifted_sums(ffi::ThreadPool pool, ffi::Buffer<DT> psi, ffi::Buffer<DT> x,
@@ -498,6 +519,7 @@ ffi::Error shifted_sums(ffi::ThreadPool pool, ffi::Buffer<DT> psi, ffi::Buffer<D
     return ffi::Error::InvalidArgument("vaefp shifted map: output shapes do not match the inputs");
 
   auto job = std::make_shared<Job<T>>();
+  job->call = call_counter.fetch_add(1, std::memory_order_relaxed) + 1;
   job->n = n, job->K = K, job->d = d;
   job->Kp = (K + LANES<T> - 1) / LANES<T> * LANES<T>;
   job->fn = part_for<T>(d);
@@ -511,9 +533,11 @@ ffi::Error shifted_sums(ffi::ThreadPool pool, ffi::Buffer<DT> psi, ffi::Buffer<D
     job->a.push_back(a.typed_data() + off(4) * n);
     job->s.push_back(s.typed_data() + off(5) * K);
   }
-  // Split each beta's points only when there are fewer betas than threads: into about two
-  // pieces per thread (claimed dynamically, so that a helper that starts late takes fewer),
-  // never of under 8 blocks of rows (the tiles' setup is repeated per piece).
+  // Split each beta's points only when there are fewer betas than threads: into one piece per
+  // thread (claimed dynamically, so that a helper that starts late takes none), never of under
+  // 8 blocks of rows. Finer pieces were slower on 2 vCPUs, idle or with one of them busy
+  // (benchmarks/RESULTS.md, tenth session): a piece claimed by a thread that is then
+  // descheduled holds the caller until it runs again, and more pieces give more such chances.
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   int64_t parts = 1;
   if (batch < threads) {
@@ -532,16 +556,15 @@ ffi::Error shifted_sums(ffi::ThreadPool pool, ffi::Buffer<DT> psi, ffi::Buffer<D
   T* po = psi_out->typed_data();
   T* to = t_out->typed_data();
   for (int64_t p = 0; p < batch; ++p) {
-    const T* first = job->sums.data() + p * parts * stride;
+    // the pieces' sums added into the first, in the pieces' order whichever thread took them
+    T* first = job->sums.data() + p * parts * stride;
+    for (int64_t j = 1; j < parts; ++j) {
+      const T* piece = first + j * stride;
+      for (int64_t i = 0; i < stride; i += LANES<T>) store(first + i, load(first + i) + load(piece + i));
+    }
     for (int64_t b = 0; b < K; ++b) {
-      T total = T(0);
-      for (int64_t j = 0; j < parts; ++j) total += first[j * stride + b];
-      to[p * K + b] = total;
-      for (int64_t k = 0; k < d; ++k) {
-        T num = T(0);
-        for (int64_t j = 0; j < parts; ++j) num += first[j * stride + (k + 1) * Kp + b];
-        po[(p * K + b) * d + k] = num / total;
-      }
+      to[p * K + b] = first[b];
+      for (int64_t k = 0; k < d; ++k) po[(p * K + b) * d + k] = first[(k + 1) * Kp + b] / first[b];
     }
   }
   return ffi::Error::Success();
