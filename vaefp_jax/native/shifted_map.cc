@@ -271,9 +271,6 @@ template <typename T> struct Scratch {
   }
 };
 
-// Data points [i_begin, i_end) of one beta: c_i into c_out, and their terms of T_b and of
-// sum_i (E_bi / c_i) x_i added into total (Kp,) and num (d, Kp). D > 0: d known at compile
-// time (the loops over coordinates unroll); D == 0: any d.
 // The tiles of one beta into ``w``: psi transposed to (d, Kp), the column shifts s, and
 // g = pi e^s (the padding keeps g = 0 and shift +inf). Once per beta and thread: the pieces of
 // one beta that a thread takes share it.
@@ -294,6 +291,9 @@ void load_tiles(const T* psi, const T* log_prior, const T* s, int64_t K, int64_t
   }
 }
 
+// Data points [i_begin, i_end) of one beta, whose tiles ``w`` holds (load_tiles): c_i into
+// c_out, and their terms of T_b and of sum_i (E_bi / c_i) x_i added into total (Kp,) and num
+// (d, Kp). D > 0: d known at compile time (the loops over coordinates unroll); D == 0: any d.
 template <typename T, int D>
 void rows_part(const T* x, T beta, const T* a, int64_t i_begin, int64_t i_end, int64_t d_runtime,
                T* c_out, T* total, T* num, Scratch<T>& w) {
