@@ -84,6 +84,16 @@ class ExactSteps(vf.Damped):
         object.__setattr__(self, "tol", -1.0)
 
 
+def exact_steps(x, betas, grid, steps: int, step_map=None, schedule=None):
+    """``solve``'s jitted program alone (inputs validated and placed once by
+    ``engine.solve.prepare``) with every β run for exactly ``steps`` damped steps (α = 0.9):
+    a callable ψ⁰ ((K, d) shared or (B, K, d)) → the raw outputs of ``engine.solve.run``."""
+    setup = engine.prepare(x, betas, grid, iteration=ExactSteps(damping=0.1, max_steps=steps),
+                           step_map=step_map, schedule=schedule)
+    key = jax.random.PRNGKey(0)
+    return lambda psi0: engine.run(setup, psi0, key)
+
+
 def _throughput(op, size: int, chain: int, total: int, repeats: int) -> float:
     """Applications of ``op`` per second: ``op`` chained ``chain`` times in one
     fused loop over ``size`` float32, that loop repeated (``fori_loop``) until
@@ -172,7 +182,6 @@ def main(argv=None):
           "(none stops early), float32")
     betas = np.geomspace(1e-4, 1.0, B).astype(np.float32)
     psi0 = vf.initial_psi(x, grid)
-    iteration = ExactSteps(damping=0.1, max_steps=S)
     auto_map = default_step_map(n, K, d)
     width = min(B, default_batch_size(B, *auto_map.lane_shape(n, K), 4))
     pallas = vf.PallasMap(data_block=args.data_block, tile_block=args.tile_block, num_warps=args.num_warps)
@@ -188,15 +197,14 @@ def main(argv=None):
              ("o", "(o) (c) with DenseMap(kernel='xla'): the one pass as XLA's two products (E read twice)",
               vf.DenseMap(kernel="xla"), None)]
     rows, ref = [], None
-    key = jax.random.PRNGKey(0)
     for letter, label, step_map, schedule in specs:
         if letter not in args.methods:
             continue
         if letter == "k" and backend == "cpu":
             print("# (k) skipped: Pallas kernels only interpret on CPU (run this on a GPU)")
             continue
-        setup = engine.prepare(x, betas, grid, iteration=iteration, step_map=step_map, schedule=schedule)
-        call = lambda setup=setup: engine.run(setup, psi0, key)
+        program = exact_steps(x, betas, grid, S, step_map=step_map, schedule=schedule)
+        call = lambda program=program: program(psi0)
         t, out = best_time(call, args.repeats, warmup=True)
         psi, steps = out["psi"], out["steps"]
         assert int(np.min(steps)) == S == int(np.max(steps)), "every beta should run exactly --steps steps"

@@ -3,7 +3,7 @@
 
     python benchmarks/large_maps.py [--n 10000] [--k 128] [--num-betas 8] [--steps 3] [--repeats 2]
 
-``solve``'s jitted program (``engine.solve.prepare`` / ``run``, as in ``floor.py``) with every
+``solve``'s jitted program (``floor.exact_steps``, as in ``floor.py``) with every
 β run for exactly ``--steps`` damped steps (float32, three-cluster data, β log-spaced in
 [1e-4, 1]), with each step map in turn: ``DenseMap()`` (the C++ kernel's one pass where it
 is built), ``DenseMap(kernel="xla")`` (the same pass as XLA's products),
@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import vaefp_jax as vf
-from vaefp_jax.engine import solve as engine
 
 sys.path.insert(0, os.path.dirname(__file__))
-from floor import ExactSteps  # noqa: E402
+from floor import exact_steps  # noqa: E402
 from sweep import cpu_description  # noqa: E402
 
 
@@ -49,12 +48,10 @@ def main(argv=None):
     print(f"# n={args.n}, K={grid.num_tiles}, {args.num_betas} beta x exactly {args.steps} steps, float32")
     maps = {"DenseMap()": vf.DenseMap(), "DenseMap(kernel='xla')": vf.DenseMap(kernel="xla"),
             "DenseMap(form='log_space')": vf.DenseMap(form="log_space"), "BlockedMap()": vf.BlockedMap()}
-    key = jax.random.PRNGKey(0)
     programs = {}
     for name, step_map in maps.items():
-        setup = engine.prepare(x, betas, grid, iteration=ExactSteps(damping=0.1, max_steps=args.steps),
-                               step_map=step_map)
-        programs[name] = lambda setup=setup: engine.run(setup, psi0, key)
+        program = exact_steps(x, betas, grid, args.steps, step_map=step_map)
+        programs[name] = lambda program=program: program(psi0)
         jax.block_until_ready(programs[name]())       # compile
     print("| repeat | " + " | ".join(maps) + " |")
     print("|---" * (len(maps) + 1) + "|")

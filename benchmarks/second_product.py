@@ -114,9 +114,7 @@ def c_form_rows(x, lp):
 def loop_rows(x, lp, psi_jittered, betas, steps):
     """(B,) β → ψ programs: the bare loop, the same from ``initial_psi``, Damped's
     ``while_loop`` with its residual, and ``solve``'s compiled program."""
-    from floor import ExactSteps
-
-    from vaefp_jax.engine import solve as engine
+    from floor import exact_steps
 
     grid = vf.LatentGrid.uniform(32)
     psi_f = jnp.asarray(vf.initial_psi(x, grid), jnp.float32)
@@ -140,9 +138,8 @@ def loop_rows(x, lp, psi_jittered, betas, steps):
     fs = {k: jax.jit(lambda b, one=one: jax.lax.map(one, b)) for k, one in rows.items()}
     as_arguments = jax.jit(lambda b, xx, ll: jax.lax.map(lambda beta: warm_while(beta, xx, ll), b))
     fs["the same, x and log π jit arguments (not constants)"] = lambda b: as_arguments(b, x, lp)
-    setup = engine.prepare(x, betas, grid, iteration=ExactSteps(damping=0.1, max_steps=steps))
-    fs["solve's program (engine.solve.run), initial_psi"] = \
-        lambda b: engine.run(setup, psi_f, jax.random.PRNGKey(0))["psi"]
+    program = exact_steps(x, betas, grid, steps)
+    fs["solve's program (engine.solve.run), initial_psi"] = lambda b: program(psi_f)["psi"]
     return fs
 
 

@@ -30,7 +30,6 @@ much, at the same β, where ρ is near 1 or the last step is large.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -43,27 +42,26 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import vaefp_jax as vf  # noqa: E402
-from vaefp_jax.engine import solve as engine  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from floor import ExactSteps  # noqa: E402
+from floor import exact_steps  # noqa: E402
 from sweep import cpu_description  # noqa: E402
 
 
 def run(x, betas, grid, steps, step_map, dtype, keep_last=False):
     """ψ after exactly ``steps`` damped steps for every β: (B, K, d) in ``dtype``; with
-    ``keep_last`` also the states after ``steps − 1`` and ``steps − 2``."""
+    ``keep_last`` also the states after ``steps − 2`` and ``steps − 1`` (the run goes on from
+    the first by one step twice; each restart takes its first step's shifts from the maxima,
+    which moves ψ only by rounding)."""
     x, betas = jnp.asarray(x, dtype), jnp.asarray(betas, dtype)
-    psi0 = jnp.asarray(vf.initial_psi(np.asarray(x, np.float64), grid), dtype)
-    key = jax.random.PRNGKey(0)
+    psi = jnp.asarray(vf.initial_psi(np.asarray(x, np.float64), grid), dtype)
     out = []
-    for s in ((steps - 2, steps - 1, steps) if keep_last else (steps,)):
-        setup = engine.prepare(x, betas, grid, iteration=ExactSteps(damping=0.1, max_steps=s), step_map=step_map)
-        res = engine.run(setup, psi0, key)
+    for s in ((steps - 2, 1, 1) if keep_last else (steps,)):
+        res = exact_steps(x, betas, grid, s, step_map=step_map)(psi)
         assert int(np.min(res["steps"])) == s == int(np.max(res["steps"]))
-        psi = np.asarray(res["psi"])
+        psi = res["psi"]
         assert psi.dtype == dtype, psi.dtype
-        out.append(psi)
+        out.append(np.asarray(psi))
     return out if keep_last else out[0]
 
 

@@ -60,12 +60,6 @@ def _problems():
 PROBLEMS = list(_problems())
 
 
-def _rel(a, b, unit=0.0):
-    """max |a − b| / max(max |b|, ``unit``): relative error, or absolute below ``unit``."""
-    a, b = np.asarray(a, WIDE), np.asarray(b, WIDE)
-    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), unit, 1e-300)
-
-
 # The error measure of each field of a MapValue: ψ relative to its largest entry; the two
 # logarithms log c_i and log Σ_i m_ib relative to max(max |·|, 1). An absolute error δ of
 # log c is the relative error e^δ − 1 ≈ δ of c itself, and the sum c = Σ_b π_b e^{ℓ_bi} has
@@ -74,6 +68,12 @@ def _rel(a, b, unit=0.0):
 # |log c| (d = 12, β = 1e3: |log c| ≤ 0.019, so 1 ulp of float32 is 6e-6 "relative") and
 # asks which order of summation, i.e. which vector width, happened to round less.
 UNITS = {"psi": 0.0, "log_c": 1.0, "log_mass": 1.0}
+
+
+def _rel(a, b, field="psi"):
+    """max |a − b| / max(max |b|, UNITS[field]): relative error, or absolute below the unit."""
+    a, b = np.asarray(a, WIDE), np.asarray(b, WIDE)
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), UNITS[field], 1e-300)
 
 
 def assert_as_accurate_as_log_space(value, two, ref, dtype, where):
@@ -88,7 +88,7 @@ def assert_as_accurate_as_log_space(value, two, ref, dtype, where):
     for field, r in zip(("psi", "log_c", "log_mass"), ref):
         a, c = np.asarray(getattr(value, field)), np.asarray(getattr(two, field))
         assert a.dtype == dtype and np.all(np.isfinite(a)), (where, field)
-        err, err_two = _rel(a, r, UNITS[field]), _rel(c, r, UNITS[field])
+        err, err_two = _rel(a, r, field), _rel(c, r, field)
         assert err <= 2 * err_two + floor, (where, field, err, err_two)
         if err_two <= bound:
             assert err <= bound, (where, field, err, err_two)

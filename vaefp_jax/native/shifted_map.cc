@@ -258,10 +258,7 @@ static inline V<T> pair_argument(V<T> sq, V<T> scale, V<T> scale_lo, V<T> ai, V<
 template <typename T> struct Scratch {
   std::vector<T> psi_t, g, shift, rows;
   int64_t Kp = 0, K = -1, d = -1;
-  uint64_t call = 0;   // psi_t, g and shift hold the tiles of beta ``item`` of call ``call``
-  int64_t item = -1;   // (calls are numbered from 1, so a fresh scratch holds nobody's)
   void resize(int64_t K_, int64_t d_) {  // only tiles b < K are ever written after this
-    item = -1;
     if (K_ == K && d_ == d) return;
     K = K_, d = d_;
     Kp = (K + LANES<T> - 1) / LANES<T> * LANES<T>;
@@ -467,20 +464,17 @@ struct Job {
   PartFn<T> fn = nullptr;
   std::vector<T> sums;  // (items, d + 1, Kp): T_b, then the d numerators
   std::atomic<int64_t> next{0}, done{0};
-  uint64_t call = 0;    // this call's number (Scratch::call)
 
   void run_items() {
     FlushDenormals flush;
     static thread_local Scratch<T> w;
-    if (w.K != K || w.d != d) w.resize(K, d);
+    w.resize(K, d);
+    int64_t loaded = -1;  // the beta whose tiles w holds, in this call
     for (;;) {
       const int64_t it = next.fetch_add(1, std::memory_order_relaxed);
       if (it >= items) return;
       const int64_t p = it / parts, j = it % parts;
-      if (w.call != call || w.item != p) {
-        load_tiles(psi[p], log_prior[p], s[p], K, d, w);
-        w.call = call, w.item = p;
-      }
+      if (p != loaded) load_tiles(psi[p], log_prior[p], s[p], K, d, w), loaded = p;
       const int64_t i0 = std::min(n, j * chunk), i1 = std::min(n, i0 + chunk);
       T* acc = sums.data() + it * (d + 1) * Kp;
       std::fill(acc, acc + (d + 1) * Kp, T(0));
@@ -489,10 +483,6 @@ struct Job {
     }
   }
 };
-
-// Calls are numbered so that a thread's cached tiles (Scratch::call) are never taken for
-// another call's, even one whose job reuses the same memory.
-inline std::atomic<uint64_t> call_counter{0};
 
 template <ffi::DataType DT>
 ffi::Error shifted_sums(ffi::ThreadPool pool, ffi::Buffer<DT> psi, ffi::Buffer<DT> x,
@@ -519,7 +509,6 @@ ffi::Error shifted_sums(ffi::ThreadPool pool, ffi::Buffer<DT> psi, ffi::Buffer<D
     return ffi::Error::InvalidArgument("vaefp shifted map: output shapes do not match the inputs");
 
   auto job = std::make_shared<Job<T>>();
-  job->call = call_counter.fetch_add(1, std::memory_order_relaxed) + 1;
   job->n = n, job->K = K, job->d = d;
   job->Kp = (K + LANES<T> - 1) / LANES<T> * LANES<T>;
   job->fn = part_for<T>(d);
