@@ -41,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import vaefp_jax as vf
+
+vf.native.ensure_built()   # tracing never builds the CPU kernel: build it before anything is jitted
 from vaefp_jax import equations as eq
 
 sys.path.insert(0, os.path.dirname(__file__))

@@ -39,10 +39,10 @@ def test_phase_on_a_builtin_dataset(tmp_path, capsys):
     r = vf.load(out)
     assert isinstance(r, vf.PhaseResult) and r.x.shape == (60, 2)
     assert r.record["data"] == {"source": "builtin", "dataset": "three-clusters", "n": 60, "seed": 0,
-                                "standardized": False} | {k: r.record["data"][k] for k in ("d",)}
+                                "standardized": False} | {k: r.record["data"][k] for k in ("d", "working_scale")}
     rows = list(csv.reader(open(out / "labels.csv")))
-    assert len(rows) == 61 and rows[0][:2] == ["point", "true_label"]
-    assert len(rows[0]) == 2 + len(r.tree.beta)
+    assert len(rows) == 61 and rows[0][:3] == ["point", "input_row", "true_label"]
+    assert len(rows[0]) == 3 + len(r.tree.beta)
 
 
 def _iris_with_species(path, **kw):

@@ -284,7 +284,9 @@ def test_dense_map_kernel_option():
 
 
 def test_gpu_lowering_uses_xla_form():
-    # on other platforms the auto kernel lowers to XLA's form, not the CPU custom call
+    # on other platforms the auto kernel lowers to XLA's form, not the CPU custom call (built
+    # first: tracing never builds, and without a kernel the CPU lowering would be XLA's anyway)
+    native.ensure_built()
     _, x, psi, lp = ALL[0]
     args = [jnp.asarray(a, jnp.float32) for a in (psi, x, 0.1, lp)]
     state = (jnp.zeros(x.shape[0], jnp.float32), jnp.zeros(psi.shape[0], jnp.float32))

@@ -19,6 +19,8 @@ from vaefp_jax.engine.schedules import Vmapped
 
 from test_one_exponential import BETAS, PROBLEMS, WIDE, assert_as_accurate_as_log_space, np_reference
 
+vf.native.ensure_built()   # tracing never builds: the maps below run the CPU kernel wherever it builds
+
 
 def _moved(psi, beta, scale, seed=0):
     """ψ moved by up to ``scale`` min(β, 1) per coordinate. The logits then change by at

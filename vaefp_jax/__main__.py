@@ -1,7 +1,5 @@
 """``python -m vaefp_jax``: the ``vaefp`` command line."""
 
-import sys
+from vaefp_jax.cli import console_main
 
-from vaefp_jax.cli import main
-
-sys.exit(main())
+console_main()

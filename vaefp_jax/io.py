@@ -18,7 +18,11 @@ sha256 and notes saying what was inferred); :func:`load_points` returns only the
     label by default, given as the class names.
 
 Columns are chosen by header name or 0-based index; every column used as data must be numbers
-(a text column must be named as the label column or left out), finite and present on every row.
+(a text column must be named as the label column or left out). A row with a missing value (an
+empty field, ``NA``, ``NaN``, ``null``, ``?``, inf; in .npy/.npz a NaN or inf) in a column used
+(data or label) is refused with one line that counts such rows and names the first few (line or
+row, and column), unless ``drop_missing=True`` drops those rows: the labels stay aligned with the
+kept rows, and ``Table.dropped_rows`` says which rows went.
 Every error is a one-line ``ValueError`` naming the file (and the line and column where one is
 at fault). Only NumPy and the standard library are used: the command line imports this before JAX.
 """
@@ -34,7 +38,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vaefp_jax.io_text import label_values, numeric_column, parse_text, show
+from vaefp_jax.io_text import label_values, missing_labels, numeric_column, parse_text, show
 
 __all__ = ["Table", "load_points", "read_table"]
 
@@ -53,7 +57,12 @@ class Table:
       the file, as a string, when there is no header);
     - ``label_name``: the name of the label column (or label array), or None;
     - ``path``: the file read; ``sha256``: hex digest of its bytes;
-    - ``notes``: one-line sentences saying what was inferred.
+    - ``notes``: one-line sentences saying what was inferred;
+    - ``rows_in_file``: the number of data rows in the file (``x`` has fewer when rows were dropped);
+    - ``dropped_rows``: 0-based indices (among the file's data rows) of the rows dropped for a
+      missing value (``drop_missing=True``), ascending; row ``k`` of ``x`` is data row
+      ``kept_rows[k]`` of the file;
+    - ``dropped_lines``: for text files, the 1-based line numbers of those rows, else None.
     """
 
     x: np.ndarray
@@ -63,10 +72,24 @@ class Table:
     path: str
     sha256: str
     notes: tuple[str, ...]
+    rows_in_file: int = 0
+    dropped_rows: tuple[int, ...] = ()
+    dropped_lines: tuple[int, ...] | None = None
+
+    @property
+    def kept_rows(self) -> np.ndarray:
+        """(n,) 0-based indices among the file's data rows of the rows of ``x``."""
+        return np.setdiff1d(np.arange(self.rows_in_file), np.asarray(self.dropped_rows, int))
+
+    def describe_dropped(self, first: int = 5) -> str:
+        """The dropped rows in words: "lines 4, 9 and 2 more" (text files) or "rows 3, 8, …"."""
+        if self.dropped_lines is not None:
+            return _first("line", self.dropped_lines, first)
+        return _first("row", self.dropped_rows, first) + " (0-based)"
 
 
 def read_table(path: str | os.PathLike, *, columns: str | Sequence[str | int] | None = None,
-               label_column: str | int | None = None, key: str | None = None) -> Table:
+               label_column: str | int | None = None, key: str | None = None, drop_missing: bool = False) -> Table:
     """The data table in ``path`` (.npy, .npz, .csv, .tsv or .txt).
 
     **Arguments:**
@@ -76,6 +99,8 @@ def read_table(path: str | os.PathLike, *, columns: str | Sequence[str | int] | 
     - ``label_column``: the column (name or 0-based index) whose values become ``labels`` and
       which is left out of ``x``; for .npz also the name of another 1-D array of length n.
     - ``key``: for .npz, the name of the array of points.
+    - ``drop_missing``: drop the rows with a missing value in a column used (see the module
+      docstring) instead of refusing the file.
 
     **Returns:** a :class:`Table`. Raises a one-line ``ValueError`` naming the file for anything
     it cannot read unambiguously.
@@ -91,9 +116,13 @@ def read_table(path: str | os.PathLike, *, columns: str | Sequence[str | int] | 
     with open(path, "rb") as f:
         data = f.read()
     digest = hashlib.sha256(data).hexdigest()
+    if not isinstance(drop_missing, bool):
+        raise ValueError(f"drop_missing must be True or False, got {drop_missing!r}")
     if ext in _TEXT:
-        return _text_table(path, data, digest, columns, label_column)
-    return _array_table(path, data, digest, ext, columns, label_column, key)
+        table, missing, lines = _text_table(path, data, digest, columns, label_column)
+    else:
+        table, missing, lines = _array_table(path, data, digest, ext, columns, label_column, key)
+    return _drop_missing(table, missing, lines, drop_missing)
 
 
 def load_points(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
@@ -105,7 +134,8 @@ def load_points(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     return read_table(path, key=key).x
 
 
-def _text_table(path, data, digest, columns, label_column) -> Table:
+def _text_table(path, data, digest, columns, label_column):
+    """(Table with every row, missing (n, c) bool per row and used column (name, …), line numbers)."""
     grid = parse_text(path, data)
     last = len(grid.names) - 1
     cols, lab = _select(path, grid.names, columns, label_column, last if grid.classes else None)
@@ -117,13 +147,19 @@ def _text_table(path, data, digest, columns, label_column) -> Table:
         notes.append(f"first line is a scikit-learn header ({len(grid.rows)} rows, {last} features, classes "
                      f"{', '.join(grid.classes)}): {use}")
     labels = None if lab is None else label_values(grid, lab)
+    def where(j, mask):
+        return f"column {show(grid.names[j])} (index {j})", mask, [r[j] for r in grid.rows]
+
+    missing = [where(j, ~np.isfinite(x[:, k])) for k, j in enumerate(cols)]
     if labels is not None:
+        missing.append(where(lab, missing_labels(grid, lab)))
+        present = labels[~missing[-1][1]]
         notes.append(f"labels from column {show(grid.names[lab])} (index {lab}): "
-                     f"{len(np.unique(labels))} distinct values")
-    return _table(path, digest, x, labels, grid.names, cols, lab, notes)
+                     f"{len(np.unique(present))} distinct values")
+    return _table(path, digest, x, labels, grid.names, cols, lab, notes), missing, list(grid.lines)
 
 
-def _array_table(path, data, digest, ext, columns, label_column, key) -> Table:
+def _array_table(path, data, digest, ext, columns, label_column, key):
     notes, label_array, label_name = [], None, None
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=False)
@@ -159,12 +195,52 @@ def _array_table(path, data, digest, ext, columns, label_column, key) -> Table:
     else:
         labels = None
     x = arr[:, cols].astype(np.float64)
-    bad = np.argwhere(~np.isfinite(x))
-    if bad.size:
-        i, j = bad[0]
-        raise ValueError(f"{path}: a NaN or inf value at row {i} (0-based), column {cols[j]}")
+    missing = [(f"column {j}", ~np.isfinite(x[:, k]), x[:, k]) for k, j in enumerate(cols)]
     table = _table(path, digest, x, labels, names, cols, lab, notes)
-    return dataclasses.replace(table, label_name=label_name)
+    return dataclasses.replace(table, label_name=label_name), missing, None
+
+
+def _drop_missing(table: Table, missing: list, lines, drop: bool) -> Table:
+    """The table without its rows that have a missing value (``drop``), or a one-line error that
+    counts them and names the first few; the table as it is when none has one. ``missing``:
+    (column in words, (n,) bool, the column's fields) per column used."""
+    n = table.x.shape[0]
+    table = dataclasses.replace(table, rows_in_file=n)
+    if not missing:
+        return table
+    mask = np.column_stack([m for _, m, _ in missing])
+    rows = np.nonzero(mask.any(axis=1))[0]
+    if rows.size == 0:
+        return table
+    place = (lambda r: f"line {lines[r]}") if lines is not None else (lambda r: f"row {r} (0-based)")
+
+    def first(r):
+        name, _, fields = missing[int(np.argmax(mask[r]))]
+        return f"{place(r)}, {name}: {show(str(fields[r]))}"
+
+    shown = "; ".join(first(r) for r in rows[:3])
+    more = f"; and {rows.size - 3} more" if rows.size > 3 else ""
+    if not drop:
+        raise ValueError(f"{table.path}: {rows.size} of {n} rows have a missing value (empty, NA, NaN or inf): "
+                         f"{shown}{more}; drop those rows with --drop-missing (drop_missing=True in Python), fill "
+                         "them, or leave those columns out with --columns")
+    if rows.size == n:
+        raise ValueError(f"{table.path}: every one of the {n} rows has a missing value ({shown}{more}): nothing is "
+                         "left after dropping them; leave the emptiest columns out with --columns")
+    keep = np.setdiff1d(np.arange(n), rows)
+    counts = ", ".join(f"{c}: {int(mask[:, k].sum())}" for k, (c, _, _) in enumerate(missing) if mask[:, k].any())
+    note = f"dropped {rows.size} of {n} rows with a missing value (per column: {counts})"
+    return dataclasses.replace(
+        table, x=table.x[keep], labels=None if table.labels is None else table.labels[keep],
+        notes=(*table.notes, note), dropped_rows=tuple(int(r) for r in rows),
+        dropped_lines=None if lines is None else tuple(int(lines[r]) for r in rows))
+
+
+def _first(word: str, values, first: int) -> str:
+    values = list(values)
+    head = ", ".join(str(v) for v in values[:first])
+    return f"{word}{'s' if len(values) > 1 else ''} {head}" + (f" and {len(values) - first} more"
+                                                               if len(values) > first else "")
 
 
 def _npz_points(path, archive, candidates, names, key):

@@ -16,7 +16,7 @@ import shlex
 
 import numpy as np
 
-__all__ = ["TextGrid", "label_values", "numeric_column", "parse_text", "show"]
+__all__ = ["TextGrid", "label_values", "missing_labels", "numeric_column", "parse_text", "show"]
 
 _DELIMITERS = ("\t", ";", ",")          # in order of preference when several split evenly
 _DELIMITER_NAMES = {"\t": "tabs", ";": "';'", ",": "','", None: "whitespace"}
@@ -189,7 +189,8 @@ def parse_text(path: str, data: bytes) -> TextGrid:
 
 
 def numeric_column(grid: TextGrid, j: int, path: str) -> np.ndarray:
-    """Column ``j`` of ``grid`` as float64, or a one-line error at its first text or missing field."""
+    """Column ``j`` of ``grid`` as float64, NaN where a field is missing (empty, NA, NaN, inf, …:
+    the caller refuses or drops those rows); a one-line error at its first text field."""
     fields = [r[j] for r in grid.rows]
     if grid.decimal_comma:
         fields = [f.replace(",", ".") if _DECIMAL_COMMA.match(f) else f for f in fields]
@@ -206,10 +207,12 @@ def numeric_column(grid: TextGrid, j: int, path: str) -> np.ndarray:
         raise ValueError(f"{path}: {col} is not numeric: line {grid.lines[text]} has {show(grid.rows[text][j])}, "
                          f"not numbers; give it as the label column (--label-column {flag}) "
                          "or leave it out with --columns")
-    bad = next(r for r, f in enumerate(fields) if _is_missing(f, False))
-    raise ValueError(f"{path}: line {grid.lines[bad]}, {col}: missing value {show(grid.rows[bad][j])} (empty fields, "
-                     "NA, NaN and inf cannot be used as data: fill or drop the row, or leave the column out with "
-                     "--columns)")
+    return np.array([np.nan if _is_missing(f, False) else float(f) for f in fields], dtype=np.float64)
+
+
+def missing_labels(grid: TextGrid, j: int) -> np.ndarray:
+    """(rows,) bool: where label column ``j`` is empty or a missing-value marker (NA, NaN, …)."""
+    return np.array([r[j].lower() in _MISSING for r in grid.rows], dtype=bool)
 
 
 def label_values(grid: TextGrid, j: int) -> np.ndarray:

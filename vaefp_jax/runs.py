@@ -6,10 +6,17 @@ Every saved run (``vaefp sweep``, ``vaefp phase``, :meth:`PhaseResult.save`,
 command line, the data (path, SHA-256, shape, columns, preprocessing), the
 grid, the iteration with all its parameters, dtype, seed and β range), and
 NumPy arrays beside it. :func:`load` reads either kind back.
+
+A run folder is either complete or clearly incomplete: :func:`begin_run` removes an old
+``run.json`` first, every file is written under a temporary name and renamed into place
+(:func:`atomic_path`), and ``run.json`` comes last, listing every file with its size and
+SHA-256 (:func:`write_record`). :func:`load` refuses, in one line, a folder without
+``run.json`` (interrupted while writing) or whose files do not match the list.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -24,6 +31,8 @@ import numpy as np
 __all__ = [
     "SweepRun",
     "array_sha256",
+    "atomic_path",
+    "begin_run",
     "file_sha256",
     "grid_from_record",
     "grid_record",
@@ -154,11 +163,40 @@ def prepare_out(path) -> str:
     return path
 
 
-def write_record(folder, record: dict) -> str:
-    """``folder/run.json``: strict JSON (NaN and inf are written as null, so any JSON reader takes it)."""
+def begin_run(folder) -> str:
+    """:func:`prepare_out`, then remove an old ``run.json``: from here until :func:`write_record`
+    the folder reads as incomplete, whatever stops the writing."""
+    folder = prepare_out(folder)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(folder, RECORD))
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary name beside ``path`` (hidden, same extension, so that NumPy and matplotlib keep
+    it) to write to; renamed to ``path`` in one step when the block ends, removed if it raises
+    (also on Ctrl-C): ``path`` is never left half written."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    stem, ext = os.path.splitext(name)
+    tmp = os.path.join(folder, f".{stem}.partial-{os.getpid()}{ext}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def write_record(folder, record: dict, files=()) -> str:
+    """``folder/run.json``, written last: strict JSON (NaN and inf as null, so any JSON reader takes
+    it), with ``files``, the run's other files (paths), listed by name, size and SHA-256."""
+    listed = {os.path.basename(p): {"bytes": os.path.getsize(p), "sha256": file_sha256(p)} for p in files}
     path = os.path.join(folder, RECORD)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(_finite(record), f, indent=2, ensure_ascii=False, default=_jsonable, allow_nan=False)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(_finite({**record, "files": listed}), f, indent=2, ensure_ascii=False, default=_jsonable,
+                  allow_nan=False)
     return path
 
 
@@ -181,13 +219,31 @@ def _jsonable(v):
 
 
 def read_record(folder) -> dict:
-    path = os.path.join(os.fspath(folder), RECORD)
+    """The record of a complete run folder; a one-line ``ValueError`` for a folder that is not a
+    run, was left incomplete (no ``run.json``), or whose files differ from those it lists."""
+    folder = os.fspath(folder)
+    path = os.path.join(folder, RECORD)
     if not os.path.isfile(path):
-        raise ValueError(f"{os.fspath(folder)!r} is not a saved run (no {RECORD})")
-    with open(path, encoding="utf-8") as f:
-        rec = json.load(f)
+        if not os.path.isdir(folder):
+            raise ValueError(f"{folder!r} is not a saved run (no such folder)")
+        if any(f.endswith((".npz", ".csv")) or ".partial-" in f for f in os.listdir(folder)):
+            raise ValueError(f"{folder!r} holds an incomplete run (no {RECORD}: it was interrupted or failed while "
+                             "writing): run it again")
+        raise ValueError(f"{folder!r} is not a saved run (no {RECORD})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            rec = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path!r} is not a readable run record ({err}): run it again") from None
     if rec.get("format", 0) > FORMAT:
         raise ValueError(f"{path!r} was written by a newer vaefp_jax (format {rec['format']} > {FORMAT})")
+    for name, want in (rec.get("files") or {}).items():
+        file = os.path.join(folder, name)
+        if not os.path.isfile(file):
+            raise ValueError(f"{folder!r} is incomplete: {name}, listed in {RECORD}, is missing: run it again")
+        if os.path.getsize(file) != want["bytes"] or file_sha256(file) != want["sha256"]:
+            raise ValueError(f"{folder!r}: {name} differs from the file {RECORD} lists (changed or partly "
+                             "written after the run): run it again")
     return rec
 
 
@@ -227,17 +283,18 @@ class SweepRun:
 
     def save(self, folder) -> list[str]:
         """Write ``run.json``, ``sweep.npz`` (all arrays) and ``sweep.csv`` (per β) into ``folder``."""
-        folder = prepare_out(folder)
+        folder = begin_run(folder)
         npz = os.path.join(folder, "sweep.npz")
-        np.savez_compressed(npz, merge_tol=self.merge_tol, **{k: getattr(self, k) for k in self.ARRAYS})
+        with atomic_path(npz) as tmp:
+            np.savez_compressed(tmp, merge_tol=self.merge_tol, **{k: getattr(self, k) for k in self.ARRAYS})
         table = os.path.join(folder, "sweep.csv")
-        with open(table, "w", newline="") as f:
+        with atomic_path(table) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["beta", "u", "steps", "status", "converged", "residual", "distinct_fixed_points"])
             for j, b in enumerate(self.beta):
                 w.writerow([repr(float(b)), repr(float(self.u[j])), int(self.steps[j]), int(self.status[j]),
                             bool(self.status[j] == 0), repr(float(self.residual[j])), int(self.distinct[j])])
-        return [write_record(folder, {**self.record, "kind": "sweep"}), npz, table]
+        return [write_record(folder, {**self.record, "kind": "sweep"}, [npz, table]), npz, table]
 
     @classmethod
     def load(cls, folder) -> SweepRun:

@@ -5,29 +5,30 @@
     vaefp figure {1,3,4}        the paper's figures
     vaefp train-vae             the RealNVP-encoder VAE of Figure 1
 
-Exit codes: 0 success; 2 bad input (a one-line message says which); 3 some β did
-not converge and ``--strict`` was given (without it, a warning names them), or
-no β converged at all.
+Exit codes: 0 success; 2 bad input (a one-line message says which, and what to do);
+3 some β did not converge and ``--strict`` was given (without it, a warning names
+them), or no β converged at all; 130 interrupted (Ctrl-C: one line, and an output
+folder left without ``run.json``, which :func:`vaefp_jax.load` refuses).
 ``--help`` and ``--version`` answer without importing JAX.
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 import warnings
 
-from vaefp_jax.cli.common import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED, Formatter
+from vaefp_jax.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NOT_CONVERGED, Formatter, OneLineParser
 from vaefp_jax.cli.sweep import STEP_MAPS as STEP_MAPS
 
-__all__ = ["STEP_MAPS", "build_parser", "main"]
+__all__ = ["STEP_MAPS", "build_parser", "console_main", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> OneLineParser:
     from vaefp_jax import __version__
     from vaefp_jax.cli import figure, phase, sweep
 
-    p = argparse.ArgumentParser(prog="vaefp", description=__doc__, formatter_class=Formatter)
+    p = OneLineParser(prog="vaefp", description=__doc__, formatter_class=Formatter)
     p.add_argument("--version", action="version", version=f"vaefp_jax {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{phase,sweep,figure,train-vae}")
     phase.register(sub)
@@ -61,16 +62,41 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
 
 
+def console_main() -> None:
+    """The ``vaefp`` executable: :func:`main`, then exit. After Ctrl-C it leaves at once
+    (``os._exit``, streams flushed): XLA's threads may still be running the interrupted
+    computation, and the interpreter's normal teardown under them can crash (SIGSEGV) where
+    the user was promised exit code 130."""
+    code = main()
+    if code == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def _run(args) -> int:
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("vaefp: interrupted: nothing more was written (a folder without run.json is incomplete)",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     except ValueError as err:
-        print(f"vaefp: error: {err}", file=sys.stderr)
+        print(f"vaefp: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:   # a full disk, a file that vanished: what and where, not a traceback
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"vaefp: error: {err.strerror or err}{where}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except RuntimeError as err:
         from vaefp_jax.engine.solution import NotConvergedError
 
         if not isinstance(err, NotConvergedError):
             raise
-        print(f"vaefp: error: {err}", file=sys.stderr)
+        print(f"vaefp: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_NOT_CONVERGED
+
+
+def _one_line(err) -> str:
+    return " ".join(str(err).split())

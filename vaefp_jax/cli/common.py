@@ -6,21 +6,27 @@ Nothing here imports JAX at module level: ``vaefp --help`` must answer at once.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 
 from vaefp_jax.cli_types import (
     EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
     EXIT_NOT_CONVERGED,
+    OneLineParser,
+    example,
     positive_float,
     positive_int,
 )
 
 __all__ = [
     "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
     "EXIT_NOT_CONVERGED",
     "Formatter",
+    "OneLineParser",
     "add_data_arguments",
     "add_grid_arguments",
     "add_output_arguments",
@@ -91,15 +97,25 @@ def add_data_arguments(p: argparse.ArgumentParser, default: str = "three-cluster
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default, choices=sorted(DATASETS), help="built-in dataset")
-    g.add_argument("--data", metavar="PATH", help="your own points: .csv (.tsv, .txt), .npy or .npz, one point per row")
-    g.add_argument("--columns", metavar="A,B,…", help="data columns of --data, by header name or 0-based index "
-                                                     "(default all but the label column)")
+    example(g.add_argument("--data", metavar="PATH",
+                           help="your own points: .csv (.tsv, .txt), .npy or .npz, one point per row"),
+            "{npy}", "{csv} --columns a,b", invalid="{tmp}/no-such-file.csv")
+    example(g.add_argument("--columns", metavar="A,B,…", help="data columns of --data, by header name or 0-based "
+                                                              "index (default all but the label column)"),
+            "a,b", "2,0", invalid="a,nope", needs="--data {csv}")
     if labels:
-        g.add_argument("--label-column", metavar="COL",
-                       help="a column (or .npz array) of known classes: left out of the data, used to score the "
-                            "clusters (adjusted Rand index)")
-    g.add_argument("--key", metavar="NAME", help=".npz: the array of points (default 'x', or the only array)")
-    g.add_argument("--n", type=positive_int, help="number of points of the built-in dataset (default: its own)")
+        example(g.add_argument("--label-column", metavar="COL",
+                               help="a column (or .npz array) of known classes: left out of the data, used to score "
+                                    "the clusters (adjusted Rand index)"),
+                "label", invalid="nope", needs="--data {labelled}")
+    example(g.add_argument("--key", metavar="NAME", help=".npz: the array of points (default 'x', or the only array)"),
+            "x", invalid="nope", needs="--data {npz}")
+    example(g.add_argument("--drop-missing", action="store_true",
+                           help="drop the rows of --data with a missing value (empty, NA, NaN, inf) in a column "
+                                "used, instead of refusing the file; says how many, and run.json lists them"),
+            "", invalid="=1", needs="--data {missing}")
+    example(g.add_argument("--n", type=positive_int, help="number of points of the built-in dataset (default: its own)"),
+            "12", invalid="0")
     g.add_argument("--seed", type=int, default=0, help="seed of the built-in dataset and of the initial noise")
 
 
@@ -109,33 +125,45 @@ def load_data(args):
     from vaefp_jax import datasets, io
 
     if args.data:
+        if args.n is not None:
+            raise ValueError("--n applies to a built-in dataset, not to --data (pick rows with your own tools)")
         t = io.read_table(args.data, columns=args.columns, label_column=getattr(args, "label_column", None),
-                          key=args.key)
+                          key=args.key, drop_missing=args.drop_missing)
         for note in t.notes:
             say(args, f"{os.path.basename(t.path)}: {note}")
+        if t.dropped_rows:   # said even under --quiet: the data analysed is not the whole file
+            print(f"vaefp: {os.path.basename(t.path)}: dropped {len(t.dropped_rows)} of {t.rows_in_file} rows with "
+                  f"missing values ({t.describe_dropped()}); {t.x.shape[0]} rows are analysed (run.json lists the "
+                  "dropped ones)", file=sys.stderr)
         record = {"source": "file", "path": os.path.abspath(t.path), "sha256": t.sha256, "columns": list(t.columns),
-                  "label_column": t.label_name, "notes": list(t.notes)}
+                  "label_column": t.label_name, "notes": list(t.notes), "rows_in_file": t.rows_in_file,
+                  "dropped_rows": list(t.dropped_rows), "missing": "dropped" if args.drop_missing else "refused"}
         return t.x, t.labels, record
     for flag in ("columns", "label_column", "key"):
         if getattr(args, flag, None) is not None:
             raise ValueError(f"--{flag.replace('_', '-')} applies to --data, not to a built-in dataset")
+    if args.drop_missing:
+        raise ValueError("--drop-missing applies to --data, not to a built-in dataset (it has no missing values)")
     x, labels = datasets.load_builtin(args.dataset, n=args.n, seed=args.seed, with_labels=True)
     return x, labels, {"source": "builtin", "dataset": args.dataset, "n": int(x.shape[0]), "seed": args.seed}
 
 
 def add_grid_arguments(p: argparse.ArgumentParser, k: int = 32) -> None:
     g = p.add_argument_group("latent grid")
-    g.add_argument("--k", type=positive_int, default=k, help="k×k tiles")
+    example(g.add_argument("--k", type=positive_int, default=k, help="k×k tiles"), "3", invalid="0")
     g.add_argument("--prior", choices=["uniform", "gaussian"], default="uniform",
                    help="uniform on [low, high]² (Appendix A) or N(0, I) tiles")
-    g.add_argument("--low", type=float, default=-0.5, help="uniform grid: lower edge")
-    g.add_argument("--high", type=float, default=0.5, help="uniform grid: upper edge")
+    example(g.add_argument("--low", type=float, default=-0.5, help="uniform grid: lower edge"), "-1", invalid="0.5")
+    example(g.add_argument("--high", type=float, default=0.5, help="uniform grid: upper edge"), "1", invalid="-0.5")
     g.add_argument("--limit", type=positive_float, default=3.0, help="Gaussian grid: interior edges on ±limit")
 
 
 def make_grid(args):
     from vaefp_jax.grid import LatentGrid
 
+    for flag in ("low", "high"):
+        if not math.isfinite(getattr(args, flag)):
+            raise ValueError(f"--{flag} must be a finite number, got {getattr(args, flag)}")
     if args.prior == "uniform":
         if not args.low < args.high:
             raise ValueError(f"--low ({args.low}) must be below --high ({args.high})")
@@ -149,9 +177,13 @@ def add_solver_arguments(p: argparse.ArgumentParser, protocol: str = "paper", ch
                    help="paper: Appendix A (α = 0.9 smoothing, tol 1e-3, 400 steps); tight: undamped, tol ~ "
                         "precision" + ("; accelerated: extrapolation, safeguarded Newton and a stability check "
                                        "(fast near β_c)" if "accelerated" in choices else ""))
-    g.add_argument("--damping", type=float, help="override: weight of the previous iterate, in [0, 1)")
-    g.add_argument("--tol", type=positive_float, help="override: tolerance on ‖ψ^{t+1} − ψ^t‖_F")
-    g.add_argument("--max-steps", type=positive_int, help="override: iteration cap")
+    example(g.add_argument("--damping", type=float,
+                           help="override: weight of the previous iterate, in [0, 1) (paper and tight protocols)"),
+            "0.5", invalid="1", needs=f"--protocol {'paper' if 'paper' in choices else choices[0]}")
+    example(g.add_argument("--tol", type=positive_float, help="override: tolerance on ‖ψ^{t+1} − ψ^t‖_F"), "1e-4")
+    example(g.add_argument("--max-steps", type=positive_int,
+                           help="override: iteration cap (accelerated: the plain steps of its fallback, "
+                                "Accelerated.fallback_steps)"), "50")
 
 
 def make_iteration(args):
@@ -164,7 +196,7 @@ def make_iteration(args):
         if args.damping is not None:
             raise ValueError("--damping applies to the paper and tight protocols, not to accelerated")
         base = Accelerated()
-        overrides = {k: v for k, v in (("tol", args.tol), ("max_steps", args.max_steps)) if v is not None}
+        overrides = {k: v for k, v in (("tol", args.tol), ("fallback_steps", args.max_steps)) if v is not None}
         return dataclasses.replace(base, **overrides)
     if args.damping is not None and not 0 <= args.damping < 1:
         raise ValueError(f"--damping must be in [0, 1), got {args.damping}")
@@ -176,7 +208,8 @@ def make_iteration(args):
 
 def add_output_arguments(p: argparse.ArgumentParser, out: str, figures: bool = True) -> None:
     g = p.add_argument_group("output")
-    g.add_argument("--out", default=out, help="output folder (created, and checked writable, before any compute)")
+    example(g.add_argument("--out", default=out, help="output folder (created, and checked writable, before any compute)"),
+            "{tmp}/out", invalid="{file}/sub")
     if figures:
         g.add_argument("--format", choices=["png", "pdf", "svg"], default="png", help="figure file format")
     g.add_argument("--quiet", action="store_true", help="no progress messages or bars")

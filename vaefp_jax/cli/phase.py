@@ -29,7 +29,7 @@ from vaefp_jax.cli.common import (
     not_converged_exit,
     say,
 )
-from vaefp_jax.cli_types import positive_float, positive_int
+from vaefp_jax.cli_types import example, positive_float, positive_int
 
 __all__ = ["phase_command", "register"]
 
@@ -41,14 +41,17 @@ def register(sub) -> None:
     g = p.add_argument_group("analysis")
     g.add_argument("--standardize", action="store_true",
                    help="scale every column to mean 0 and variance 1 first (a constant column becomes 0)")
-    g.add_argument("--beta-min", type=positive_float, help="smallest β (default: from nearest-neighbour distances)")
-    g.add_argument("--beta-max", type=positive_float, help="largest β (default: 2 λ_max of the covariance)")
-    g.add_argument("--num-betas", type=positive_int, default=48, help="log-spaced β")
+    example(g.add_argument("--beta-min", type=positive_float,
+                           help="smallest β (default: from nearest-neighbour distances)"), "1e-3", invalid="0")
+    example(g.add_argument("--beta-max", type=positive_float, help="largest β (default: 2 λ_max of the covariance)"),
+            "10", invalid="-1")
+    example(g.add_argument("--num-betas", type=positive_int, default=48, help="log-spaced β"), "4", invalid="2")
     g.add_argument("--continuation", choices=["cooling", "heating", "none"], default="cooling",
                    help="visit β from large to small, each from the previous fixed point (cooling), the reverse, "
                         "or each from the grid initialisation (none, the paper's independent solves)")
-    g.add_argument("--top-k", type=positive_int, default=8, help="curvature peaks reported and refined")
-    g.add_argument("--refine-merges", type=int, default=6, help="highest brackets of the merge tree refined")
+    example(g.add_argument("--top-k", type=positive_int, default=8, help="curvature peaks reported and refined"), "2")
+    example(g.add_argument("--refine-merges", type=int, default=6, help="highest brackets of the merge tree refined"),
+            "0", invalid="-1")
     g.add_argument("--float32", action="store_true", help="compute in float32 (u″ is noisier)")
     add_grid_arguments(p, k=12)
     add_solver_arguments(p, protocol="accelerated", choices=("accelerated", "paper", "tight"))

@@ -18,7 +18,7 @@ from vaefp_jax.cli.common import (
     not_converged_exit,
     say,
 )
-from vaefp_jax.cli_types import positive_float, positive_int
+from vaefp_jax.cli_types import example, positive_float, positive_int
 
 __all__ = ["STEP_MAPS", "register"]
 
@@ -53,12 +53,13 @@ def register(sub) -> None:
     g = s.add_argument_group("β range and computation")
     g.add_argument("--beta-min", type=positive_float, default=1e-4, help="smallest β")
     g.add_argument("--beta-max", type=positive_float, default=1.0, help="largest β")
-    g.add_argument("--num-betas", type=positive_int, default=64, help="log-spaced β in [beta-min, beta-max]")
+    example(g.add_argument("--num-betas", type=positive_int, default=64, help="log-spaced β in [beta-min, beta-max]"),
+            "4")
     g.add_argument("--float64", action="store_true", help="compute in float64 (JAX x64)")
-    g.add_argument("--batch-size", type=positive_int,
+    example(g.add_argument("--batch-size", type=positive_int,
                    help="β iterated together (slots of the pool schedule); default on CPU as many (≤ 8) as keep "
                         "their (n, K) arrays in a 2 MB cache budget (1 at 32 × 32 tiles, n = 120); "
-                        "on GPU all (memory permitting)")
+                        "on GPU all (memory permitting)"), "2")
     g.add_argument("--map", choices=sorted(STEP_MAPS), default="auto",
                    help="how F(ψ) is computed: auto (dense, or on CPU blocked when its (n, K) arrays would take over an eighth of the RAM), "
                         "dense (DenseMap), blocked (BlockedMap: 1024 × 1024 blocks of the n × K logits), "

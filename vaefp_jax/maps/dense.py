@@ -59,19 +59,31 @@ class DenseMap(StepMap):
                              "form='one_exponential' and reuse_shifts=True")
 
     def check(self, num_points, num_tiles, dim):
+        """Also builds (or loads from the cache) the C++ kernel, here and not while tracing,
+        where this map may use it: ``kernel="native"``, or ``"auto"`` with reused shifts,
+        d ≤ 64 and JAX's default backend the CPU (``prepare`` calls ``check`` before tracing;
+        the traced map only reads the status this determined: :func:`vaefp_jax.native.supports`)."""
         if self.kernel == "native":
-            st = native.status()
+            st = native.ensure_built()
             if not st.available:
                 raise ValueError(f"DenseMap(kernel='native'): {st} (use kernel='auto' or 'xla')")
             if dim > native.shifted.MAX_D:
                 raise ValueError(f"DenseMap(kernel='native') takes d <= {native.shifted.MAX_D}, got d = {dim}")
+        elif (self.kernel == "auto" and self._warm and dim <= native.shifted.MAX_D
+              and jax.default_backend() == "cpu"):
+            native.ensure_built()             # never raises: unavailable means XLA's form
 
     def _shifted(self, psi, x, beta, log_prior, state):
-        """(MapValue, ok) of the one pass, by the kernel chosen (see the class docstring)."""
+        """(MapValue, ok) of the one pass, by the kernel chosen (see the class docstring). "auto"
+        takes the kernel only where this process has already built it (``check``); traced
+        without a ``check`` first, it takes XLA's form. "native" checks (and so builds, if no
+        ``check`` did) and raises where the kernel is unavailable."""
         args = (psi, x, beta, log_prior, *state)
-        if self.kernel == "xla" or not native.supports(x.shape[-1], psi.dtype):
-            if self.kernel == "native":
-                self.check(x.shape[-2], psi.shape[-2], x.shape[-1])
+        if self.kernel == "xla":
+            return equations.evaluate_shifted(*args)
+        if self.kernel == "native":
+            self.check(x.shape[-2], psi.shape[-2], x.shape[-1])
+        if not native.supports(x.shape[-1], psi.dtype):
             return equations.evaluate_shifted(*args)
         return jax.lax.platform_dependent(*args, cpu=native.evaluate_shifted, default=equations.evaluate_shifted)
 

@@ -34,11 +34,16 @@ MAX_D = equations.DIRECT_MAX_D   # beyond, the distances of a pair cost more tha
 
 
 def supports(dim: int, dtype) -> bool:
-    """Whether the kernel takes this problem (and is built): float32 or float64, d ≤ MAX_D, and
-    JAX's default backend the CPU (elsewhere nothing is compiled: the step maps lower XLA's
-    form for other platforms anyway)."""
-    return (jnp.dtype(dtype) in (jnp.float32, jnp.float64) and 1 <= dim <= MAX_D
-            and jax.default_backend() == "cpu" and build.status().available)
+    """Whether the kernel takes this problem and is loaded: float32 or float64, d ≤ MAX_D, JAX's
+    default backend the CPU (elsewhere nothing is compiled: the step maps lower XLA's form for
+    other platforms anyway), and the kernels built and loaded by this process. Called while
+    tracing, so it never builds: it reads the status already determined (:func:`build.peek`;
+    ``DenseMap.check``, which ``prepare`` calls before tracing, determines it), and where
+    nothing has determined it yet the answer is no (XLA's form, the same values to rounding)."""
+    if not (jnp.dtype(dtype) in (jnp.float32, jnp.float64) and 1 <= dim <= MAX_D and jax.default_backend() == "cpu"):
+        return False
+    st = build.peek()
+    return st is not None and st.available
 
 
 def _kernel(psi, x, beta, log_prior, row_shift, column_shift):

@@ -12,10 +12,18 @@
 4. the cluster of every point at every converged β and the merge tree
    (:mod:`vaefp_jax.phase.tree`), the highest merges refined the same way;
 5. an adjusted Rand index per level when true labels are given.
+
+It works in units of the data's spread: x / s and β / s² with s the power of two nearest
+to √tr Cov (exact in floating point, and s = 1 for data of unit spread), and gives every
+result back in the data's units (β, u and ψ scale as s², s², s; u′ not at all; u″ as
+1/s²: eq. (14)–(15) depend on x, ψ and β only through ‖x − ψ‖²/β). So the iteration's
+tolerances are relative to the data's spread, and a column in units of 1e9 converges as
+one in units of 1 (an absolute tolerance of 1e-10 sits below the rounding of ψ ~ 1e9).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -66,10 +74,40 @@ def extreme_values(z) -> tuple[list[int], int]:
     return np.nonzero(big.any(axis=0))[0].tolist(), int(big.any(axis=1).sum())
 
 
+def working_scale(x) -> float:
+    """The power of two nearest to the data's RMS spread √tr Cov (1.0 for a spread of 0)."""
+    spread = float(np.sqrt(np.sum(np.var(np.asarray(x, np.float64), axis=0))))
+    return float(2.0 ** np.round(np.log2(spread))) if spread > 0 and np.isfinite(spread) else 1.0
+
+
+def _drop_nonfinite(x, true_labels, drop: bool, data: dict):
+    """(x, true_labels) without the rows holding NaN or inf (``drop``), recorded in ``data``; or a
+    one-line error that counts those rows and names the first few."""
+    bad = ~np.isfinite(x)
+    rows = np.nonzero(bad.any(axis=1))[0]
+    if rows.size == 0:
+        return x, true_labels
+    n = x.shape[0]
+    shown = "; ".join(f"row {r}, column {int(np.argmax(bad[r]))}" for r in rows[:3])
+    shown += f"; and {rows.size - 3} more" if rows.size > 3 else ""
+    if not drop:
+        raise ValueError(f"x has NaN or inf values in {rows.size} of {n} rows ({shown}; 0-based): drop those rows "
+                         "with drop_missing=True (--drop-missing), or fill them")
+    if n - rows.size < 2:
+        raise ValueError(f"x has NaN or inf values in {rows.size} of {n} rows ({shown}): fewer than 2 rows are "
+                         "left after dropping them")
+    keep = np.setdiff1d(np.arange(n), rows)
+    warnings.warn(f"dropped {rows.size} of {n} rows with NaN or inf values ({shown}; 0-based); record['data']"
+                  "['dropped_rows'] lists them", UserWarning, stacklevel=3)
+    data.update(rows_given=n, dropped_rows=rows.tolist())
+    return x[keep], None if true_labels is None else true_labels[keep]
+
+
 def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: int = 48, beta_range=None,
                    standardize_data: bool = False, true_labels=None, iteration=None, step_map=None,
                    continuation: str | None = "cooling", top_k: int = 8, refine_merges: int = 6, seed: int = 0,
-                   data_record: dict | None = None, throw: bool | None = None, progress=None) -> PhaseResult:
+                   data_record: dict | None = None, throw: bool | None = None, progress=None,
+                   drop_missing: bool = False) -> PhaseResult:
     """Critical temperatures, merge tree and point labels of ``x`` (n, d).
 
     Args:
@@ -92,21 +130,35 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
       progress: None, or ``progress(stage, done, total)``, told as each piece ends: stages
         "sweep" and "derivatives" (as in :func:`~vaefp_jax.phase.sweep.sweep`), then "peaks"
         and "merges" (each refinement of a curvature peak, of a bracket of the tree).
+      drop_missing: drop the rows of ``x`` holding NaN or inf (and the same rows of
+        ``true_labels``; a warning counts them, ``record["data"]["dropped_rows"]`` lists them)
+        instead of refusing ``x``.
     """
     from vaefp_jax.iterations.accelerated import Accelerated
 
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] < 2 or x.dtype.kind not in "fiu":
         raise ValueError(f"x must be a numeric (n, d) array with n ≥ 2, got shape {x.shape} and dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x has NaN or inf values")
+    if not isinstance(drop_missing, bool):
+        raise ValueError(f"drop_missing must be True or False, got {drop_missing!r}")
+    true = None if true_labels is None else np.asarray(true_labels).astype(str)
+    if true is not None and true.shape != (x.shape[0],):
+        raise ValueError(f"true_labels must have shape ({x.shape[0]},), got {true.shape}")
     dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
-    data = dict(data_record or {"source": "array", "sha256": array_sha256(x)}, n=int(x.shape[0]), d=int(x.shape[1]))
+    data = dict(data_record or {"source": "array", "sha256": array_sha256(x)})
+    x, true = _drop_nonfinite(x, true, drop_missing, data)
+    data.update(n=int(x.shape[0]), d=int(x.shape[1]))
     if standardize_data:
         z, mean, scale = standardize(x)
         x = z.astype(dtype)
         constant = np.nonzero(np.asarray(x).std(axis=0) == 0)[0].tolist()
         data.update(standardized=True, mean=mean.tolist(), scale=scale.tolist(), constant_columns=constant)
+        if constant:
+            names = data.get("columns")
+            shown = ", ".join(repr(names[c]) if names and c < len(names) else str(c) for c in constant[:8])
+            warnings.warn(f"{len(constant)} constant column{'s' if len(constant) > 1 else ''} ({shown}"
+                          f"{', …' if len(constant) > 8 else ''}): standardising sets {'them' if len(constant) > 1 else 'it'} "
+                          "to 0, so they add nothing to any distance (as if left out)", UserWarning, stacklevel=2)
         columns, points = extreme_values(z)
         data.update(extreme_points=points)
         if points:
@@ -118,15 +170,24 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
     else:
         data.update(standardized=False)
     grid = LatentGrid.uniform(12) if grid is None else grid
+    if np.all(np.ptp(np.asarray(x, np.float64), axis=0) == 0):
+        raise ValueError(f"all {x.shape[0]} points are the same point: there is no structure to analyse")
+    analysed = x   # the result's x, in the data's units
+    unit = working_scale(x)
+    x = (np.asarray(x, np.float64) / unit).astype(dtype)
+    data.update(working_scale=unit)
     if betas is None:
         lo, hi = (None, None) if beta_range is None else beta_range
+        lo, hi = (None if v is None else v / unit**2 for v in (lo, hi))
         if lo is None or hi is None:   # the missing end(s) from the data
             auto = default_beta_range(x)
             lo, hi = auto[0] if lo is None else lo, auto[1] if hi is None else hi
         if not (0 < lo < hi):
-            raise ValueError(f"the β range [{lo:g}, {hi:g}] is empty or not positive (an end not given is "
-                             "chosen from the data: give both)")
+            raise ValueError(f"the β range [{lo * unit**2:g}, {hi * unit**2:g}] is empty or not positive (an end "
+                             "not given is chosen from the data: give both)")
         betas = np.geomspace(lo, hi, int(num_betas))
+    else:
+        betas = np.asarray(betas, np.float64) / unit**2
     betas = np.sort(np.asarray(betas, np.float64))
     if betas.size < 3:
         raise ValueError(f"a phase analysis needs at least 3 β, got {betas.size}")
@@ -173,13 +234,20 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
             progress("merges", i + 1, len(chosen))
     tree = build_tree(r.beta[ok], labels, heights)
 
+    b2 = unit**2   # back to the data's units (see the module docstring)
     record = make_record("phase", data=data, grid=grid, iteration=iteration, step_map=step_map,
-                         dtype=np.asarray(r.psi).dtype, seed=int(seed), betas=betas,
-                         continuation=continuation, top_k=top_k, refine_merges=refine_merges, merge_tol=merge_tol)
-    true = None if true_labels is None else np.asarray(true_labels).astype(str)
-    if true is not None and true.shape != (xs.shape[0],):
-        raise ValueError(f"true_labels must have shape ({xs.shape[0]},), got {true.shape}")
-    return PhaseResult(x=xs, log_prior=lp, beta=np.asarray(r.beta, np.float64), u=r.u, du=r.du, d2u=r.d2u,
+                         dtype=np.asarray(r.psi).dtype, seed=int(seed), betas=betas * b2,
+                         continuation=continuation, top_k=top_k, refine_merges=refine_merges,
+                         merge_tol=merge_tol * unit)
+    critical = tuple(dataclasses.replace(c, beta=c.beta * b2, refined=c.refined * b2, height=c.height * b2,
+                                         abs_d2u=c.abs_d2u / b2) for c in critical)
+    tree = dataclasses.replace(
+        tree, beta=tree.beta * b2, linkage=tree.linkage * np.array([1.0, 1.0, b2, 1.0]),
+        merges=tuple(dataclasses.replace(m, beta_low=m.beta_low * b2, beta_high=m.beta_high * b2,
+                                         height=m.height * b2) for m in tree.merges))
+    return PhaseResult(x=np.asarray(analysed, np.float64), log_prior=lp, beta=np.asarray(r.beta, np.float64) * b2,
+                       u=np.asarray(r.u) * b2, du=np.asarray(r.du), d2u=np.asarray(r.d2u) / b2,
                        spectral_radius=r.spectral_radius, steps=np.asarray(r.steps), status=np.asarray(r.status),
-                       residual=np.asarray(r.residual), distinct=np.asarray(r.distinct), psi=np.asarray(r.psi),
-                       critical=tuple(critical), tree=tree, true_labels=true, merge_tol=merge_tol, record=record)
+                       residual=np.asarray(r.residual) * unit, distinct=np.asarray(r.distinct),
+                       psi=np.asarray(r.psi) * unit, critical=critical, tree=tree, true_labels=true,
+                       merge_tol=merge_tol * unit, record=record)

@@ -14,7 +14,7 @@ import numpy as np
 
 from vaefp_jax.clusters import adjusted_rand_index
 from vaefp_jax.phase.tree import Merge, MergeTree
-from vaefp_jax.runs import prepare_out, read_run, write_record
+from vaefp_jax.runs import atomic_path, begin_run, read_run, write_record
 
 __all__ = ["CriticalRow", "PhaseResult"]
 
@@ -76,6 +76,15 @@ class PhaseResult:
     @property
     def converged(self) -> np.ndarray:
         return self.status == 0
+
+    @property
+    def source_rows(self) -> np.ndarray:
+        """(n,) the row of the input (0-based, among a file's data rows or the array's rows) of
+        every analysed point: ``arange(n)`` unless rows with missing values were dropped."""
+        data = self.record.get("data", {}) or {}
+        dropped = np.asarray(data.get("dropped_rows") or [], int)
+        total = int(data.get("rows_in_file") or data.get("rows_given") or self.x.shape[0] + dropped.size)
+        return np.setdiff1d(np.arange(total), dropped)
 
     def labels_at(self, beta: float | None = None, num_clusters: int | None = None) -> np.ndarray:
         """(n,) cluster of every point at ``beta`` or at the level closest to ``num_clusters`` clusters."""
@@ -144,46 +153,52 @@ class PhaseResult:
     def save(self, folder, format: str = "png", figures: bool = True) -> list[str]:
         """Write the run into ``folder``: ``run.json`` (record, critical table, merges, score),
         ``phase.npz`` (every array), ``betas.csv``, ``critical.csv``, ``merges.csv``,
-        ``labels.csv`` (n rows, one column per level), ``linkage.csv`` (SciPy format) and, with
+        ``labels.csv`` (n rows: the point, its row in the input, its true label if any, then one column per level), ``linkage.csv`` (SciPy format) and, with
         ``figures``, ``phase.<format>`` and ``tree.<format>``. Returns the paths written."""
         if format not in ("png", "pdf", "svg"):
             raise ValueError(f"format must be png, pdf or svg, got {format!r}")
-        folder = prepare_out(folder)
+        folder = begin_run(folder)   # no run.json until every other file is in place
         paths = []
         npz = os.path.join(folder, "phase.npz")
         arrays = {k: getattr(self, k) for k in (*_PER_BETA, "x", "log_prior", "psi")}
         extra = {} if self.true_labels is None else {"true_labels": np.asarray(self.true_labels).astype(str)}
-        np.savez_compressed(npz, tree_beta=self.tree.beta, tree_labels=self.tree.labels,
-                            linkage=self.tree.linkage, merge_tol=self.merge_tol, **arrays, **extra)
+        with atomic_path(npz) as tmp:
+            np.savez_compressed(tmp, tree_beta=self.tree.beta, tree_labels=self.tree.labels,
+                                linkage=self.tree.linkage, merge_tol=self.merge_tol, **arrays, **extra)
         paths.append(npz)
         for name, rows in (("betas", self.beta_table()), ("critical", self.critical_table()),
                            ("merges", self.merge_table())):
             paths.append(_write_csv(os.path.join(folder, f"{name}.csv"), rows, _COLUMNS[name]))
         labels = os.path.join(folder, "labels.csv")
-        with open(labels, "w", newline="") as f:
+        with atomic_path(labels) as tmp, open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["point"] + (["true_label"] if self.true_labels is not None else [])
+            w.writerow(["point", "input_row"] + (["true_label"] if self.true_labels is not None else [])
                        + [f"beta={b:.6g}" for b in self.tree.beta])
+            rows = self.source_rows
             for i in range(self.x.shape[0]):
-                w.writerow([i] + ([self.true_labels[i]] if self.true_labels is not None else [])
+                w.writerow([i, int(rows[i])] + ([self.true_labels[i]] if self.true_labels is not None else [])
                            + list(self.tree.labels[:, i]))
         paths.append(labels)
         linkage = os.path.join(folder, "linkage.csv")
-        np.savetxt(linkage, self.tree.linkage, delimiter=",", header="child_a,child_b,beta,size", comments="",
-                   fmt=["%d", "%d", "%.17g", "%d"])
+        with atomic_path(linkage) as tmp:
+            np.savetxt(tmp, self.tree.linkage, delimiter=",", header="child_a,child_b,beta,size", comments="",
+                       fmt=["%d", "%d", "%.17g", "%d"])
         paths.append(linkage)
-        record = {**self.record, "kind": "phase", "critical": self.critical_table(), "merges": self.merge_table(),
-                  "tree_complete": self.tree.complete, "score": self.score()}
-        paths.insert(0, write_record(folder, record))
         if figures:
             import matplotlib.pyplot as plt
 
             for kind in ("phase", "tree"):
                 fig = self.plot(kind)
                 path = os.path.join(folder, f"{kind}.{format}")
-                fig.savefig(path, dpi=150)
-                plt.close(fig)
+                try:
+                    with atomic_path(path) as tmp:
+                        fig.savefig(tmp, dpi=150, format=format)
+                finally:
+                    plt.close(fig)
                 paths.append(path)
+        record = {**self.record, "kind": "phase", "critical": self.critical_table(), "merges": self.merge_table(),
+                  "tree_complete": self.tree.complete, "score": self.score()}
+        paths.insert(0, write_record(folder, record, paths))
         return paths
 
     @classmethod
@@ -196,6 +211,7 @@ class PhaseResult:
         tree = MergeTree(beta=a.pop("tree_beta"), labels=a.pop("tree_labels"), merges=merges,
                          linkage=a.pop("linkage"), complete=bool(rec.pop("tree_complete")))
         rec.pop("score", None)
+        rec.pop("files", None)
         true = a.pop("true_labels", None)
         return cls(critical=critical, tree=tree, true_labels=true, merge_tol=float(a.pop("merge_tol")), record=rec,
                    **a)
@@ -216,7 +232,7 @@ _COLUMNS = {
 
 
 def _write_csv(path, rows, columns) -> str:
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         for r in rows:

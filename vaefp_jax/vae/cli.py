@@ -18,7 +18,7 @@ import json
 import pathlib
 import time
 
-from vaefp_jax.cli_types import positive_float, positive_int
+from vaefp_jax.cli_types import OneLineParser, example, positive_float, positive_int
 
 __all__ = ["add_train_arguments", "config_from_args", "figure1_command", "register", "train_vae_command"]
 
@@ -39,23 +39,34 @@ FIGURE_FILE = "figure1.png"
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (defaults: VAEConfig)")
-    g.add_argument("--config", metavar="JSON", help="a JSON file of VAEConfig fields (the options below override it)")
+    example(g.add_argument("--config", metavar="JSON",
+                           help="a JSON file of VAEConfig fields (the options below override it)"),
+            "{vae_config}", invalid="{tmp}/no-such-config.json")
     g.add_argument("--small", action="store_true", help="start from SMALL_CONFIG (≈ 20 s) instead of the default")
-    g.add_argument("--steps", type=positive_int, help="optimisation steps")
-    g.add_argument("--seed", type=int, help="seed of parameters and Monte Carlo noise")
-    g.add_argument("--sigma", type=positive_float, help="fixed likelihood σ (pixels in [0, 1])")
-    g.add_argument("--beta", type=positive_float, help="β of the β-ELBO")
-    g.add_argument("--samples", type=positive_int, help="z samples per image per step")
-    g.add_argument("--stop-at", type=int, help="stop after this many steps, as if interrupted (resume later)")
+    example(g.add_argument("--steps", type=positive_int, help="optimisation steps"), "3", invalid="0")
+    example(g.add_argument("--seed", type=int, help="seed of parameters and Monte Carlo noise"), "1", invalid="-1")
+    example(g.add_argument("--sigma", type=positive_float, help="fixed likelihood σ (pixels in [0, 1])"), "0.5")
+    example(g.add_argument("--beta", type=positive_float, help="β of the β-ELBO"), "1.5")
+    example(g.add_argument("--samples", type=positive_int, help="z samples per image per step"), "2")
+    example(g.add_argument("--stop-at", type=int, help="stop after this many steps, as if interrupted (resume later)"),
+            "1", invalid="-1")
     g.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     d = p.add_argument_group("data (default: the packaged 40 MNIST test images)")
-    d.add_argument("--idx-images", metavar="PATH", help="IDX images file (.gz or raw)")
-    d.add_argument("--idx-labels", metavar="PATH", help="IDX labels file (.gz or raw)")
-    d.add_argument("--per-digit", type=positive_int, default=4, help="images per digit from the IDX files")
-    d.add_argument("--idx-seed", type=int, help="draw the IDX images at random with this seed (default: the first ones)")
+    idx = "--idx-images {idx_images} --idx-labels {idx_labels}"
+    example(d.add_argument("--idx-images", metavar="PATH", help="IDX images file (.gz or raw)"),
+            "{idx_images}", invalid="{tmp}/no-such-images.gz", needs="--idx-labels {idx_labels}")
+    example(d.add_argument("--idx-labels", metavar="PATH", help="IDX labels file (.gz or raw)"),
+            "{idx_labels}", invalid="{file}", needs="--idx-images {idx_images}")
+    example(d.add_argument("--per-digit", type=positive_int, default=4, help="images per digit from the IDX files"),
+            "2", invalid="0", needs=idx)
+    example(d.add_argument("--idx-seed", type=int,
+                           help="draw the IDX images at random with this seed (default: the first ones)"),
+            "3", invalid="-3", needs=idx)
     e = p.add_argument_group("evaluation")
-    e.add_argument("--prior-samples", type=positive_int, default=100_000, help="M, for the tile masses")
-    e.add_argument("--posterior-samples", type=positive_int, default=1000, help="S per exemplar")
+    example(e.add_argument("--prior-samples", type=positive_int, default=100_000, help="M, for the tile masses"),
+            "300", invalid="0")
+    example(e.add_argument("--posterior-samples", type=positive_int, default=1000, help="S per exemplar"),
+            "5", invalid="0")
     e.add_argument("--no-figure", action="store_true", help="skip Figure 1")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -64,7 +75,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     """Add ``train-vae`` to an argparse subparsers object; returns its parser."""
     p = subparsers.add_parser("train-vae", help="train the RealNVP-encoder VAE of Figure 1 on 40 MNIST digits",
                               description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/vae", help="run directory (default runs/vae)")
+    example(p.add_argument("--out", default="runs/vae", help="run directory (default runs/vae)"),
+            "{tmp}/vae", invalid="{file}/sub")
     add_train_arguments(p)
     p.set_defaults(func=train_vae_command)
     return p
@@ -79,7 +91,13 @@ def config_from_args(args):
         path = pathlib.Path(args.config)
         if not path.is_file():
             raise ValueError(f"--config: no such file {path}")
-        config = VAEConfig.from_dict({**config.to_dict(), **json.loads(path.read_text())})
+        try:
+            fields = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"--config {path}: not a readable JSON file ({err})") from None
+        if not isinstance(fields, dict):
+            raise ValueError(f"--config {path}: must hold a JSON object of VAEConfig fields")
+        config = VAEConfig.from_dict({**config.to_dict(), **fields})
     overrides = {"steps": "steps", "seed": "seed", "sigma": "sigma", "beta": "beta", "samples": "num_samples"}
     changes = {field: getattr(args, opt) for opt, field in overrides.items() if getattr(args, opt, None) is not None}
     return config.replace(**changes)
@@ -91,6 +109,8 @@ def _exemplars_from_args(args):
     if bool(args.idx_images) != bool(args.idx_labels):
         raise ValueError("--idx-images and --idx-labels go together")
     if not args.idx_images:
+        if args.idx_seed is not None:
+            raise ValueError("--idx-seed applies to --idx-images/--idx-labels, not to the packaged images")
         return None
     return load_idx(args.idx_images, args.idx_labels, per_digit=args.per_digit, seed=args.idx_seed)
 
@@ -118,12 +138,14 @@ def evaluate_and_draw(trained, out: pathlib.Path, *, prior_samples: int = 100_00
 
 
 def train_vae_command(args) -> int:
+    from vaefp_jax.runs import prepare_out
     from vaefp_jax.vae.train import train_vae
 
     config = config_from_args(args)
-    out = pathlib.Path(args.out)
+    exemplars = _exemplars_from_args(args)
+    out = pathlib.Path(prepare_out(args.out))   # before any compute: a bad path must not cost the run
     t0 = time.perf_counter()
-    trained = train_vae(config, _exemplars_from_args(args), out=out, resume=args.resume,
+    trained = train_vae(config, exemplars, out=out, resume=args.resume,
                         stop_at=args.stop_at, progress=not args.quiet)
     print(f"trained to step {trained.step} in {time.perf_counter() - t0:.1f} s; checkpoints in {out / 'checkpoints'}")
     if trained.step < config.steps:
