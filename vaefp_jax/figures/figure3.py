@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 
 import jax
 import numpy as np
@@ -140,6 +141,6 @@ def figure3_command(args) -> int:
     bad = int((~res.converged).sum())
     if bad:
         print(f"WARNING: {bad} of {res.beta.size} β did not converge; they are left out of the curvature "
-              "curves and the peak search")
+              "curves and the peak search", file=sys.stderr)
     print(f"wrote {png}")
     return EXIT_NOT_CONVERGED if bad and getattr(args, "strict", False) else 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 import numpy as np
 
@@ -211,5 +212,10 @@ def figure4_command(args) -> int:
                 print(f"{name:>8} {row:>7} {p.beta:9.3g} {p.strength:11.3g} {p.steps:6d} "
                       f"{'yes' if p.converged else 'no':>5}")
     print(f"wrote {png}")
-    bad = sum(not p.converged for rows in fd.panels.values() for panels in rows.values() for p in panels)
+    bad = [f"{name} {row} β = {p.beta:.3g}, strength {p.strength:.3g}" for name, rows in fd.panels.items()
+           for row, panels in rows.items() for p in panels if not p.converged]
+    if bad:
+        total = sum(len(panels) for rows in fd.panels.values() for panels in rows.values())
+        print(f"WARNING: {len(bad)} of {total} panels did not converge ({'; '.join(bad)}): marked 'no' above",
+              file=sys.stderr)
     return EXIT_NOT_CONVERGED if bad and getattr(args, "strict", False) else 0

@@ -76,7 +76,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train-vae", help="train the RealNVP-encoder VAE of Figure 1 on 40 MNIST digits",
                               description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     example(p.add_argument("--out", default="runs/vae", help="run directory (default runs/vae)"),
-            "{tmp}/vae", invalid="{file}/sub")
+            "{out}-vae", invalid="{file}/sub")
     add_train_arguments(p)
     p.set_defaults(func=train_vae_command)
     return p
@@ -144,6 +144,12 @@ def train_vae_command(args) -> int:
     config = config_from_args(args)
     exemplars = _exemplars_from_args(args)
     out = pathlib.Path(prepare_out(args.out))   # before any compute: a bad path must not cost the run
+    from vaefp_jax.vae import checkpoint as ckpt
+
+    done = ckpt.latest_step(out)
+    if done is not None and not args.resume:
+        raise ValueError(f"{out} already holds a training run (checkpoints up to step {done}): continue it with "
+                         "--resume, or choose another --out")
     t0 = time.perf_counter()
     trained = train_vae(config, exemplars, out=out, resume=args.resume,
                         stop_at=args.stop_at, progress=not args.quiet)
