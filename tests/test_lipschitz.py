@@ -486,3 +486,17 @@ def test_constraint_mode_robust_to_perturbations_of_a_few_ulps(scale, x64):
                    constraint=vf.LipschitzBound((2.0, 0.5, 0.25), support="local", r=0.3), throw=False)
     assert np.isfinite(np.asarray(res.psi)).all()
     assert np.asarray(res.converged).all() and _feasible(res).all()
+
+
+def test_bound_on_float32_data_with_x64_enabled():
+    """float32 data while JAX's x64 is on (another part of the program asked for it): the barrier
+    path's μ stayed float64 and its loop refused the mixed carry (a TypeError)."""
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        x = np.random.default_rng(0).normal(size=(12, 3)).astype(np.float32)
+        sol = vf.solve(x, np.array([0.1, 1.0]), vf.LatentGrid.uniform(3), constraint=vf.LipschitzBound(1.0, r=1.0),
+                       iteration=vf.Damped(0.5, 1e-3, 3), throw=False)
+        assert sol.psi.dtype == np.float32 and np.all(np.isfinite(np.asarray(sol.psi)))
+    finally:
+        jax.config.update("jax_enable_x64", before)

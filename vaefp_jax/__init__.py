@@ -78,8 +78,8 @@ _EXPORTS = {
     "load": "vaefp_jax.runs",
 }
 _SUBMODULES = ("clusters", "constraints", "datasets", "engine", "equations", "figures", "grid", "implicit", "io",
-               "iterations", "linalg", "maps", "mnist", "native", "phase", "propositions", "runs", "tile_jacobian",
-               "vae")
+               "iterations", "linalg", "maps", "mnist", "native", "phase", "precision", "propositions", "runs",
+               "tile_jacobian", "vae")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

@@ -48,6 +48,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 from vaefp_jax import _validate
+from vaefp_jax.precision import matmul
 
 __all__ = [
     "MapValue",
@@ -146,7 +147,7 @@ def squared_distances(x: jax.Array, psi: jax.Array) -> jax.Array:
         return jnp.sum(diff * diff, axis=-1)
     mu = jnp.mean(x, axis=0)
     xc, pc = x - mu, psi - mu
-    sq = jnp.sum(xc * xc, axis=1)[:, None] + jnp.sum(pc * pc, axis=1)[None, :] - 2 * xc @ pc.T
+    sq = jnp.sum(xc * xc, axis=1)[:, None] + jnp.sum(pc * pc, axis=1)[None, :] - matmul(2 * xc, pc.T)
     return jnp.maximum(sq, 0)
 
 
@@ -214,7 +215,7 @@ def tile_weights(psi, x, beta, log_prior) -> TileWeights:
     r = jax.lax.stop_gradient(jnp.max(t, axis=1))                               # (K,)
     E = jnp.exp(t - r[:, None])
     g = jnp.exp(log_prior + r)
-    return TileWeights(E=E, g=g, c=g @ E, M=M, r=r)
+    return TileWeights(E=E, g=g, c=matmul(g, E), M=M, r=r)
 
 
 @_checked
@@ -234,7 +235,7 @@ def _normalised(E, c, x, row_shift, column_shift) -> tuple[MapValue, jax.Array]:
     """(MapValue, T) from E_bi = exp(ℓ_bi − a_i − s_b) (K, n) and c̃_i = Σ_b π_b e^{s_b} E_bi (n,):
     both sums of eq. (15) from one product of E with [x / c̃, 1 / c̃]; T_b = Σ_i E_bi / c̃_i."""
     inv = 1.0 / c
-    sums = E @ jnp.concatenate([x * inv[:, None], inv[:, None]], axis=1)    # (K, d + 1)
+    sums = matmul(E, jnp.concatenate([x * inv[:, None], inv[:, None]], axis=1))    # (K, d + 1)
     total = sums[:, -1]
     value = MapValue(psi=sums[:, :-1] / total[:, None], log_c=row_shift + jnp.log(c),
                      log_mass=column_shift + jnp.log(total))
@@ -280,7 +281,7 @@ def shifted_sums(psi, x, beta, log_prior, row_shift, column_shift) -> tuple[MapV
     row_shift = jax.lax.stop_gradient(row_shift)
     column_shift = jax.lax.stop_gradient(column_shift)
     E = jnp.exp(tile_logits(psi, x, beta) - row_shift[None, :] - column_shift[:, None])      # (K, n)
-    c = jnp.exp(log_prior + column_shift) @ E                                               # (n,)
+    c = matmul(jnp.exp(log_prior + column_shift), E)                                         # (n,)
     value, total = _normalised(E, c, x, row_shift, column_shift)
     return value, c, total
 
@@ -301,7 +302,7 @@ def evaluate_log_space(psi, x, beta, log_prior) -> MapValue:
     shift = jax.lax.stop_gradient(jnp.max(log_m_t, axis=1, keepdims=True))
     e = jnp.exp(log_m_t - shift)
     total = jnp.sum(e, axis=1, keepdims=True)
-    return MapValue(psi=(e @ x) / total, log_c=log_c, log_mass=(jnp.log(total) + shift)[:, 0])
+    return MapValue(psi=matmul(e, x) / total, log_c=log_c, log_mass=(jnp.log(total) + shift)[:, 0])
 
 
 @_checked

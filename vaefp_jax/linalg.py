@@ -38,6 +38,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from vaefp_jax.precision import matmul
+
 __all__ = ["SMALL", "solve", "solve_spd", "eigh", "small_solve"]
 
 SMALL = 8
@@ -126,7 +128,7 @@ def _broadcast(a, b):
 
 
 def _linear_solve(a, b, lapack_solve, symmetric):
-    matvec = lambda v: a @ v
+    matvec = lambda v: matmul(a, v)
     return jax.lax.custom_linear_solve(
         matvec, b, solve=lambda _, r: lapack_solve(jax.lax.stop_gradient(a), r),
         transpose_solve=lambda _, r: lapack_solve(jnp.swapaxes(jax.lax.stop_gradient(a), -1, -2), r),

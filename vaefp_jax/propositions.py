@@ -73,6 +73,7 @@ from jax.scipy.special import logsumexp
 
 from vaefp_jax import _validate
 from vaefp_jax.equations import encoder, squared_distances
+from vaefp_jax.precision import matmul
 
 __all__ = [
     "PartitionPosterior",
@@ -213,7 +214,7 @@ def preimage_step(z, x, log_gamma, beta) -> jax.Array:
         raise ValueError(f"log_gamma must have shape ({np.shape(x)[0]},), got {np.shape(log_gamma)}")
     z, x = jnp.asarray(z), jnp.asarray(x)
     logits = jnp.asarray(log_gamma)[None, :] - squared_distances(z, x) / (2 * beta)   # (M, n)
-    return jax.nn.softmax(logits, axis=1) @ x
+    return matmul(jax.nn.softmax(logits, axis=1), x)
 
 
 # ---------------------------------------------------------------- Proposition 5

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from vaefp_jax import linalg
 from vaefp_jax.equations import DIRECT_MAX_D, tile_weights
+from vaefp_jax.precision import einsum, matmul, tensordot, vdot
 
 __all__ = ["JacobianFactors", "jacobian_factors", "matvec", "power_iteration", "lanczos",
            "spectral_radius", "SPECTRAL", "spectral_estimate", "woodbury_solve_factors", "krylov_solve_factors",
@@ -91,14 +92,14 @@ class JacobianFactors:
     @property
     def A(self) -> jax.Array:
         """The diagonal blocks A_b = Σ_j U_bj D_bjᵀ, (K, d, d)."""
-        return jnp.einsum("bjd,bje->bde", self.U, self.D)
+        return einsum("bjd,bje->bde", self.U, self.D)
 
 
 def jacobian_factors(psi, x, beta, log_prior) -> JacobianFactors:
     """The factors of ∂F/∂ψ at ψ (K, d) for data x (n, d)."""
     tw = tile_weights(psi, x, beta, log_prior)  # eq. (14), one exp per pair, (K, n)
     w = tw.weights  # the weights of eq. (15): each tile's row sums to 1
-    return JacobianFactors(w=w, q=tw.posterior, x=x, psi=psi, psi_new=w @ x, beta=jnp.asarray(beta, psi.dtype))
+    return JacobianFactors(w=w, q=tw.posterior, x=x, psi=psi, psi_new=matmul(w, x), beta=jnp.asarray(beta, psi.dtype))
 
 
 def matvec(f: JacobianFactors, v: jax.Array) -> jax.Array:
@@ -117,13 +118,13 @@ def matvec(f: JacobianFactors, v: jax.Array) -> jax.Array:
         dv = jnp.sum((x[None, :, :] - psi[:, None, :]) * v[:, None, :], axis=-1)  # (K, n)
     else:
         mu = jnp.mean(x, axis=0)
-        dv = ((x - mu) @ v.T).T - jnp.sum((psi - mu) * v, axis=1)[:, None]
+        dv = matmul(x - mu, v.T).T - jnp.sum((psi - mu) * v, axis=1)[:, None]
     s = (dv - jnp.sum(f.q * dv, axis=0)[None, :]) / beta
     ws = f.w * s
     if x.shape[-1] <= DIRECT_MAX_D:
         return jnp.sum(ws[:, :, None] * (x[None, :, :] - psi_new[:, None, :]), axis=1)
     mu = jnp.mean(x, axis=0)
-    return ws @ (x - mu) - (psi_new - mu) * jnp.sum(ws, axis=1, keepdims=True)
+    return matmul(ws, x - mu) - (psi_new - mu) * jnp.sum(ws, axis=1, keepdims=True)
 
 
 def _block_solver(f: JacobianFactors):
@@ -140,8 +141,8 @@ def _block_solver(f: JacobianFactors):
     if d <= n:
         M = jnp.eye(d, dtype=f.x.dtype)[None] - f.A  # (K, d, d)
         return lambda Y: linalg.solve(M, Y)
-    G = jnp.eye(n, dtype=f.x.dtype)[None] - jnp.einsum("bjd,bkd->bjk", f.D, f.U)  # (K, n, n)
-    return lambda Y: Y + jnp.einsum("bjd,bjr->bdr", f.U, linalg.solve(G, jnp.einsum("bjd,bdr->bjr", f.D, Y)))
+    G = jnp.eye(n, dtype=f.x.dtype)[None] - einsum("bjd,bkd->bjk", f.D, f.U)  # (K, n, n)
+    return lambda Y: Y + einsum("bjd,bjr->bdr", f.U, linalg.solve(G, einsum("bjd,bdr->bjr", f.D, Y)))
 
 
 def woodbury_solve_factors(f: JacobianFactors, rhs: jax.Array) -> jax.Array:
@@ -151,10 +152,10 @@ def woodbury_solve_factors(f: JacobianFactors, rhs: jax.Array) -> jax.Array:
     U, V = f.U, f.V
     Minv_r = block_solve(rhs[..., None])[..., 0]  # (K, d)
     Minv_U = block_solve(jnp.swapaxes(U, 1, 2))  # (K, d, n)
-    cap = jnp.eye(n, dtype=rhs.dtype) + jnp.einsum("bjd,bdk->jk", V, Minv_U)  # (n, n)
-    t = jnp.einsum("bjd,bd->j", V, Minv_r)
+    cap = jnp.eye(n, dtype=rhs.dtype) + einsum("bjd,bdk->jk", V, Minv_U)  # (n, n)
+    t = einsum("bjd,bd->j", V, Minv_r)
     y = linalg.solve(cap, t)
-    return Minv_r - jnp.einsum("bdk,k->bd", Minv_U, y)
+    return Minv_r - einsum("bdk,k->bd", Minv_U, y)
 
 
 KRYLOV_RTOL = 1e-6
@@ -300,9 +301,9 @@ def lanczos(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None) -> tupl
     def body(j, carry):
         Q, alpha, beta = carry
         w = op(Q[j])
-        a = jnp.vdot(Q[j], w)
+        a = vdot(Q[j], w)
         for _ in range(2):  # full reorthogonalisation, twice ("twice is enough")
-            w = w - jnp.tensordot(jnp.tensordot(Q, w, axes=w.ndim), Q, axes=1)
+            w = w - tensordot(tensordot(Q, w, axes=w.ndim), Q, axes=1)
         b = jnp.linalg.norm(w)
         # breakdown (an invariant subspace found): stop growing the basis
         ok = b > eps * (jnp.abs(a) + 1)
@@ -315,7 +316,7 @@ def lanczos(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None) -> tupl
     r = jnp.abs(beta[-1] * Y[-1, :])                   # residual bounds of the Ritz pairs
     rho = jnp.maximum(jnp.abs(theta[-1]) + r[-1], jnp.abs(theta[0]) + r[0])
     top = jnp.where(jnp.abs(theta[-1]) >= jnp.abs(theta[0]), m - 1, 0)
-    u = jnp.tensordot(Y[:, top], Q[:m], axes=1)
+    u = tensordot(Y[:, top], Q[:m], axes=1)
     v = u / root
     return rho, v / jnp.linalg.norm(v)
 

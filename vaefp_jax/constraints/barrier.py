@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from vaefp_jax import linalg
 from vaefp_jax.equations import squared_distances
+from vaefp_jax.precision import einsum
 
 __all__ = ["barrier_value", "max_feasible_step", "barrier_newton", "barrier_path", "feasible_start"]
 
@@ -83,7 +84,7 @@ def barrier_newton(psi, psi_f, s_bar, C, mask, mu, max_newton, n_backtrack=30):
         h = jnp.where(mask, C * jnp.sum(diff * diff, axis=-1) - 1.0, -1.0)
         w = 2.0 * mu * C * maskf / (-h)                                # (K, K)
         v = 4.0 * mu * (C * C) * maskf / (h * h)
-        grad = s_bar[:, None] * (psi - psi_f) + jnp.einsum("ab,abk->ak", w, diff)
+        grad = s_bar[:, None] * (psi - psi_f) + einsum("ab,abk->ak", w, diff)
         blocks = w[:, :, None, None] * eye + v[:, :, None, None] * (diff[..., :, None] * diff[..., None, :])
         diag = s_bar[:, None, None] * eye + blocks.sum(axis=1)        # (K, d, d)
         H = -blocks + jnp.eye(K, dtype=psi.dtype)[:, :, None, None] * diag[:, None]
@@ -122,7 +123,8 @@ def barrier_path(psi, psi_f, s_bar, C, mask, mu_hi, mu_lo, max_newton, factor=10
     n_stages = jnp.ceil(jnp.log(mu_hi / mu_lo) / jnp.log(factor)).astype(jnp.int32) + 1
 
     def stage(j, psi):
-        mu = jnp.maximum(mu_hi / factor**j, mu_lo)
+        # in ψ's dtype: factor**j of an int32 j is float64 whenever x64 is on
+        mu = jnp.maximum(mu_hi / factor**j, mu_lo).astype(psi.dtype)
         return barrier_newton(psi, psi_f, s_bar, C, mask, mu, max_newton)
 
     psi = jax.lax.fori_loop(0, n_stages, stage, psi)

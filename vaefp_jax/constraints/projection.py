@@ -57,6 +57,7 @@ import numpy as np
 
 from vaefp_jax import _validate, equations, linalg
 from vaefp_jax.equations import squared_distances
+from vaefp_jax.precision import matmul
 
 __all__ = ["pair_weights", "laplacian", "project", "projection_operator", "pair_violations", "violation",
            "lipschitz_step"]
@@ -88,7 +89,7 @@ def project(psi_f, s_bar, W):
     active = jnp.any(W != 0)
     M = jnp.diag(s_bar) + 2.0 * lap
     M = jnp.where(active, M, jnp.eye(M.shape[0], dtype=M.dtype))
-    delta = linalg.solve(M, -2.0 * lap @ psi_f)
+    delta = linalg.solve(M, matmul(-2.0 * lap, psi_f))
     return psi_f + delta
 
 
@@ -99,7 +100,7 @@ def projection_operator(s_bar, W):
     (K, d) layout ψ^{t+1} = Pᵀ F(ψ^t). Columns of P sum to one and P ≥ 0.
     """
     M = jnp.diag(s_bar) + 2.0 * laplacian(W)
-    return jnp.diag(s_bar) @ linalg.solve(M, jnp.eye(M.shape[0], dtype=M.dtype))
+    return matmul(jnp.diag(s_bar), linalg.solve(M, jnp.eye(M.shape[0], dtype=M.dtype)))
 
 
 def pair_violations(psi, C, mask) -> jax.Array:

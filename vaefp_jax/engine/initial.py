@@ -8,6 +8,7 @@ import numpy as np
 
 from vaefp_jax import _validate, linalg
 from vaefp_jax.grid import LatentGrid
+from vaefp_jax.precision import matmul
 
 __all__ = ["initial_psi", "initial_batch", "check_initial"]
 
@@ -37,14 +38,14 @@ def initial_psi(x, grid: LatentGrid, noise: float = 0.1, key=None) -> jax.Array:
     else:
         mean = x.mean(axis=0)
         xc = x - mean
-        cov = xc.T @ xc / n
+        cov = matmul(xc.T, xc) / n
         lam, vec = linalg.eigh(cov)
         order = jnp.argsort(lam)[::-1]
         m = min(grid.dim, d)
         lam, vec = lam[order][:m], vec[:, order][:, :m]
         half = max(float(np.max(np.abs(grid.z[np.isfinite(grid.z)]))), 1e-12)
         coords = z[:, :m] / half
-        centre = mean + (coords * 2 * jnp.sqrt(jnp.maximum(lam, 0))) @ vec.T
+        centre = mean + matmul(coords * 2 * jnp.sqrt(jnp.maximum(lam, 0)), vec.T)
         scale = jnp.sqrt(jnp.sum(jnp.maximum(lam, 0)) / max(m, 1))
     u = jax.random.uniform(key, (grid.num_tiles, d), dtype, -1.0, 1.0)
     return centre + noise * scale * u

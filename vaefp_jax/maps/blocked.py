@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from vaefp_jax.equations import DIRECT_MAX_D, MapValue, squared_distances
 from vaefp_jax.maps.base import StepMap
+from vaefp_jax.precision import matmul
 
 __all__ = ["BlockedMap", "DEFAULT_TILE_CHUNK", "DEFAULT_DATA_CHUNK"]
 
@@ -65,7 +66,7 @@ def _block_squared_distances(xb, pb):
     """‖x_i − ψ_b‖² for a block, (nc, kc), from rows already in distance coordinates."""
     if xb.shape[-1] <= DIRECT_MAX_D:
         return squared_distances(xb, pb)
-    sq = jnp.sum(xb * xb, axis=1)[:, None] + jnp.sum(pb * pb, axis=1)[None, :] - 2 * xb @ pb.T
+    sq = jnp.sum(xb * xb, axis=1)[:, None] + jnp.sum(pb * pb, axis=1)[None, :] - matmul(2 * xb, pb.T)
     return jnp.maximum(sq, 0)
 
 
@@ -127,7 +128,7 @@ def _weighted_means(xd_blocks, x_blocks, log_c_blocks, pd_blocks, beta):
             rescale = jnp.exp(run_max - shift)
             w = jnp.exp(lm - shift[None, :])
             run_sum = run_sum * rescale + jnp.sum(w, axis=0)
-            run_acc = run_acc * rescale[:, None] + w.T @ xb
+            run_acc = run_acc * rescale[:, None] + matmul(w.T, xb)
             return (new_max, run_sum, run_acc), None
 
         kc, d = pb.shape[0], x_blocks.shape[-1]

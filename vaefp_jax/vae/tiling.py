@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaefp_jax.precision import highest_default
+
 __all__ = ["TilingMetrics", "tiling_metrics", "evaluate_tiling", "log_q_matrix", "standard_normal_logpdf"]
 
 LogQ = Callable[[jax.Array, jax.Array], jax.Array]
@@ -114,7 +116,9 @@ def log_q_matrix(log_q: LogQ, z: np.ndarray, x: np.ndarray, chunk: int = 16384) 
     """L[s, i] = log q(z_s | x_i): z (m, d_z), x (n, D) → float64 (m, n).
 
     z is passed in chunks of exactly ``chunk`` rows (the last one padded) so a
-    jit-compiled log_q compiles once."""
+    jit-compiled log_q compiles once. log_q runs under
+    :func:`~vaefp_jax.precision.highest_default`: its matrix products that name no
+    precision (a network's layers) run at ``HIGHEST`` (no TF32 on a GPU)."""
     z = np.asarray(z, np.float32)
     m = z.shape[0]
     size = min(chunk, m)
@@ -125,7 +129,8 @@ def log_q_matrix(log_q: LogQ, z: np.ndarray, x: np.ndarray, chunk: int = 16384) 
         if rows < size:
             block = np.concatenate([block, np.zeros((size - rows, z.shape[1]), z.dtype)])
         for i in range(x.shape[0]):
-            vals = np.asarray(log_q(jnp.asarray(block), jnp.asarray(x[i])), np.float64)
+            with highest_default():
+                vals = np.asarray(log_q(jnp.asarray(block), jnp.asarray(x[i])), np.float64)
             if vals.shape != (size,):
                 raise ValueError(f"log_q(z, x) must return shape (m,) = ({size},), got {vals.shape}")
             out[start:start + rows, i] = vals[:rows]
@@ -149,13 +154,16 @@ def tiling_metrics(log_q: LogQ, sample: Sampler, x: np.ndarray, key: jax.Array, 
     log_q: (z (m, d_z), x (D,)) → (m,). sample: (key, x (D,), num) → (num, d_z).
     x: (n, D) the training points. key: a JAX PRNG key.
     num_prior: M prior samples for the tile masses; num_posterior: S samples per exemplar.
+    log_q and sample run under :func:`~vaefp_jax.precision.highest_default` (matrix
+    products at ``HIGHEST``, see :mod:`vaefp_jax.precision`).
     """
     x = np.asarray(x)
     _check_inputs(x, num_prior, num_posterior)
     n = x.shape[0]
     k_prior, k_post = jax.random.split(key)
-    post = [np.asarray(sample(k, jnp.asarray(x[i]), int(num_posterior)), np.float32)
-            for i, k in enumerate(jax.random.split(k_post, n))]
+    with highest_default():
+        post = [np.asarray(sample(k, jnp.asarray(x[i]), int(num_posterior)), np.float32)
+                for i, k in enumerate(jax.random.split(k_post, n))]
     if any(p.ndim != 2 or p.shape[0] != num_posterior for p in post):
         raise ValueError(f"sample(key, x, num) must return (num, d_z), got {post[0].shape}")
     d_z = post[0].shape[1]
