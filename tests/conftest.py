@@ -12,6 +12,14 @@ def x64():
         yield
 
 
+@pytest.fixture
+def keep_x64_setting():
+    """The commands switch JAX to float64 in their process; later tests must not inherit it."""
+    before = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
 def np_step(psi, x, beta, log_prior):
     """Eq. (14)–(15) in plain NumPy float64, written from the paper's formulas
     (with a max-shift so that exp does not underflow at small β)."""

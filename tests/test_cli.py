@@ -10,12 +10,7 @@ from vaefp_jax import cli, io
 
 
 
-@pytest.fixture(autouse=True)
-def restore_x64():
-    """The commands switch JAX to float64 in this process; later tests must not inherit it."""
-    before = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", before)
+pytestmark = pytest.mark.usefixtures("keep_x64_setting")
 
 def test_sweep_builtin_writes_table_csv_npz(tmp_path, capsys):
     rc = cli.main(["sweep", "--n", "30", "--k", "6", "--num-betas", "5", "--beta-min", "1e-3",

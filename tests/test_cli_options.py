@@ -159,12 +159,7 @@ def files(tmp_path_factory):
                 idx_images=str(images), idx_labels=str(labels))
 
 
-@pytest.fixture(autouse=True)
-def restore_x64():
-    """The commands switch JAX to float64 in this process; later tests must not inherit it."""
-    before = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", before)
+pytestmark = pytest.mark.usefixtures("keep_x64_setting")
 
 
 def _run(argv) -> tuple[int, str]:
@@ -186,28 +181,30 @@ def test_every_option_has_cases():
     assert set(_subparsers()) == set(BASES), "a new subcommand needs its tiny problem in BASES"
 
 
-@pytest.mark.parametrize("sub, option, value", list(_cases("valid")))
-def test_option_with_a_valid_value_runs(sub, option, value, files, tmp_path, capsys):
+def _run_case(sub, option, value, files, tmp_path, capsys) -> tuple[str, int, str]:
+    """(the command line, its exit code, its stderr); fails on a traceback."""
     argv = _argv(sub, option, value, dict(files, out=str(tmp_path / "out")))
     code, trace = _run(argv)
     err = capsys.readouterr().err
-    assert not trace, f"vaefp {shlex.join(argv)} raised:\n{trace}"
-    assert "Traceback" not in err
-    if code == 3 and "--strict" in argv:   # the documented exit code: say what did not converge
+    assert not trace and "Traceback" not in err, f"vaefp {shlex.join(argv)} raised:\n{trace or err}"
+    return "vaefp " + shlex.join(argv), code, err
+
+
+@pytest.mark.parametrize("sub, option, value", list(_cases("valid")))
+def test_option_with_a_valid_value_runs(sub, option, value, files, tmp_path, capsys):
+    command, code, err = _run_case(sub, option, value, files, tmp_path, capsys)
+    if code == 3 and "--strict" in command:   # the documented exit code: say what did not converge
         assert "did not converge" in err, err
         return
-    assert code == 0, f"vaefp {shlex.join(argv)} exited {code}: {err[-2000:]}"
+    assert code == 0, f"{command} exited {code}: {err[-2000:]}"
 
 
 @pytest.mark.parametrize("sub, option, value", list(_cases("invalid")))
 def test_option_with_an_invalid_value_is_refused_in_one_line(sub, option, value, files, tmp_path, capsys):
-    argv = _argv(sub, option, value, dict(files, out=str(tmp_path / "out")))
-    code, trace = _run(argv)
-    err = capsys.readouterr().err
-    assert not trace, f"vaefp {shlex.join(argv)} raised:\n{trace}"
+    command, code, err = _run_case(sub, option, value, files, tmp_path, capsys)
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2, f"vaefp {shlex.join(argv)} exited {code}: {err[-2000:]}"
-    assert len(lines) == 1 and "error" in lines[0], f"vaefp {shlex.join(argv)} said: {err!r}"
+    assert code == 2, f"{command} exited {code}: {err[-2000:]}"
+    assert len(lines) == 1 and "error" in lines[0], f"{command} said: {err!r}"
 
 
 def test_the_generated_cases_can_fail(monkeypatch, tmp_path, capsys):

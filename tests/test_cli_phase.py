@@ -17,12 +17,7 @@ SMALL = ["--k", "6", "--num-betas", "10", "--top-k", "3", "--refine-merges", "2"
 
 
 
-@pytest.fixture(autouse=True)
-def restore_x64():
-    """The commands switch JAX to float64 in this process; later tests must not inherit it."""
-    before = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", before)
+pytestmark = pytest.mark.usefixtures("keep_x64_setting")
 
 def test_phase_on_a_builtin_dataset(tmp_path, capsys):
     out = tmp_path / "run"

@@ -19,11 +19,7 @@ from vaefp_jax import cli
 TINY = ["--n", "12", "--k", "2", "--num-betas", "3", "--top-k", "1", "--refine-merges", "0", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def restore_x64():
-    before = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", before)
+pytestmark = pytest.mark.usefixtures("keep_x64_setting")
 
 
 def _one_line_refusal(folder):
@@ -36,7 +32,9 @@ def _one_line_refusal(folder):
 @pytest.fixture(scope="module")
 def complete_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("complete") / "run"
+    before = jax.config.jax_enable_x64
     assert cli.main(["phase", *TINY, "--out", str(out)]) == 0
+    jax.config.update("jax_enable_x64", before)
     return out
 
 

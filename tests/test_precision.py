@@ -194,6 +194,13 @@ RUNS = {
 }
 
 
+@pytest.fixture
+def float32_only():
+    """The programs in float32 whatever another test left JAX's x64 switch at."""
+    with jax.enable_x64(False):
+        yield
+
+
 @pytest.fixture(scope="module")
 def recorded():
     """{run: [(precision, site)]}, all runs recorded after one clearing of the caches (a
@@ -266,6 +273,7 @@ def _second_derivative(psi, lp, linear_solve):
     return lambda b: jax.jvp(du, (b,), (jnp.ones_like(b),))[1]
 
 
+@pytest.mark.usefixtures("float32_only")
 def test_jaxpr_walker_sees_every_product():
     psi = X[:4]
     lp = np.asarray(GRID.log_prior, np.float32)
@@ -306,6 +314,7 @@ def test_jaxpr_walker_sees_every_product():
 # --------------------------------------------------------------------------- lowered for CUDA
 
 
+@pytest.mark.usefixtures("float32_only")
 def test_cuda_program_states_highest_on_every_product():
     psi = X[:4]
     lp = np.asarray(GRID.log_prior, np.float32)
@@ -313,7 +322,8 @@ def test_cuda_program_states_highest_on_every_product():
     programs = {
         "dense map": cuda_dots(equations.evaluate, psi, X, beta, lp),
         "dense map, reused shifts": cuda_dots(
-            lambda p: vf.DenseMap().evaluate_warm(p, X, beta, lp, (jnp.zeros(len(X)), jnp.zeros(4)))[0], psi),
+            lambda p: vf.DenseMap().evaluate_warm(p, X, beta, lp, (jnp.zeros(len(X), jnp.float32),
+                                                                   jnp.zeros(4, jnp.float32)))[0], psi),
         "blocked map": cuda_dots(lambda p: vf.BlockedMap().evaluate(p, X, beta, lp), psi),
         "solve, accelerated": cuda_dots(lambda x: vf.solve(x, BETAS, GRID, iteration=vf.Accelerated(),
                                                            throw=False).psi, X),

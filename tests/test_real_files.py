@@ -18,11 +18,7 @@ from vaefp_jax import cli, io
 TINY = ["--k", "2", "--num-betas", "5", "--top-k", "1", "--refine-merges", "1", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def restore_x64():
-    before = jax.config.jax_enable_x64
-    yield
-    jax.config.update("jax_enable_x64", before)
+pytestmark = pytest.mark.usefixtures("keep_x64_setting")
 
 
 def _iris_sample(per_class: int = 12):
