@@ -17,6 +17,8 @@ import vaefp_jax as vf
 from vaefp_jax import equations
 from vaefp_jax.iterations.accelerated import _leading_eig
 
+pytestmark = pytest.mark.xdist_group("accelerated_stable")  # one worker builds the module fixture
+
 
 @pytest.fixture(scope="module")
 def sweep():

@@ -19,7 +19,7 @@ from vaefp_jax import cli
 TINY = ["--n", "12", "--k", "2", "--num-betas", "3", "--top-k", "1", "--refine-merges", "0", "--quiet"]
 
 
-pytestmark = pytest.mark.usefixtures("keep_x64_setting")
+pytestmark = [pytest.mark.usefixtures("keep_x64_setting"), pytest.mark.xdist_group("interrupted")]
 
 
 def _one_line_refusal(folder):

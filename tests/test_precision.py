@@ -43,6 +43,8 @@ from vaefp_jax.vae.model import build_vae
 from vaefp_jax.vae.tiling import tiling_metrics
 from vaefp_jax.vae.trained import TrainedVAE
 
+pytestmark = pytest.mark.xdist_group("precision")  # one worker builds the module fixture
+
 HIGHEST = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
 PACKAGE = os.path.dirname(os.path.abspath(vf.__file__)) + os.sep
 WRAPPERS = os.path.abspath(precision.__file__)
