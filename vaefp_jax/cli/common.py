@@ -62,7 +62,7 @@ class StageBars:
     ends the last bar."""
 
     LABELS = {"sweep": "β sweep", "derivatives": "u′, u″, ρ", "peaks": "refine peaks", "merges": "refine merges"}
-    UNITS = {"sweep": "β"}
+    UNITS = {"sweep": "β", "derivatives": "β"}
 
     def __init__(self, quiet: bool):
         self.quiet = bool(quiet)

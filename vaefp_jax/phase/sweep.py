@@ -163,6 +163,26 @@ def _continuation(x, log_prior, shared, theta, psi0, kick, key, *, iteration, st
     return jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
 
+def _derivatives_in_chunks(x, setup, psi, constraint, linear_solver, spectral_iters, spectral, progress,
+                           chunks: int = 8):
+    """:func:`_derivatives` over the β in about ``chunks`` calls of one compiled shape (the last
+    padded with its last β), so that ``progress("derivatives", done, B)`` can say how far the
+    pass is and a bar how long it will take; one call without ``progress``."""
+    num = int(psi.shape[0])
+    size = num if progress is None else -(-num // min(chunks, num))
+    parts = []
+    for lo in range(0, num, size):
+        take = np.minimum(np.arange(lo, lo + size), num - 1)      # pad by repeating the last β
+        theta = jax.tree.map(lambda a: a[take], setup["theta"])
+        out = _derivatives(x, setup["log_prior"], setup["shared"], theta, psi[take], setup["step_map"], constraint,
+                           linear_solver, spectral_iters, spectral)
+        parts.append([a[: min(size, num - lo)] for a in out])
+        if progress is not None:
+            jax.block_until_ready(out)
+            progress("derivatives", min(lo + size, num), num)
+    return tuple(jnp.concatenate(p) for p in zip(*parts))
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepResult:
     """A β sweep with derivatives; NumPy arrays throughout, leading axis B.
@@ -221,7 +241,7 @@ def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constrai
         near 1 where power iteration needs thousands; see :func:`vaefp_jax.tile_jacobian.lanczos`).
       progress: None, or a callable ``progress(stage, done, total)`` told of each β of a
         continuation as it ends (stage "sweep") and of the derivative pass (stage
-        "derivatives", 0 then 1 of 1), e.g. to drive a progress bar.
+        "derivatives", as each of its chunks of β ends), e.g. to drive a progress bar.
     """
     iteration = Damped.tight() if iteration is None else iteration
     if continuation not in (None, "cooling", "heating"):
@@ -260,13 +280,8 @@ def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constrai
         out = jax.tree.map(lambda a: a[inv], out)
         out["trajectory"] = None
     solution = to_solution(s, out)
-    if progress is not None:
-        progress("derivatives", 0, 1)
-    u, du, d2u, rho = _derivatives(xj, s["log_prior"], s["shared"], s["theta"], solution.psi, s["step_map"],
-                                   static_c, linear_solver, int(spectral_iters), spectral)
-    if progress is not None:
-        jax.block_until_ready(u)
-        progress("derivatives", 1, 1)
+    u, du, d2u, rho = _derivatives_in_chunks(xj, s, solution.psi, static_c, linear_solver, int(spectral_iters),
+                                             spectral, progress)
     solution = jax.device_get(solution)
     merge_tol = default_merge_tol(np.asarray(xj))
     result = SweepResult(solution=solution, u=np.asarray(u), du=np.asarray(du), d2u=np.asarray(d2u),
