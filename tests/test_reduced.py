@@ -91,3 +91,62 @@ def test_order_parameter_of_one_cluster_is_the_total_variance():
     x = _blobs(4)
     u = reduced.order_parameter(jnp.asarray(x.mean(0))[None], jnp.zeros(1), jnp.asarray(x), 0.7)
     assert float(u) == pytest.approx(np.trace(np.cov(x.T, bias=True)), rel=1e-12)
+
+
+# ------------------------------------------------------------------ the split tree (annealing)
+
+from vaefp_jax.phase import annealing  # noqa: E402
+
+
+def _branch_lambda(x, level, beta):
+    """max_a λ_max(C_a) on the level's branch re-solved at ``beta``."""
+    r = reduced.solve_reduced(x, np.array([beta]), level.psi, level.log_mass)
+    psi, lm = jnp.asarray(r.psi[0]), jnp.asarray(r.log_mass[0])
+    return max(float(reduced.critical_temperature(psi, lm, jnp.asarray(x), beta, a)[0]) for a in range(psi.shape[0]))
+
+
+def test_split_tree_of_two_separated_blobs():
+    """The first split at λ_max of the whole set (exactly: one cluster's C is Cov at every β);
+    each blob's own split at λ_max of its covariance (the blobs 40 σ apart barely overlap);
+    every β_c a root of λ_max(C_a) − β on its branch to 1e-8."""
+    rng = np.random.default_rng(5)
+    left = rng.normal([0.0, 0.0], [1.0, 0.4], (60, 2))
+    right = rng.normal([40.0, 5.0], [0.3, 0.7], (40, 2))
+    x = np.concatenate([left, right])
+    tree = annealing.anneal(x, max_clusters=6)
+    lam = lambda a: np.linalg.eigvalsh(np.cov(a.T, bias=True)).max()
+    assert [len(lev.nodes) for lev in tree.levels] == [1, 2, 3, 4, 5, 6]
+    assert tree.splits[0].beta == pytest.approx(lam(x), rel=1e-10)
+    assert sum(tree.splits[0].masses) == pytest.approx(1.0)
+    np.testing.assert_allclose(np.sort(np.exp(tree.levels[1].log_mass)), [0.4, 0.6], atol=1e-9)   # at its low end
+    labels = tree.labels(x, 1)   # the two blobs
+    assert len(set(labels[:60])) == 1 and len(set(labels[60:])) == 1 and labels[0] != labels[-1]
+    own = {s.parent: s.beta for s in tree.splits}
+    assert own[labels[0]] == pytest.approx(lam(left), rel=1e-6) and own[labels[-1]] == pytest.approx(lam(right), rel=1e-6)
+    for k in range(1, 5):   # the split that ends level k, on level k's branch
+        beta_c = tree.splits[k].beta
+        assert _branch_lambda(x, tree.levels[k], beta_c) == pytest.approx(beta_c, rel=1e-8)
+
+
+def test_second_split_against_a_brute_force_scan():
+    """On overlapping data the second split is where ρ = max_a λ_max(C_a)/β first reaches 1 on a
+    fine grid of the two-cluster branch, cooled step by step."""
+    x = _blobs(6, n=80)
+    tree = annealing.anneal(x, max_clusters=3)
+    beta_c = tree.splits[1].beta
+    grid = np.geomspace(tree.splits[0].beta * 0.95, beta_c * 0.9, 400)
+    state = (tree.levels[1].psi, tree.levels[1].log_mass)
+    first = None
+    for beta in grid[grid > beta_c * 1.02]:   # warm the branch down to just above the split
+        r = reduced.solve_reduced(x, np.array([beta]), *state)
+        state = (np.asarray(r.psi[0]), np.asarray(r.log_mass[0]))
+    for beta in grid[grid <= beta_c * 1.02]:
+        r = reduced.solve_reduced(x, np.array([beta]), *state)
+        state = (np.asarray(r.psi[0]), np.asarray(r.log_mass[0]))
+        rho = max(float(reduced.critical_temperature(jnp.asarray(state[0]), jnp.asarray(state[1]), jnp.asarray(x),
+                                                     beta, a)[0]) for a in range(2)) / beta
+        if rho >= 1:
+            first = beta
+            break
+    spacing = grid[0] / grid[1]
+    assert first is not None and beta_c / spacing <= first <= beta_c

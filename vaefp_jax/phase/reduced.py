@@ -75,7 +75,8 @@ def order_parameter(psi, log_mass, x, beta):
     return jnp.sum(p * _sq_dist(x, psi)) / x.shape[0]
 
 
-def critical_temperature(psi, log_mass, x, beta, cluster: int):
+@jax.jit
+def critical_temperature(psi, log_mass, x, beta, cluster):
     """(λ_max(C_a), v): the β below which cluster ``cluster`` splits (module docstring) and the
     direction it splits along, from the d × d matrix C_a (d up to a few hundred)."""
     log_p = log_posterior(psi, log_mass, x, beta)[:, cluster]
