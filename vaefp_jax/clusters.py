@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["adjusted_rand_index", "count_distinct", "default_merge_tol", "group_fixed_points"]
+__all__ = ["adjusted_rand_index", "count_distinct", "default_merge_tol", "group_fixed_points", "rms_spread"]
+
+
+def rms_spread(x) -> float:
+    """The data's RMS spread √tr Cov of ``x`` (n, d), in float64 on the host (0 for one point):
+    the length scale that tolerances, noise and units of the phase analysis are relative to."""
+    x = np.asarray(x, np.float64)
+    return float(np.sqrt(np.sum(np.var(x, axis=0)))) if len(x) > 1 else 0.0
 
 
 def default_merge_tol(x) -> float:
     """2 % of the data's RMS spread sqrt(tr Cov): merged fixed points coincide
     to solver precision, far below this; distinct ones sit ≳ a cluster apart."""
-    x = np.asarray(x, np.float64)
-    spread = float(np.sqrt(np.trace(np.atleast_2d(np.cov(x.T, bias=True))))) if len(x) > 1 else 0.0
+    spread = rms_spread(x)
     return 0.02 * spread if spread > 0 else 1e-6
 
 

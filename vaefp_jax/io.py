@@ -40,7 +40,7 @@ import numpy as np
 
 from vaefp_jax.io_text import label_values, missing_labels, numeric_column, parse_text, show
 
-__all__ = ["Table", "load_points", "read_table"]
+__all__ = ["Table", "load_points", "read_table", "rows_with_missing"]
 
 _TEXT = (".csv", ".tsv", ".txt")
 _INDEX = re.compile(r"[+-]?[0-9]+")
@@ -209,23 +209,17 @@ def _drop_missing(table: Table, missing: list, lines, drop: bool) -> Table:
     if not missing:
         return table
     mask = np.column_stack([m for _, m, _ in missing])
-    rows = np.nonzero(mask.any(axis=1))[0]
+    place = (lambda r: f"line {lines[r]}") if lines is not None else (lambda r: f"row {r} (0-based)")
+    rows, shown = rows_with_missing(
+        mask, lambda r, k: f"{place(r)}, {missing[k][0]}: {show(str(missing[k][2][r]))}")
     if rows.size == 0:
         return table
-    place = (lambda r: f"line {lines[r]}") if lines is not None else (lambda r: f"row {r} (0-based)")
-
-    def first(r):
-        name, _, fields = missing[int(np.argmax(mask[r]))]
-        return f"{place(r)}, {name}: {show(str(fields[r]))}"
-
-    shown = "; ".join(first(r) for r in rows[:3])
-    more = f"; and {rows.size - 3} more" if rows.size > 3 else ""
     if not drop:
         raise ValueError(f"{table.path}: {rows.size} of {n} rows have a missing value (empty, NA, NaN or inf): "
-                         f"{shown}{more}; drop those rows with --drop-missing (drop_missing=True in Python), fill "
+                         f"{shown}; drop those rows with --drop-missing (drop_missing=True in Python), fill "
                          "them, or leave those columns out with --columns")
     if rows.size == n:
-        raise ValueError(f"{table.path}: every one of the {n} rows has a missing value ({shown}{more}): nothing is "
+        raise ValueError(f"{table.path}: every one of the {n} rows has a missing value ({shown}): nothing is "
                          "left after dropping them; leave the emptiest columns out with --columns")
     keep = np.setdiff1d(np.arange(n), rows)
     counts = ", ".join(f"{c}: {int(mask[:, k].sum())}" for k, (c, _, _) in enumerate(missing) if mask[:, k].any())
@@ -234,6 +228,15 @@ def _drop_missing(table: Table, missing: list, lines, drop: bool) -> Table:
         table, x=table.x[keep], labels=None if table.labels is None else table.labels[keep],
         notes=(*table.notes, note), dropped_rows=tuple(int(r) for r in rows),
         dropped_lines=None if lines is None else tuple(int(lines[r]) for r in rows))
+
+
+def rows_with_missing(mask: np.ndarray, describe) -> tuple[np.ndarray, str]:
+    """(rows, words): the rows of ``mask`` (n, c) with a missing value, ascending, and the first
+    three in words, ``describe(row, column)`` for each row's first missing column (then "and N
+    more"): what every refusal or drop of rows with missing values says."""
+    rows = np.nonzero(mask.any(axis=1))[0]
+    words = "; ".join(describe(int(r), int(np.argmax(mask[r]))) for r in rows[:3])
+    return rows, words + (f"; and {rows.size - 3} more" if rows.size > 3 else "")
 
 
 def _first(word: str, values, first: int) -> str:

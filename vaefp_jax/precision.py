@@ -4,7 +4,7 @@ The policy
 ----------
 Every matrix product (``dot_general``) that the package traces runs at
 ``jax.lax.Precision.HIGHEST``: :data:`MATMUL_PRECISION`, passed by the thin wrappers
-below (:func:`matmul`, :func:`dot`, :func:`einsum`, :func:`tensordot`, :func:`vdot`),
+below (:func:`matmul`, :func:`einsum`, :func:`tensordot`, :func:`vdot`),
 which the modules call instead of ``@``, ``jnp.dot``, ``jnp.einsum``, … . TF32 is not
 used anywhere: there is no per-product exception.
 
@@ -70,7 +70,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["MATMUL_PRECISION", "matmul", "dot", "einsum", "tensordot", "vdot", "highest_default"]
+__all__ = ["MATMUL_PRECISION", "matmul", "einsum", "tensordot", "vdot", "highest_default"]
 
 MATMUL_PRECISION = jax.lax.Precision.HIGHEST
 """The precision of every matrix product of the package (see the module docstring)."""
@@ -79,11 +79,6 @@ MATMUL_PRECISION = jax.lax.Precision.HIGHEST
 def matmul(a, b) -> jax.Array:
     """``a @ b`` (``jnp.matmul``) at :data:`MATMUL_PRECISION`."""
     return jnp.matmul(a, b, precision=MATMUL_PRECISION)
-
-
-def dot(a, b) -> jax.Array:
-    """``jnp.dot(a, b)`` at :data:`MATMUL_PRECISION`."""
-    return jnp.dot(a, b, precision=MATMUL_PRECISION)
 
 
 def einsum(subscripts: str, *operands) -> jax.Array:

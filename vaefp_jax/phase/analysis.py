@@ -28,8 +28,9 @@ import warnings
 
 import numpy as np
 
-from vaefp_jax.clusters import default_merge_tol
+from vaefp_jax.clusters import default_merge_tol, rms_spread
 from vaefp_jax.grid import LatentGrid
+from vaefp_jax.io import rows_with_missing
 from vaefp_jax.phase.critical import (
     critical_betas,
     refine_bracket,
@@ -76,20 +77,17 @@ def extreme_values(z) -> tuple[list[int], int]:
 
 def working_scale(x) -> float:
     """The power of two nearest to the data's RMS spread √tr Cov (1.0 for a spread of 0)."""
-    spread = float(np.sqrt(np.sum(np.var(np.asarray(x, np.float64), axis=0))))
+    spread = rms_spread(x)
     return float(2.0 ** np.round(np.log2(spread))) if spread > 0 and np.isfinite(spread) else 1.0
 
 
 def _drop_nonfinite(x, true_labels, drop: bool, data: dict):
     """(x, true_labels) without the rows holding NaN or inf (``drop``), recorded in ``data``; or a
     one-line error that counts those rows and names the first few."""
-    bad = ~np.isfinite(x)
-    rows = np.nonzero(bad.any(axis=1))[0]
+    rows, shown = rows_with_missing(~np.isfinite(x), lambda r, c: f"row {r}, column {c}")
     if rows.size == 0:
         return x, true_labels
     n = x.shape[0]
-    shown = "; ".join(f"row {r}, column {int(np.argmax(bad[r]))}" for r in rows[:3])
-    shown += f"; and {rows.size - 3} more" if rows.size > 3 else ""
     if not drop:
         raise ValueError(f"x has NaN or inf values in {rows.size} of {n} rows ({shown}; 0-based): drop those rows "
                          "with drop_missing=True (--drop-missing), or fill them")

@@ -28,6 +28,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
+from vaefp_jax.clusters import rms_spread
 from vaefp_jax.phase.reduced import critical_temperature, log_posterior, solve_reduced
 
 __all__ = ["Level", "Split", "SplitTree", "anneal"]
@@ -96,7 +97,7 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
     back together (default 1e-3 × the data's RMS spread). Float64 recommended (JAX x64)."""
     x = jnp.asarray(x)
     xs = np.asarray(x, np.float64)
-    spread = float(np.sqrt(np.sum(np.var(xs, axis=0))))
+    spread = rms_spread(xs)
     if spread == 0:
         raise ValueError("all points are the same point: there is nothing to split")
     merge_tol = 1e-3 * spread if merge_tol is None else float(merge_tol)

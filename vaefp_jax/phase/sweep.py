@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaefp_jax import _validate, tile_jacobian
-from vaefp_jax.clusters import count_distinct, default_merge_tol
+from vaefp_jax.clusters import count_distinct, default_merge_tol, rms_spread
 from vaefp_jax.constraints.strategies import Unconstrained
 from vaefp_jax.engine.core import run_problems
 from vaefp_jax.engine.initial import initial_batch
@@ -271,7 +271,7 @@ def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constrai
             raise ValueError("continuation needs one psi0 of shape (K, d)")
         beta_np = np.asarray(betas, np.float64)
         order = np.argsort(beta_np)[::-1] if continuation == "cooling" else np.argsort(beta_np)
-        spread = float(np.sqrt(np.sum(np.var(np.asarray(xj, np.float64), axis=0))))
+        spread = rms_spread(xj)
         theta_o = jax.tree.map(lambda a: a[order], s["theta"])
         out = _continuation(xj, s["log_prior"], s["shared"], theta_o, start, jnp.asarray(kick * spread, dtype),
                             jax.random.fold_in(key, 1), iteration=s["iteration"], step_map=s["step_map"],
