@@ -1,4 +1,4 @@
-"""Reading user data tables: points ``x`` (n, d) and optional labels from .npy / .npz / text files.
+"""Reading user data tables: points ``x`` (n, d) and optional labels from .npy / .npz / text / IDX files.
 
 :func:`read_table` returns a :class:`Table` (the points, the labels, the column names, the file's
 sha256 and notes saying what was inferred); :func:`load_points` returns only the points.
@@ -16,6 +16,14 @@ sha256 and notes saying what was inferred); :func:`load_points` returns only the
   - scikit-learn's bundled format (first line ``150,4,setosa,versicolor,virginica``: the number
     of rows, of features, then class names) has no header names, and its last column is the
     label by default, given as the class names.
+* MNIST's IDX images files (``t10k-images-idx3-ubyte``, ``….idx3-ubyte``, plain or ``.gz``),
+  recognised by their magic number 0x00000803 (not their name), read by :mod:`vaefp_jax.mnist`:
+  one point per image, the raw 0–255 pixel intensities (as stored, not rescaled) flattened
+  row-major, columns named ``"pixel0"``, ``"pixel1"``, … (pixel k is at row k // cols, column
+  k % cols). The labels come from the IDX labels file (magic 0x00000801) named by
+  ``label_column`` (a path), else from the sibling labels file when there is one
+  (``…images-idx3…`` → ``…labels-idx1…``, ``…images.idx3…`` → ``…labels.idx1…``, with or
+  without ``.gz``); ``columns`` are 0-based pixel indices; IDX has no missing values.
 
 Columns are chosen by header name or 0-based index; every column used as data must be numbers
 (a text column must be named as the label column or left out). A row with a missing value (an
@@ -38,6 +46,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vaefp_jax import mnist
 from vaefp_jax.io_text import label_values, missing_labels, numeric_column, parse_text, show
 
 __all__ = ["Table", "load_points", "read_table", "rows_with_missing"]
@@ -90,15 +99,17 @@ class Table:
 
 def read_table(path: str | os.PathLike, *, columns: str | Sequence[str | int] | None = None,
                label_column: str | int | None = None, key: str | None = None, drop_missing: bool = False) -> Table:
-    """The data table in ``path`` (.npy, .npz, .csv, .tsv or .txt).
+    """The data table in ``path`` (.npy, .npz, .csv, .tsv, .txt, or an IDX images file).
 
     **Arguments:**
     - ``columns``: the columns of ``x``, by header name or 0-based index (ints, or strings that
       are integers when no name matches), or one comma-separated string ``"a,b,3"``; None: all
-      columns but the label column.
+      columns but the label column. IDX: 0-based pixel indices only.
     - ``label_column``: the column (name or 0-based index) whose values become ``labels`` and
-      which is left out of ``x``; for .npz also the name of another 1-D array of length n.
-    - ``key``: for .npz, the name of the array of points.
+      which is left out of ``x``; for .npz also the name of another 1-D array of length n; for
+      an IDX images file the path of an IDX labels file (relative to the working directory or
+      to the images file's folder; default: the sibling labels file, when there is one).
+    - ``key``: for .npz, the name of the array of points (refused for IDX).
     - ``drop_missing``: drop the rows with a missing value in a column used (see the module
       docstring) instead of refusing the file.
 
@@ -111,13 +122,20 @@ def read_table(path: str | os.PathLike, *, columns: str | Sequence[str | int] | 
     if os.path.isdir(path):
         raise ValueError(f"data file {path!r} is a directory")
     ext = os.path.splitext(path)[1].lower()
-    if ext not in _TEXT + (".npy", ".npz"):
-        raise ValueError(f"{path}: unsupported data file type {ext!r}: use .npy, .npz, .csv, .tsv or .txt")
+    idx = _idx_kind(path)
+    if idx is None and ext not in _TEXT + (".npy", ".npz"):
+        raise ValueError(f"{path}: unsupported data file type {ext!r}: use .npy, .npz, .csv, .tsv, .txt or an "
+                         "IDX images file (….idx3-ubyte, plain or .gz)")
+    if idx == "labels":
+        raise ValueError(f"{path}: is an IDX labels file (magic 0x00000801), not images: give the images file "
+                         "(…idx3-ubyte) as the data and this one as the label column (--label-column PATH)")
     with open(path, "rb") as f:
         data = f.read()
     digest = hashlib.sha256(data).hexdigest()
     if not isinstance(drop_missing, bool):
         raise ValueError(f"drop_missing must be True or False, got {drop_missing!r}")
+    if idx is not None:
+        return _idx_table(path, data, digest, columns, label_column, key)
     if ext in _TEXT:
         table, missing, lines = _text_table(path, data, digest, columns, label_column)
     else:
@@ -198,6 +216,91 @@ def _array_table(path, data, digest, ext, columns, label_column, key):
     missing = [(f"column {j}", ~np.isfinite(x[:, k]), x[:, k]) for k, j in enumerate(cols)]
     table = _table(path, digest, x, labels, names, cols, lab, notes)
     return dataclasses.replace(table, label_name=label_name), missing, None
+
+
+_IDX_NAME = re.compile(r"idx[0-9]+-ubyte(\.gz)?$", re.IGNORECASE)
+_IDX_SIBLINGS = (("images-idx3", "labels-idx1"), ("images.idx3", "labels.idx1"))
+
+
+def _idx_kind(path: str) -> str | None:
+    """"images" / "labels" for an IDX file by its magic number (gzip or not); "images" also for a
+    file named like one (…idx3-ubyte) whose magic is wrong, so that its error says so; else None."""
+    magic = mnist.idx_magic(path)
+    if magic == mnist.IMAGES_MAGIC:
+        return "images"
+    if magic == mnist.LABELS_MAGIC:
+        return "labels"
+    return "images" if _IDX_NAME.search(os.path.basename(path)) else None
+
+
+def _idx_table(path, data, digest, columns, label_column, key) -> Table:
+    """The Table of an IDX images file: raw pixels (n, rows·cols) float64, labels from the IDX
+    labels file ``label_column`` (a path) or the sibling labels file, or None."""
+    if key is not None:
+        raise ValueError(f"{path}: key (--key) applies to .npz archives, not to an IDX images file (it holds one array)")
+    images = mnist.read_idx_images(path)
+    n, rows, cols_ = images.shape
+    if n == 0 or rows * cols_ == 0:
+        raise ValueError(f"{path}: holds no points ({n} images of {rows}×{cols_} pixels)")
+    names = tuple(f"pixel{j}" for j in range(rows * cols_))
+    gz = data[:2] == b"\x1f\x8b"
+    notes = [f"IDX images file{' (gzip)' if gz else ''}: {n} images of {rows}×{cols_} pixels; the points are the raw "
+             f"0–255 pixel intensities (not rescaled), flattened row-major (pixel k is row k // {cols_}, column "
+             f"k % {cols_})"]
+    flat = images.reshape(n, rows * cols_)
+    if columns is None:
+        x = flat.astype(np.float64)
+        picked = list(range(rows * cols_))
+    else:
+        specs = [c for c in columns.split(",") if c.strip()] if isinstance(columns, str) else list(columns)
+        for spec in specs:
+            if isinstance(spec, str) and not _INDEX.fullmatch(spec.strip()):
+                raise ValueError(f"{path}: an IDX file has no column names ({show(spec)} in columns): give 0-based "
+                                 f"pixel indices, 0 to {rows * cols_ - 1} (pixel k is row k // {cols_}, column "
+                                 f"k % {cols_})")
+        picked, _ = _select(path, names, specs, None, None)
+        x = flat[:, picked].astype(np.float64)
+        notes.append(f"{len(picked)} of the {rows * cols_} pixels selected by columns")
+    lpath, how = _idx_labels_path(path, label_column)
+    labels = label_name = None
+    if lpath is not None:
+        values = mnist.read_idx_labels(lpath)
+        if values.shape[0] != n:
+            raise ValueError(f"{path} holds {n} images but {lpath} holds {values.shape[0]} labels: the two files do "
+                             "not belong together")
+        labels, label_name = _label_strings(values), os.path.basename(lpath)
+        notes.append(f"labels from {label_name} ({how}): {len(np.unique(labels))} distinct values")
+    elif how:
+        notes.append(how)
+    return Table(x=x, labels=labels, columns=tuple(names[j] for j in picked), label_name=label_name, path=path,
+                 sha256=digest, notes=tuple(notes), rows_in_file=n)
+
+
+def _idx_labels_path(path: str, label_column) -> tuple[str | None, str]:
+    """(the labels file or None, how it was found — or, when none, a note saying so, or "")."""
+    if label_column is not None:
+        if not isinstance(label_column, (str, os.PathLike)):
+            raise ValueError(f"{path}: for an IDX images file the label column is the path of an IDX labels file "
+                             f"(…idx1-ubyte[.gz]), got {show(repr(label_column))}")
+        given = os.fspath(label_column)
+        for cand in (given, os.path.join(os.path.dirname(path), given)):
+            if os.path.isfile(cand):
+                return cand, "the label column"
+        raise ValueError(f"{path}: for an IDX images file the label column is the path of an IDX labels file "
+                         f"(…idx1-ubyte[.gz]); no file {show(given)} (looked in the working directory and the "
+                         "images file's folder)")
+    folder, base = os.path.split(path)
+    for a, b in _IDX_SIBLINGS:
+        if a in base:
+            name = base.replace(a, b)
+            stem = name[:-3] if name.lower().endswith(".gz") else name
+            tried = [name, stem if stem != name else name + ".gz"]
+            for cand in tried:
+                if os.path.isfile(os.path.join(folder, cand)):
+                    return os.path.join(folder, cand), "the images file's sibling labels file"
+            return None, (f"no labels: no sibling labels file ({' or '.join(tried)}) next to it; name one with "
+                          "--label-column PATH (label_column=)")
+    return None, ""
 
 
 def _drop_missing(table: Table, missing: list, lines, drop: bool) -> Table:

@@ -10,6 +10,9 @@ Two entry points:
 Both return an :class:`Exemplars` (unpackable as ``images, labels, indices``)
 with images as float32 (n, 784) in [0, 1], ordered by digit and then by
 position in the source file.
+
+The IDX parsing itself (:func:`read_idx_images`, :func:`read_idx_labels`, :func:`idx_magic`; raw
+uint8, any image size) is also what :func:`vaefp_jax.io.read_table` uses for ``--data FILE.idx3-ubyte``.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import gzip
 import importlib.resources
 import io
 import os
+import zlib
 from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Exemplars", "load_exemplars", "load_idx", "read_idx", "select_first_per_digit",
-           "select_random_per_digit", "IMAGES_MAGIC", "LABELS_MAGIC"]
+__all__ = ["Exemplars", "idx_magic", "load_exemplars", "load_idx", "read_idx", "read_idx_images", "read_idx_labels",
+           "select_first_per_digit", "select_random_per_digit", "IMAGES_MAGIC", "LABELS_MAGIC"]
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
@@ -52,14 +56,22 @@ class Exemplars:
 
 
 def _open(path: str | os.PathLike) -> bytes:
+    """The bytes of an IDX file, decompressed when it is gzip (recognised by its first two bytes,
+    not its name). One-line ValueError naming the file when it is missing or a damaged gzip."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"IDX file not found: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, not an IDX file")
     with open(path, "rb") as f:
         head = f.read(2)
     opener = gzip.open if head == b"\x1f\x8b" else open
-    with opener(path, "rb") as f:
-        return f.read()
+    try:
+        with opener(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as err:   # gzip.BadGzipFile is an OSError
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"{path}: could not decompress it as gzip (truncated or corrupt): {text}") from None
 
 
 def _header(buf: bytes, path, magic: int, ndim: int) -> tuple[int, ...]:
@@ -74,26 +86,55 @@ def _header(buf: bytes, path, magic: int, ndim: int) -> tuple[int, ...]:
     return tuple(int.from_bytes(buf[4 * k:4 * k + 4], "big") for k in range(1, ndim + 1))
 
 
+def idx_magic(path: str | os.PathLike) -> int | None:
+    """The magic number (first 4 bytes, big-endian) of ``path``, gzip-compressed or not; None when
+    the file is missing, shorter than 4 bytes or a damaged gzip. Cheap: reads only the head."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if head[:2] == b"\x1f\x8b":
+                f.seek(0)
+                with gzip.open(f, "rb") as g:
+                    head = g.read(4)
+    except (OSError, EOFError, zlib.error):
+        return None
+    return int.from_bytes(head, "big") if len(head) == 4 else None
+
+
+def read_idx_images(path: str | os.PathLike) -> np.ndarray:
+    """The uint8 images (N, rows, cols) of an IDX images file (magic 0x00000803), gzip or raw, of
+    any size. One-line ValueError naming the file on a bad magic number or a truncated file."""
+    buf = _open(path)
+    n, rows, cols = _header(buf, path, IMAGES_MAGIC, 3)
+    if len(buf) - 16 != n * rows * cols:
+        raise ValueError(f"{path}: header says {n}×{rows}×{cols} pixels, file holds {len(buf) - 16} bytes")
+    return np.frombuffer(buf, np.uint8, offset=16).reshape(n, rows, cols)
+
+
+def read_idx_labels(path: str | os.PathLike) -> np.ndarray:
+    """The uint8 labels (N,) of an IDX labels file (magic 0x00000801), gzip or raw. One-line
+    ValueError naming the file on a bad magic number or a truncated file."""
+    buf = _open(path)
+    (m,) = _header(buf, path, LABELS_MAGIC, 1)
+    if len(buf) - 8 != m:
+        raise ValueError(f"{path}: header says {m} labels, file holds {len(buf) - 8} bytes")
+    return np.frombuffer(buf, np.uint8, offset=8)
+
+
 def read_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a pair of IDX files.
+    """Read a pair of MNIST IDX files.
 
     Returns uint8 images (N, rows, cols) and uint8 labels (N,). Raises ValueError
     on a bad magic number, a truncated file, mismatched counts, images that are
     not 28×28, or labels outside 0–9.
     """
-    ibuf, lbuf = _open(images_path), _open(labels_path)
-    n, rows, cols = _header(ibuf, images_path, IMAGES_MAGIC, 3)
-    (m,) = _header(lbuf, labels_path, LABELS_MAGIC, 1)
+    images, labels = read_idx_images(images_path), read_idx_labels(labels_path)
+    n, rows, cols = images.shape
     if (rows, cols) != (28, 28):
         raise ValueError(f"{images_path}: images are {rows}×{cols}, expected 28×28")
-    if len(ibuf) - 16 != n * rows * cols:
-        raise ValueError(f"{images_path}: header says {n}×{rows}×{cols} pixels, file holds {len(ibuf) - 16} bytes")
-    if len(lbuf) - 8 != m:
-        raise ValueError(f"{labels_path}: header says {m} labels, file holds {len(lbuf) - 8} bytes")
-    if n != m:
-        raise ValueError(f"{n} images but {m} labels")
-    images = np.frombuffer(ibuf, np.uint8, offset=16).reshape(n, rows, cols)
-    labels = np.frombuffer(lbuf, np.uint8, offset=8)
+    if n != labels.shape[0]:
+        raise ValueError(f"{n} images but {labels.shape[0]} labels")
     if labels.size and labels.max() > 9:
         raise ValueError(f"{labels_path}: labels must be digits 0–9, found {labels.max()}")
     return images, labels

@@ -98,15 +98,20 @@ def add_data_arguments(p: argparse.ArgumentParser, default: str = "three-cluster
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=default, choices=sorted(DATASETS), help="built-in dataset")
     example(g.add_argument("--data", metavar="PATH",
-                           help="your own points: .csv (.tsv, .txt), .npy or .npz, one point per row"),
+                           help="your own points: .csv (.tsv, .txt), .npy or .npz, one point per row; or an MNIST IDX "
+                                "images file (.idx3-ubyte[.gz], e.g. t10k-images-idx3-ubyte.gz): one point per "
+                                "image, raw 0-255 pixels, labels from the sibling labels file (…labels-idx1-ubyte"
+                                "[.gz]) or --label-column PATH"),
             "{npy}", "{csv} --columns a,b", invalid="{tmp}/no-such-file.csv")
     example(g.add_argument("--columns", metavar="A,B,…", help="data columns of --data, by header name or 0-based "
-                                                              "index (default all but the label column)"),
+                                                              "index (default all but the label column); IDX: "
+                                                              "0-based pixel indices"),
             "a,b", "2,0", invalid="a,nope", needs="--data {csv}")
     if labels:
         example(g.add_argument("--label-column", metavar="COL",
                                help="a column (or .npz array) of known classes: left out of the data, used to score "
-                                    "the clusters (adjusted Rand index)"),
+                                    "the clusters (adjusted Rand index); for IDX --data the path of an IDX labels "
+                                    "file (.idx1-ubyte[.gz]; default: the sibling labels file, when there is one)"),
                 "label", invalid="nope", needs="--data {labelled}")
     example(g.add_argument("--key", metavar="NAME", help=".npz: the array of points (default 'x', or the only array)"),
             "x", invalid="nope", needs="--data {npz}")
