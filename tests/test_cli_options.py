@@ -32,14 +32,16 @@ from vaefp_jax.cli_types import positive_float, positive_int
 # The tiny problem each subcommand runs on: (option, value) pairs; an option the case sets
 # itself replaces the base's, and the base's "--n" (built-in data) is left out with "--data".
 BASES = {
-    "phase": [("--n", "12"), ("--k", "2"), ("--num-betas", "3"), ("--top-k", "1"), ("--refine-merges", "1"),
-              ("--quiet", None), ("--out", "{out}")],
+    "phase": [("--n", "12"), ("--quiet", None), ("--out", "{out}")],
     "sweep": [("--n", "12"), ("--k", "2"), ("--num-betas", "3"), ("--quiet", None), ("--out", "{out}")],
     "figure": [("--small", None), ("--quiet", None), ("--out", "{out}")],
     "train-vae": [("--config", "{vae_config}"), ("--steps", "2"), ("--prior-samples", "200"),
                   ("--posterior-samples", "5"), ("--no-figure", None), ("--quiet", None), ("--out", "{out}")],
 }
 BUILTIN_ONLY = {"--n": "--data"}
+# `vaefp phase` per model: the options of one model are refused with the other
+PHASE_MODEL_BASES = {"reduced": [("--max-clusters", "3"), ("--cross-check", "2")],
+                     "grid": [("--k", "2"), ("--num-betas", "3"), ("--top-k", "1"), ("--refine-merges", "1")]}
 TINY_VAE = dict(encoder_hidden=8, encoder_depth=1, embedding_dim=4, num_couplings=1, coupling_hidden=8,
                 coupling_depth=1, decoder_hidden=8, decoder_depth=1, num_samples=2, warmup_steps=1,
                 checkpoint_every=2)
@@ -108,8 +110,12 @@ def _argv(sub: str, option: str, value: str, files: dict) -> list[str]:
         own = [option, *shlex.split(value)]
     own += shlex.split(getattr(action, "needs", ""))
     given = {t.split("=")[0] for t in own if t.startswith("--")}
+    bases = list(BASES[sub])
+    if sub == "phase":
+        model = "grid" if any(a == "--model" and b == "grid" for a, b in zip(own, own[1:])) else "reduced"
+        bases += PHASE_MODEL_BASES[model]
     base = []
-    for opt, val in BASES[sub]:
+    for opt, val in bases:
         if opt in given or BUILTIN_ONLY.get(opt) in given:
             continue
         base += [opt] + ([] if val is None else [val])

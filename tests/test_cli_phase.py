@@ -13,7 +13,7 @@ import vaefp_jax as vf
 from vaefp_jax import cli
 from vaefp_jax.cli_types import EXIT_BAD_INPUT, EXIT_NOT_CONVERGED
 
-SMALL = ["--k", "6", "--num-betas", "10", "--top-k", "3", "--refine-merges", "2", "--quiet"]
+SMALL = ["--model", "grid", "--k", "6", "--num-betas", "10", "--top-k", "3", "--refine-merges", "2", "--quiet"]
 
 
 
@@ -73,7 +73,11 @@ def test_phase_on_a_user_csv_with_a_text_label_column(tmp_path, capsys):
 def test_out_folder_is_checked_before_any_compute(tmp_path, capsys, monkeypatch):
     import vaefp_jax.phase.analysis as analysis
 
+    import importlib
+
+    split = importlib.import_module("vaefp_jax.phase.split_analysis")   # the module (the package exports the function)
     monkeypatch.setattr(analysis, "phase_analysis", lambda *a, **k: pytest.fail("computed before the check"))
+    monkeypatch.setattr(split, "split_analysis", lambda *a, **k: pytest.fail("computed before the check"))
     blocker = tmp_path / "file"
     blocker.write_text("")
     for command in ("phase", "sweep"):
@@ -82,11 +86,13 @@ def test_out_folder_is_checked_before_any_compute(tmp_path, capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["phase", "--beta-min", "1", "--beta-max", "0.5"], "must exceed"),
-    (["phase", "--num-betas", "2"], "≥ 3"),
+    (["phase", "--model", "grid", "--beta-min", "1", "--beta-max", "0.5"], "must exceed"),
+    (["phase", "--model", "grid", "--num-betas", "2"], "≥ 3"),
     (["phase", "--columns", "a"], "applies to --data"),
-    (["phase", "--low", "1", "--high", "0"], "must be below"),
-    (["phase", "--protocol", "accelerated", "--damping", "0.5"], "--damping"),
+    (["phase", "--model", "grid", "--low", "1", "--high", "0"], "must be below"),
+    (["phase", "--model", "grid", "--protocol", "accelerated", "--damping", "0.5"], "--damping"),
+    (["phase", "--k", "3"], "--k applies to --model grid"),
+    (["phase", "--model", "grid", "--max-clusters", "3"], "applies to --model reduced"),
 ])
 def test_bad_options_get_one_line_errors(tmp_path, capsys, argv, match):
     assert cli.main(argv + ["--out", str(tmp_path / "o"), "--quiet"]) == EXIT_BAD_INPUT

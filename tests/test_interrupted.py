@@ -16,7 +16,7 @@ import pytest
 import vaefp_jax as vf
 from vaefp_jax import cli
 
-TINY = ["--n", "12", "--k", "2", "--num-betas", "3", "--top-k", "1", "--refine-merges", "0", "--quiet"]
+TINY = ["--n", "12", "--model", "grid", "--k", "2", "--num-betas", "3", "--top-k", "1", "--refine-merges", "0", "--quiet"]
 
 
 pytestmark = [pytest.mark.usefixtures("keep_x64_setting"), pytest.mark.xdist_group("interrupted")]
@@ -111,7 +111,7 @@ def test_a_run_killed_while_writing_is_refused_by_load(complete_run, tmp_path):
 
 def test_ctrl_c_during_compute_exits_130_in_one_line(tmp_path):
     """SIGINT to ``vaefp phase`` while it computes (a sweep long enough to be caught in it)."""
-    proc = subprocess.Popen([sys.executable, "-m", "vaefp_jax", "phase", "--n", "60", "--k", "6",
+    proc = subprocess.Popen([sys.executable, "-m", "vaefp_jax", "phase", "--n", "60", "--model", "grid", "--k", "6",
                              "--num-betas", "400", "--out", str(tmp_path / "run")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240

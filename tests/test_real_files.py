@@ -15,7 +15,7 @@ from sklearn.metrics import adjusted_rand_score
 import vaefp_jax as vf
 from vaefp_jax import cli, io
 
-TINY = ["--k", "2", "--num-betas", "5", "--top-k", "1", "--refine-merges", "1", "--quiet"]
+TINY = ["--model", "grid", "--k", "2", "--num-betas", "5", "--top-k", "1", "--refine-merges", "1", "--quiet"]
 
 
 pytestmark = pytest.mark.usefixtures("keep_x64_setting")

@@ -14,7 +14,11 @@ One entry point per problem, with the ways of solving it as strategy objects:
 * :func:`sweep` — the same objects, plus u, u′, u″ by implicit differentiation
   and the spectral radius (phase detection); :func:`critical_betas`,
   :func:`refine_critical_beta`.
-* :func:`phase_analysis` — the whole analysis of a data set: β range from the
+* :func:`split_analysis` — the phase diagram by the reduced model (Prop. 5): the
+  split tree by continuation on cooling, every β_c the exact root of
+  λ_max(C_a(β)) = β, nested labels, as a :class:`SplitResult` (``plot``, ``save``,
+  :func:`load`); ``vaefp phase``'s default.
+* :func:`phase_analysis` — the tile-grid analysis of a data set: β range from the
   data, sweep, critical temperatures, the merge tree and the cluster label of
   every point at each level, as a :class:`PhaseResult` (``plot``, ``save``,
   :func:`load`).
@@ -74,6 +78,8 @@ _EXPORTS = {
     "PhaseResult": "vaefp_jax.phase",
     "default_beta_range": "vaefp_jax.phase",
     "phase_analysis": "vaefp_jax.phase",
+    "SplitResult": "vaefp_jax.phase",
+    "split_analysis": "vaefp_jax.phase",
     "SweepRun": "vaefp_jax.runs",
     "load": "vaefp_jax.runs",
 }

@@ -306,7 +306,8 @@ class SweepRun:
 
 
 def load(folder):
-    """A saved run folder as :class:`SweepRun` or :class:`~vaefp_jax.PhaseResult` (by its record's kind)."""
+    """A saved run folder as :class:`SweepRun`, :class:`~vaefp_jax.PhaseResult` or
+    :class:`~vaefp_jax.SplitResult` (by its record's kind)."""
     kind = read_record(folder).get("kind")
     if kind == "sweep":
         return SweepRun.load(folder)
@@ -314,4 +315,8 @@ def load(folder):
         from vaefp_jax.phase.result import PhaseResult
 
         return PhaseResult.load(folder)
+    if kind == "phase-tree":
+        from vaefp_jax.phase.split_result import SplitResult
+
+        return SplitResult.load(folder)
     raise ValueError(f"{os.fspath(folder)!r}: unknown kind of run {kind!r}")

@@ -1,6 +1,15 @@
-"""``vaefp phase``: the critical temperatures, merge tree and cluster labels of a data set.
+"""``vaefp phase``: the critical temperatures, split tree and cluster labels of a data set.
 
-The β range comes from the data unless given: from a little below the scale
+With ``--model reduced`` (the default) the phase diagram comes from Proposition 5's reduced
+fixed point: one cluster above λ_max of the covariance, split one at a time on cooling, every
+β_c the exact root of λ_max(C_a(β)) = β on its branch (no β grid), down to --max-clusters.
+Writes into --out: run.json (what produced the run; the splits, levels, merges and score),
+tree.npz, splits.csv, levels.csv, labels.csv (every point's cluster at every level),
+linkage.csv (SciPy), sweep.csv (the cross-check: u, u′, u″ inside every level), phase.<format>
+and tree.<format>.
+
+With ``--model grid`` it is the tile analysis (fixed tile masses: which tiles go to which
+side of a split depends on the iteration's path). The β range comes from the data unless given: from a little below the scale
 at which nearest neighbours merge up to twice λ_max of the covariance (where
 the last merge is). β are visited on cooling (from the single cluster down),
 with the accelerated iteration, in float64. Writes into --out: run.json (what
@@ -34,15 +43,38 @@ from vaefp_jax.cli_types import example, positive_float, positive_int
 __all__ = ["phase_command", "register"]
 
 
+# options of the tile analysis only: refused with --model reduced (their defaults are filled in
+# for --model grid, so that a value given to the wrong model is never silently ignored)
+GRID_ONLY = ("beta_max", "num_betas", "continuation", "top_k", "refine_merges", "k", "prior", "low", "high", "limit",
+             "protocol", "damping")
+REDUCED_ONLY = ("max_clusters", "min_mass", "cross_check", "read")
+
+
 def register(sub) -> None:
-    p = sub.add_parser("phase", help="critical temperatures, merge tree and cluster labels of a data set",
+    p = sub.add_parser("phase", help="critical temperatures, split tree and cluster labels of a data set",
                        description=__doc__)
     add_data_arguments(p, labels=True)
     g = p.add_argument_group("analysis")
+    g.add_argument("--model", choices=["reduced", "grid"], default="reduced",
+                   help="reduced: Prop. 5's distinct fixed points with free masses, exact β_c (default); grid: "
+                        "the tile analysis of a β sweep")
     g.add_argument("--standardize", action="store_true",
                    help="scale every column to mean 0 and variance 1 first (a constant column becomes 0)")
+    example(g.add_argument("--max-clusters", type=positive_int,
+                           help="reduced: stop at this many clusters (default 16, or twice the classes of "
+                                "--label-column)"), "3", invalid="0")
+    example(g.add_argument("--min-mass", type=float,
+                           help="reduced: fraction of the points a significant cluster holds (default 0.01); the "
+                                "score reads the level with as many significant clusters as classes"),
+            "0.05", invalid="1.5")
+    example(g.add_argument("--cross-check", type=int,
+                           help="reduced: β per level of the u, u′, u″ sweep drawn against the exact β_c "
+                                "(default 12; 0: none)"), "0", "3", invalid="-1")
+    g.add_argument("--read", choices=["low", "high"],
+                   help="reduced: read each level at the low-β end of its interval (default) or just below its split")
     example(g.add_argument("--beta-min", type=positive_float,
-                           help="smallest β (default: from nearest-neighbour distances)"), "1e-3", invalid="0")
+                           help="smallest β (reduced: stop there; grid: default from nearest-neighbour distances)"),
+            "1e-3", invalid="0")
     example(g.add_argument("--beta-max", type=positive_float, help="largest β (default: 2 λ_max of the covariance)"),
             "10", invalid="-1")
     example(g.add_argument("--num-betas", type=positive_int, default=48, help="log-spaced β"), "4", invalid="2")
@@ -56,10 +88,35 @@ def register(sub) -> None:
     add_grid_arguments(p, k=12)
     add_solver_arguments(p, protocol="accelerated", choices=("accelerated", "paper", "tight"))
     add_output_arguments(p, "runs/phase")
+    for action in p._actions:
+        if action.dest in GRID_ONLY:
+            action.grid_default, action.default = action.default, None
+            action.needs = ("--model grid " + getattr(action, "needs", "")).strip()
+            action.help = f"grid: {action.help}" + (f" (default: {action.grid_default})"
+                                                    if action.grid_default is not None else "")
     p.set_defaults(func=phase_command)
 
 
+def _check_model(args, parser_actions) -> None:
+    """Refuse the options of the other model; fill in the grid options' defaults."""
+    chosen = [a for a in parser_actions if a.dest in (GRID_ONLY if args.model == "reduced" else REDUCED_ONLY)
+              and getattr(args, a.dest) is not None]
+    if chosen:
+        other = "grid" if args.model == "reduced" else "reduced"
+        raise ValueError(f"{chosen[0].option_strings[-1]} applies to --model {other}, not to --model {args.model}")
+    if args.model == "grid":
+        for a in parser_actions:
+            if a.dest in GRID_ONLY and getattr(args, a.dest) is None:
+                setattr(args, a.dest, a.grid_default)
+
+
 def phase_command(args) -> int:
+    from vaefp_jax.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
+    _check_model(args, sub.choices["phase"]._actions)
+    if args.model == "reduced":
+        return _reduced(args)
     from vaefp_jax.runs import prepare_out
 
     if args.beta_min is not None and args.beta_max is not None and args.beta_max <= args.beta_min:
@@ -123,3 +180,66 @@ def _report(result) -> None:
     if score is not None:
         print(f"at {score['clusters']} clusters (β = {score['beta']:.4g}; {score['classes']} classes): "
               f"adjusted Rand index {score['ari']:.3f}")
+
+
+def _reduced(args) -> int:
+    from vaefp_jax.runs import prepare_out
+
+    if args.min_mass is not None and not 0 <= args.min_mass < 1:
+        raise ValueError(f"--min-mass must lie in [0, 1), got {args.min_mass}")
+    if args.cross_check is not None and args.cross_check < 0:
+        raise ValueError(f"--cross-check must be ≥ 0, got {args.cross_check}")
+    x, labels, data_record = load_data(args)
+    if x.shape[0] < 2:
+        raise ValueError(f"a phase analysis needs at least 2 points, got {x.shape[0]}")
+    prepare_out(args.out)
+
+    import jax
+
+    if not args.float32:
+        jax.config.update("jax_enable_x64", True)
+    from vaefp_jax.phase.split_analysis import default_max_clusters, split_analysis
+
+    n, d = x.shape
+    dtype = np.float32 if args.float32 else np.float64
+    classes = None if labels is None else len(np.unique(labels))
+    max_clusters = args.max_clusters or default_max_clusters(classes)
+    say(args, f"data: {n} points in {d}-D{' (standardised)' if args.standardize else ''}"
+              f"{'; ' + str(classes) + ' classes' if classes else ''}; reduced model down to {max_clusters} clusters"
+              f"{'' if args.beta_min is None else f' or β = {args.beta_min:g}'}; {np.dtype(dtype).name}")
+    bars = StageBars(args.quiet)
+    try:
+        result = split_analysis(np.asarray(x, dtype), max_clusters=max_clusters, beta_min=args.beta_min,
+                                standardize_data=args.standardize, true_labels=labels,
+                                min_mass=0.01 if args.min_mass is None else args.min_mass,
+                                read=args.read or "low", cross_check=12 if args.cross_check is None else args.cross_check,
+                                data_record=data_record, progress=bars, tol=args.tol,
+                                max_steps=args.max_steps or 100_000)
+    finally:
+        bars.close()
+    paths = result.save(args.out, format=args.format)
+    _report_tree(result)
+    print("wrote " + ", ".join(paths))
+    bad = int(np.sum(~np.isfinite(result.sweep_u)))
+    if bad:
+        print(f"WARNING: {bad} β of the cross-check sweep did not converge (left blank in sweep.csv)",
+              file=sys.stderr)
+    return not_converged_exit(args, bad)
+
+
+def _report_tree(result) -> None:
+    exact = sum(s.exact for s in result.splits)
+    print(f"{len(result.splits)} splits ({exact} exact roots of λ_max(C_a) = β; "
+          f"{len(result.splits) - exact} on arrival); stopped at {result.record['stopped']}")
+    print(f"{'clusters':>8} {'β_c':>14} {'condition':>10} {'masses':>14}")
+    for s in result.splits[:12]:
+        print(f"{s.clusters:>8d} {s.beta_c:14.8g} {s.condition:10.1e} {s.mass_a:6.3f} {s.mass_b:6.3f}")
+    if len(result.splits) > 12:
+        print(f"{'…':>8} ({len(result.splits) - 12} more in splits.csv)")
+    p = result.levels[result.persistent_level]
+    print(f"most persistent level: {p.clusters} clusters, β in [{p.beta_low:.4g}, {p.beta_high:.4g}] "
+          f"(width {p.width:.3f} in ln β)")
+    score = result.score()
+    if score is not None:
+        print(f"at {score['clusters']} clusters ({score['significant']} significant; {score['classes']} classes; "
+              f"read at β = {score['beta_read']:.4g}): adjusted Rand index {score['ari']:.3f}")

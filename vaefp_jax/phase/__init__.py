@@ -1,4 +1,5 @@
-"""Phase analysis: sweeps with u, u′, u″ (:mod:`.sweep`), critical temperatures (:mod:`.critical`),
+"""Phase analysis: the reduced model's split tree (:mod:`.reduced`, :mod:`.annealing`,
+:mod:`.split_analysis`, :mod:`.split_result`); sweeps with u, u′, u″ (:mod:`.sweep`), critical temperatures (:mod:`.critical`),
 the β range of a data set (:mod:`.scales`), the merge tree and point labels (:mod:`.tree`), and the
 whole analysis of a data set (:mod:`.analysis`) with its result (:mod:`.result`)."""
 
@@ -17,6 +18,8 @@ from vaefp_jax.phase.sweep import default_linear_solver as default_linear_solver
 from vaefp_jax.phase.sweep import (
            order_parameter_at_fixed_point as order_parameter_at_fixed_point,
 )
+from vaefp_jax.phase.split_analysis import split_analysis as split_analysis
+from vaefp_jax.phase.split_result import SplitResult as SplitResult
 from vaefp_jax.phase.sweep import sweep as sweep
 from vaefp_jax.phase.tree import Merge as Merge
 from vaefp_jax.phase.tree import MergeTree as MergeTree
@@ -27,6 +30,7 @@ __all__ = [
            "Merge",
            "MergeTree",
            "PhaseResult",
+           "SplitResult",
            "SweepResult",
            "critical_betas",
            "curvature",
@@ -36,6 +40,7 @@ __all__ = [
            "phase_analysis",
            "refine_bracket",
            "refine_critical_beta",
+           "split_analysis",
            "standardize",
            "sweep",
 ]

@@ -42,7 +42,7 @@ from vaefp_jax.phase.sweep import sweep
 from vaefp_jax.phase.tree import build_tree, nested_levels, point_groups
 from vaefp_jax.runs import array_sha256, make_record
 
-__all__ = ["phase_analysis", "standardize"]
+__all__ = ["phase_analysis", "prepare_data", "standardize"]
 
 # Bisection on stability: 14 halvings of a bracket one or two sweep spacings wide (a few
 # per cent of β on a default sweep) leave it ~1e-5 wide in ln β, beyond the four digits the
@@ -101,6 +101,51 @@ def _drop_nonfinite(x, true_labels, drop: bool, data: dict):
     return x[keep], None if true_labels is None else true_labels[keep]
 
 
+def prepare_data(x, *, standardize_data: bool = False, true_labels=None, drop_missing: bool = False,
+                 data_record: dict | None = None) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """(x, true_labels as strings or None, data record): the checks and preparation shared by the
+    analyses: a numeric (n, d) array with n ≥ 2, rows with NaN or inf refused or dropped
+    (``drop_missing``), standardised columns (``standardize_data``, with warnings for constant
+    columns and extreme values), and not all one point. Float dtypes are kept, integers become
+    float64."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] < 2 or x.dtype.kind not in "fiu":
+        raise ValueError(f"x must be a numeric (n, d) array with n ≥ 2, got shape {x.shape} and dtype {x.dtype}")
+    if not isinstance(drop_missing, bool):
+        raise ValueError(f"drop_missing must be True or False, got {drop_missing!r}")
+    true = None if true_labels is None else np.asarray(true_labels).astype(str)
+    if true is not None and true.shape != (x.shape[0],):
+        raise ValueError(f"true_labels must have shape ({x.shape[0]},), got {true.shape}")
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    data = dict(data_record or {"source": "array", "sha256": array_sha256(x)})
+    x, true = _drop_nonfinite(x, true, drop_missing, data)
+    data.update(n=int(x.shape[0]), d=int(x.shape[1]))
+    if standardize_data:
+        z, mean, scale = standardize(x)
+        x = z.astype(dtype)
+        constant = np.nonzero(np.asarray(x).std(axis=0) == 0)[0].tolist()
+        data.update(standardized=True, mean=mean.tolist(), scale=scale.tolist(), constant_columns=constant)
+        if constant:
+            names = data.get("columns")
+            shown = ", ".join(repr(names[c]) if names and c < len(names) else str(c) for c in constant[:8])
+            warnings.warn(f"{len(constant)} constant column{'s' if len(constant) > 1 else ''} ({shown}"
+                          f"{', …' if len(constant) > 8 else ''}): standardising sets {'them' if len(constant) > 1 else 'it'} "
+                          "to 0, so they add nothing to any distance (as if left out)", UserWarning, stacklevel=3)
+        columns, points = extreme_values(z)
+        data.update(extreme_points=points)
+        if points:
+            shown = ", ".join(str(c) for c in columns[:8]) + (", …" if len(columns) > 8 else "")
+            warnings.warn(f"standardising put {points} points beyond {EXTREME_Z:g} standard deviations (columns "
+                          f"{shown}: nearly constant); they will form clusters of their own, so the tree may not "
+                          "merge into one: leave standardisation off when the columns share units (e.g. pixels)",
+                          UserWarning, stacklevel=3)
+    else:
+        data.update(standardized=False)
+    if np.all(np.ptp(np.asarray(x, np.float64), axis=0) == 0):
+        raise ValueError(f"all {x.shape[0]} points are the same point: there is no structure to analyse")
+    return np.asarray(x, dtype), true, data
+
+
 def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: int = 48, beta_range=None,
                    standardize_data: bool = False, true_labels=None, iteration=None, step_map=None,
                    continuation: str | None = "cooling", top_k: int = 8, refine_merges: int = 6, seed: int = 0,
@@ -134,42 +179,10 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
     """
     from vaefp_jax.iterations.accelerated import Accelerated
 
-    x = np.asarray(x)
-    if x.ndim != 2 or x.shape[0] < 2 or x.dtype.kind not in "fiu":
-        raise ValueError(f"x must be a numeric (n, d) array with n ≥ 2, got shape {x.shape} and dtype {x.dtype}")
-    if not isinstance(drop_missing, bool):
-        raise ValueError(f"drop_missing must be True or False, got {drop_missing!r}")
-    true = None if true_labels is None else np.asarray(true_labels).astype(str)
-    if true is not None and true.shape != (x.shape[0],):
-        raise ValueError(f"true_labels must have shape ({x.shape[0]},), got {true.shape}")
-    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
-    data = dict(data_record or {"source": "array", "sha256": array_sha256(x)})
-    x, true = _drop_nonfinite(x, true, drop_missing, data)
-    data.update(n=int(x.shape[0]), d=int(x.shape[1]))
-    if standardize_data:
-        z, mean, scale = standardize(x)
-        x = z.astype(dtype)
-        constant = np.nonzero(np.asarray(x).std(axis=0) == 0)[0].tolist()
-        data.update(standardized=True, mean=mean.tolist(), scale=scale.tolist(), constant_columns=constant)
-        if constant:
-            names = data.get("columns")
-            shown = ", ".join(repr(names[c]) if names and c < len(names) else str(c) for c in constant[:8])
-            warnings.warn(f"{len(constant)} constant column{'s' if len(constant) > 1 else ''} ({shown}"
-                          f"{', …' if len(constant) > 8 else ''}): standardising sets {'them' if len(constant) > 1 else 'it'} "
-                          "to 0, so they add nothing to any distance (as if left out)", UserWarning, stacklevel=2)
-        columns, points = extreme_values(z)
-        data.update(extreme_points=points)
-        if points:
-            shown = ", ".join(str(c) for c in columns[:8]) + (", …" if len(columns) > 8 else "")
-            warnings.warn(f"standardising put {points} points beyond {EXTREME_Z:g} standard deviations (columns "
-                          f"{shown}: nearly constant); they will form clusters of their own, so the tree may not "
-                          "merge into one: leave standardisation off when the columns share units (e.g. pixels)",
-                          UserWarning, stacklevel=2)
-    else:
-        data.update(standardized=False)
+    x, true, data = prepare_data(x, standardize_data=standardize_data, true_labels=true_labels,
+                                 drop_missing=drop_missing, data_record=data_record)
+    dtype = x.dtype
     grid = LatentGrid.uniform(12) if grid is None else grid
-    if np.all(np.ptp(np.asarray(x, np.float64), axis=0) == 0):
-        raise ValueError(f"all {x.shape[0]} points are the same point: there is no structure to analyse")
     analysed = x   # the result's x, in the data's units
     unit = working_scale(x)
     x = (np.asarray(x, np.float64) / unit).astype(dtype)

@@ -43,13 +43,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from vaefp_jax.clusters import rms_spread
-from vaefp_jax.phase.reduced import DENSE_MAX, cluster_spectra, solve_reduced
+from vaefp_jax.phase.reduced import DENSE_MAX, EMPTY, cluster_spectra, solve_reduced
 
 __all__ = ["Level", "Split", "SplitTree", "anneal"]
 
 # log γ of a padding cluster: exp underflows to exactly 0 in the posteriors, but stays finite
 # so that differences of log γ (SQUAREM's extrapolation) are defined.
-_EMPTY = -1e30
+_EMPTY = EMPTY
 
 
 @dataclasses.dataclass(frozen=True)

@@ -118,12 +118,21 @@ def _moments(psi, log_mass, x, beta, chunk):
     return lt, mean, ll
 
 
+# log γ at or below which a cluster is padding (an empty slot of a padded branch): the step
+# maps it to a constant (ψ = 0, log γ = EMPTY), so it takes no point, and the Jacobian of the
+# map is 0 on it (I − ∂F/∂z stays invertible for the implicit derivatives).
+EMPTY = -1e30
+
+
 def _step(psi, log_mass, x, beta, free_masses, chunk):
     """(ψ', log γ', L(ψ, γ)): one reduced step and the log likelihood of its input."""
     log_total, mean, ll = _moments(psi, log_mass, x, beta, chunk)
     alive = jnp.isfinite(log_total)[:, None]
     new_psi = jnp.where(alive, mean, psi)          # a cluster no point reaches keeps its place
     new_lm = log_total - jnp.log(x.shape[0]) if free_masses else log_mass
+    empty = log_mass <= 0.5 * EMPTY
+    new_psi = jnp.where(empty[:, None], jnp.zeros_like(new_psi), new_psi)
+    new_lm = jnp.where(empty, jnp.asarray(EMPTY, new_lm.dtype), new_lm)
     return new_psi, new_lm, ll
 
 

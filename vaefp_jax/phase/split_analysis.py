@@ -1,0 +1,128 @@
+r"""The reduced phase analysis of a data set in one call: the split tree, its levels and labels,
+the exact critical temperatures, and the paper's detection as a cross-check.
+
+:func:`split_analysis` chains
+
+1. the data's preparation shared with the tile analysis (:func:`~vaefp_jax.phase.analysis.prepare_data`:
+   missing values, standardisation, warnings);
+2. the annealing of the reduced fixed point (:func:`vaefp_jax.phase.annealing.anneal`): one
+   split at a time, every β_c the root of λ_max(C_a(β)) = β on its branch;
+3. the levels: their β intervals, persistence (width in ln β), significant clusters (mass ≥
+   ``min_mass``), nested labels and, with true labels, the ARI of each;
+4. the cross-check (eq. 3's detection, as the tile analysis and the paper do it): on a β grid
+   inside every level's interval, u, u′ and u″ of the level's branch by implicit
+   differentiation (:func:`vaefp_jax.phase.reduced_implicit.branch_derivatives`), one ``vmap``
+   per level. u′ jumps and u″ peaks where the exact β_c are; the phase figure shows both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vaefp_jax.phase.analysis import prepare_data
+from vaefp_jax.phase.annealing import anneal
+from vaefp_jax.phase.split_result import EXACT, LevelRow, SplitResult, SplitRow, level_ari
+from vaefp_jax.phase.tree import build_tree
+from vaefp_jax.runs import make_record
+
+__all__ = ["default_max_clusters", "split_analysis"]
+
+
+def default_max_clusters(classes: int | None) -> int:
+    """16, or twice the number of classes when true labels are given (so that the level with as
+    many significant clusters as classes exists even when small clusters split off first)."""
+    return 16 if classes is None else max(16, 2 * int(classes))
+
+
+def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None = None,
+                   standardize_data: bool = False, true_labels=None, min_mass: float = 0.01, read: str = "low",
+                   cross_check: int = 12, data_record: dict | None = None, progress=None, drop_missing: bool = False,
+                   tol: float | None = None, max_steps: int = 100_000) -> SplitResult:
+    """The split tree of ``x`` (n, d) by the reduced model (module docstring).
+
+    Args:
+      x: (n, d) data; float32 stays float32 (with JAX x64 off), anything else is float64.
+      max_clusters: stop once the tree has this many clusters (default
+        :func:`default_max_clusters`); ``beta_min``: or at this β (default 1e-6 λ_max(Cov)).
+      standardize_data, true_labels, drop_missing, data_record: as in
+        :func:`~vaefp_jax.phase.analysis.phase_analysis`.
+      min_mass: a cluster holding at least this fraction of the points is significant; the score
+        reads the coarsest level with as many significant clusters as there are classes.
+      read: where each level's fixed point is read ("low": its low-β end, just above the next
+        split; "high": just below its own split).
+      cross_check: β per level of the cross-check sweep (0: none).
+      progress: None, or ``progress(stage, done, total)``: stage "splits" after each split
+        (total = max_clusters), then "cross-check" after each level.
+      tol, max_steps: of the branch solves (see :func:`~vaefp_jax.phase.annealing.anneal`).
+    """
+    if max_clusters is not None and int(max_clusters) < 1:
+        raise ValueError(f"max_clusters must be ≥ 1, got {max_clusters}")
+    if not 0 <= float(min_mass) < 1:
+        raise ValueError(f"min_mass must lie in [0, 1), got {min_mass}")
+    if beta_min is not None and not float(beta_min) > 0:
+        raise ValueError(f"beta_min must be > 0, got {beta_min}")
+    x, true, data = prepare_data(x, standardize_data=standardize_data, true_labels=true_labels,
+                                 drop_missing=drop_missing, data_record=data_record)
+    classes = None if true is None else len(np.unique(true))
+    max_clusters = default_max_clusters(classes) if max_clusters is None else int(max_clusters)
+    tell = None if progress is None else (lambda m, beta: progress("splits", m, max_clusters))
+    tree = anneal(x, max_clusters=max_clusters, beta_min=beta_min, read=read, progress=tell, tol=tol,
+                  max_steps=max_steps)
+    xs = np.asarray(x, np.float64)
+    n = xs.shape[0]
+    splits = tuple(SplitRow(beta_c=s.beta, parent=s.parent, child_a=s.children[0], child_b=s.children[1],
+                            mass_a=s.masses[0], mass_b=s.masses[1], condition=s.condition,
+                            exact=bool(abs(s.condition) <= EXACT), clusters=k + 2)
+                   for k, s in enumerate(tree.splits))
+    levels = tuple(LevelRow(clusters=len(lev.nodes), beta_low=lev.beta_low, beta_high=lev.beta_high,
+                            width=lev.width, beta_read=lev.beta_read,
+                            significant=int(np.sum(np.exp(lev.log_mass) >= min_mass)),
+                            ari=level_ari(true, tree.labels[k]))
+                   for k, lev in enumerate(tree.levels))
+    # the MergeTree: levels in ascending β (read points), merges at the exact β_c
+    order = np.arange(len(levels))[::-1]
+    read_betas = np.array([tree.levels[k].beta_read for k in order])
+    read_betas = np.maximum.accumulate(read_betas * (1 + 1e-15 * np.arange(read_betas.size)))  # strictly ascending
+    heights = {i: float(np.clip(tree.splits[order[i] - 1].beta, read_betas[i], read_betas[i + 1]))
+               for i in range(len(order) - 1)}
+    merge_tree = build_tree(read_betas, tree.labels[order], heights)
+    sweep = _cross_check(xs, tree, int(cross_check), progress) if cross_check else (np.zeros(0),) * 4 + (
+        np.zeros(0, int),)
+    record = make_record("phase-tree", data=data, dtype=x.dtype, model="reduced", max_clusters=max_clusters,
+                         beta_min=beta_min, min_mass=min_mass, read=read, cross_check=int(cross_check),
+                         stopped=tree.stopped, seconds=tree.seconds,
+                         solves=int(sum(s.solves for s in tree.splits)),
+                         steps=int(sum(s.steps for s in tree.splits)))
+    return SplitResult(x=xs, splits=splits, levels=levels,
+                       level_psi=np.concatenate([lev.psi for lev in tree.levels]),
+                       level_log_mass=np.concatenate([lev.log_mass for lev in tree.levels]),
+                       directions=np.array([s.direction for s in tree.splits]).reshape(len(splits), xs.shape[1]),
+                       tree=merge_tree, sweep_beta=sweep[0], sweep_u=sweep[1], sweep_du=sweep[2], sweep_d2u=sweep[3],
+                       sweep_level=sweep[4], true_labels=true, min_mass=float(min_mass), record=record)
+
+
+def _cross_check(xs, tree, per_level: int, progress):
+    """(β, u, u′, u″, level) on ``per_level`` β strictly inside every level's interval (the root's
+    from its split up to twice it), by implicit differentiation on the level's branch."""
+    import jax.numpy as jnp
+
+    from vaefp_jax.phase.annealing import _pad
+    from vaefp_jax.phase.reduced import solve_reduced
+    from vaefp_jax.phase.reduced_implicit import branch_derivatives
+
+    xc = xs - xs.mean(axis=0)
+    out = [[], [], [], [], []]
+    for k, lev in enumerate(tree.levels):
+        hi = 2.0 * lev.beta_low if not np.isfinite(lev.beta_high) else lev.beta_high
+        betas = np.geomspace(lev.beta_low, hi, per_level + 2)[1:-1]
+        psi, lm = _pad(lev.psi - xs.mean(axis=0), lev.log_mass)
+        r = solve_reduced(jnp.asarray(xc), betas, psi, lm)
+        d = branch_derivatives(jnp.asarray(xc), r.psi, r.log_mass, jnp.asarray(betas))
+        ok = np.asarray(r.converged)
+        out[0].append(betas)
+        for lst, arr in zip(out[1:4], (d.u, d.du, d.d2u)):
+            lst.append(np.where(ok, np.asarray(arr, np.float64), np.nan))
+        out[4].append(np.full(betas.size, k))
+        if progress is not None:
+            progress("cross-check", k + 1, len(tree.levels))
+    return tuple(np.concatenate(o) for o in out)
