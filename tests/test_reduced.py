@@ -119,10 +119,12 @@ def test_split_tree_of_two_separated_blobs():
     assert tree.splits[0].beta == pytest.approx(lam(x), rel=1e-10)
     assert sum(tree.splits[0].masses) == pytest.approx(1.0)
     np.testing.assert_allclose(np.sort(np.exp(tree.levels[1].log_mass)), [0.4, 0.6], atol=1e-9)   # at its low end
-    labels = tree.labels(x, 1)   # the two blobs
+    labels = tree.labels_at(1)   # the two blobs
     assert len(set(labels[:60])) == 1 and len(set(labels[60:])) == 1 and labels[0] != labels[-1]
     own = {s.parent: s.beta for s in tree.splits}
-    assert own[labels[0]] == pytest.approx(lam(left), rel=1e-6) and own[labels[-1]] == pytest.approx(lam(right), rel=1e-6)
+    nodes = sorted(tree.levels[1].nodes)
+    assert own[nodes[labels[0]]] == pytest.approx(lam(left), rel=1e-6)
+    assert own[nodes[labels[-1]]] == pytest.approx(lam(right), rel=1e-6)
     for k in range(1, 5):   # the split that ends level k, on level k's branch
         beta_c = tree.splits[k].beta
         assert _branch_lambda(x, tree.levels[k], beta_c) == pytest.approx(beta_c, rel=1e-8)
@@ -150,3 +152,90 @@ def test_second_split_against_a_brute_force_scan():
             break
     spacing = grid[0] / grid[1]
     assert first is not None and beta_c / spacing <= first <= beta_c
+
+
+# ------------------------------------------------------------------ solver variants
+
+
+def test_squarem_blocked_and_plain_reach_the_same_fixed_point():
+    """SQUAREM extrapolation and the blocked sums change the path, not the fixed point: against
+    plain EM steps on one block (float64, tol 1e-13 × spread; agreement to 1e-9 absolute)."""
+    x = _blobs(7, n=90)
+    start = np.array([[0.0, 0.0], [1.0, 0.2], [1.8, 0.9]])
+    lm0 = np.log(np.full(3, 1 / 3))
+    betas = np.array([0.05, 0.2])
+    tol = 1e-13 * np.sqrt(np.var(x, axis=0).sum())
+    plain = reduced.solve_reduced(x, betas, start, lm0, accelerate=False, chunk=None, tol=tol, max_steps=400_000)
+    fast = reduced.solve_reduced(x, betas, start, lm0, accelerate=True, chunk=32, tol=tol)
+    assert bool(np.all(plain.converged)) and bool(np.all(fast.converged))
+    np.testing.assert_allclose(np.asarray(fast.psi), np.asarray(plain.psi), atol=1e-9, rtol=0)
+    np.testing.assert_allclose(np.exp(np.asarray(fast.log_mass)), np.exp(np.asarray(plain.log_mass)), atol=1e-9)
+    assert int(fast.steps.sum()) < int(plain.steps.sum())
+
+
+def test_lanczos_spectra_equal_the_dense_ones():
+    """λ_max(C_a) and its direction from Lanczos on the product C_a v equal eigh of C_a (d = 12)."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(150, 12)) * np.linspace(0.5, 2.0, 12)
+    x -= x.mean(0)
+    psi = np.stack([x[:70].mean(0), x[70:].mean(0)])
+    lm = np.log([0.5, 0.5])
+    lam_d, v_d = (np.asarray(t) for t in reduced.cluster_spectra(psi, lm, x, 3.0))
+    lam_l, v_l = (np.asarray(t) for t in reduced.cluster_spectra(psi, lm, x, 3.0, v0=np.ones((2, 12)), iters=12))
+    np.testing.assert_allclose(lam_l, lam_d, rtol=1e-12)
+    np.testing.assert_allclose(np.abs(np.sum(v_l * v_d, axis=1)), 1.0, atol=1e-10)
+
+
+def test_float32_tree_matches_float64():
+    """The annealing in float32 (JAX x64 on, data float32) finds the first splits of the float64
+    run to float32 accuracy."""
+    x = _blobs(9, n=60)
+    t64 = annealing.anneal(x, max_clusters=3)
+    t32 = annealing.anneal(x.astype(np.float32), max_clusters=3)
+    for a, b in zip(t64.splits, t32.splits):
+        assert b.beta == pytest.approx(a.beta, rel=1e-4)
+
+
+# ------------------------------------------------------------------ the analysis and its result
+
+
+def test_split_analysis_levels_labels_and_round_trip(tmp_path):
+    """Three separated blobs: the level with three significant clusters recovers them (ARI 1),
+    labels nest across levels (every cluster of a finer level inside one of the coarser), the
+    number of clusters never increases with β, the linkage's heights are the exact β_c, and
+    save/load round-trips."""
+    rng = np.random.default_rng(10)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    x = np.concatenate([rng.normal(c, 0.5, (30, 2)) for c in centres])
+    y = np.repeat(np.arange(3), 30)
+    res = vf.split_analysis(x, true_labels=y, max_clusters=6, cross_check=3)
+    score = res.score()
+    assert score["significant"] == 3 and score["ari"] == pytest.approx(1.0)
+    for k in range(len(res.levels) - 1):
+        coarse, fine = res.labels(k), res.labels(k + 1)
+        assert all(len(set(coarse[fine == c])) == 1 for c in np.unique(fine))
+    assert np.all(np.diff(res.tree.counts) <= 0)                       # ascending β: never more clusters
+    assert [lev.clusters for lev in res.levels] == list(range(1, len(res.levels) + 1))
+    assert all(s.exact for s in res.splits)
+    assert len(res.tree.merges) >= 2                                      # a split whose child holds no point merges nothing
+    for m in res.tree.merges:
+        assert min(abs(m.height - s.beta_c) for s in res.splits) <= 1e-12 * m.height
+    assert np.all(np.isfinite(res.sweep_u)) and res.sweep_beta.size == 3 * len(res.levels)
+    res.save(tmp_path / "run", figures=False)
+    back = vf.load(tmp_path / "run")
+    assert back.splits == res.splits and back.levels == res.levels and back.score() == res.score()
+    np.testing.assert_array_equal(back.tree.labels, res.tree.labels)
+
+
+def test_cuda_lowering_of_the_reduced_solve_states_highest():
+    """The reduced solve lowered for CUDA (no GPU needed): every product at HIGHEST precision."""
+    import re
+
+    x = jnp.asarray(_blobs(11, n=20), jnp.float32)
+    f = lambda x: reduced.solve_reduced(x, np.array([0.1, 0.2], np.float32), np.zeros((2, 2), np.float32),
+                                        np.zeros(2, np.float32), tol=1e-5).psi
+    text = jax.jit(f).trace(x).lower(lowering_platforms=("cuda",)).as_text()
+    lines = [line for line in text.splitlines() if "dot_general" in line]
+    assert lines and all(re.search(r"HIGHEST", line) for line in lines), lines
+    plain = jax.jit(lambda a: a @ a.T).trace(x).lower(lowering_platforms=("cuda",)).as_text()
+    assert not any("HIGHEST" in line for line in plain.splitlines() if "dot_general" in line)   # the check can fail

@@ -347,15 +347,17 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
 
 
 def _nested_labels(xc, levels, splits) -> np.ndarray:
-    """(L, n) labels 0..k at level k: at the finest level each point's most probable cluster (at
+    """(L, n) labels at every level: at the finest level each point's most probable cluster (at
     its read point); every coarser level is the union of its clusters' descendants (children
-    mapped to their parent, split by split, from the finest level up), so the labels nest."""
+    mapped to their parent, split by split, from the finest level up), so the labels nest.
+    Labels are 0..c−1 over the c clusters of the level that hold a point (a fixed point can hold
+    none: every point more probable elsewhere), in the order of their node ids."""
     finest = levels[-1]
     log_p = _log_posterior(finest.psi, finest.log_mass, xc, finest.beta_read)
     node_of = np.asarray(finest.nodes)[np.argmax(log_p, axis=1)]
     out = np.zeros((len(levels), xc.shape[0]), np.int64)
     for k in range(len(levels) - 1, -1, -1):
-        out[k] = np.searchsorted(np.asarray(sorted(levels[k].nodes)), node_of)
+        out[k] = np.unique(node_of, return_inverse=True)[1]   # 0..c−1 over the clusters that hold points
         if k > 0:
             s = splits[k - 1]
             node_of = np.where(np.isin(node_of, s.children), s.parent, node_of)
