@@ -17,6 +17,8 @@ the exact critical temperatures, and the paper's detection as a cross-check.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from vaefp_jax.phase.analysis import prepare_data
@@ -86,8 +88,13 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
     heights = {i: float(np.clip(tree.splits[order[i] - 1].beta, read_betas[i], read_betas[i + 1]))
                for i in range(len(order) - 1)}
     merge_tree = build_tree(read_betas, tree.labels[order], heights)
-    sweep = _cross_check(xs, tree, int(cross_check), progress) if cross_check else (np.zeros(0),) * 4 + (
-        np.zeros(0, int),)
+    if cross_check:
+        *sweep, at_read = _cross_check(xs, tree, int(cross_check), progress)
+        if read == "low":   # level k is read at the stable end of the split that ends it
+            splits = tuple(dataclasses.replace(s, u=float(at_read[k][0]), du_above=float(at_read[k][1]))
+                           for k, s in enumerate(splits))
+    else:
+        sweep = (np.zeros(0),) * 4 + (np.zeros(0, int),)
     record = make_record("phase-tree", data=data, dtype=x.dtype, model="reduced", max_clusters=max_clusters,
                          beta_min=beta_min, min_mass=min_mass, read=read, cross_check=int(cross_check),
                          stopped=tree.stopped, seconds=tree.seconds,
@@ -103,7 +110,8 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
 
 def _cross_check(xs, tree, per_level: int, progress):
     """(β, u, u′, u″, level) on ``per_level`` β strictly inside every level's interval (the root's
-    from its split up to twice it), by implicit differentiation on the level's branch."""
+    from its split up to twice it), by implicit differentiation on the level's branch; and (u, u′)
+    at every level's read point."""
     import jax.numpy as jnp
 
     from vaefp_jax.phase.annealing import _pad
@@ -112,17 +120,20 @@ def _cross_check(xs, tree, per_level: int, progress):
 
     xc = xs - xs.mean(axis=0)
     out = [[], [], [], [], []]
+    at_read = []
     for k, lev in enumerate(tree.levels):
         hi = 2.0 * lev.beta_low if not np.isfinite(lev.beta_high) else lev.beta_high
-        betas = np.geomspace(lev.beta_low, hi, per_level + 2)[1:-1]
+        betas = np.append(np.geomspace(lev.beta_low, hi, per_level + 2)[1:-1], lev.beta_read)
         psi, lm = _pad(lev.psi - xs.mean(axis=0), lev.log_mass)
         r = solve_reduced(jnp.asarray(xc), betas, psi, lm)
         d = branch_derivatives(jnp.asarray(xc), r.psi, r.log_mass, jnp.asarray(betas))
         ok = np.asarray(r.converged)
-        out[0].append(betas)
-        for lst, arr in zip(out[1:4], (d.u, d.du, d.d2u)):
-            lst.append(np.where(ok, np.asarray(arr, np.float64), np.nan))
-        out[4].append(np.full(betas.size, k))
+        u, du, d2u = (np.where(ok, np.asarray(a, np.float64), np.nan) for a in (d.u, d.du, d.d2u))
+        at_read.append((u[-1], du[-1]))
+        out[0].append(betas[:-1])
+        for lst, arr in zip(out[1:4], (u, du, d2u)):
+            lst.append(arr[:-1])
+        out[4].append(np.full(betas.size - 1, k))
         if progress is not None:
             progress("cross-check", k + 1, len(tree.levels))
-    return tuple(np.concatenate(o) for o in out)
+    return (*(np.concatenate(o) for o in out), at_read)

@@ -32,7 +32,9 @@ class SplitRow:
     """One split: cluster ``parent`` (node id) into ``child_a``, ``child_b`` at ``beta_c``, with the
     children's masses just below; ``condition`` λ_max(C_a)/β_c − 1 on the branch at β_c (≤ 0
     and ~1e-12 for an exact root; > 0 for a split on arrival); ``exact``: |condition| ≤ 1e-8;
-    ``clusters``: the number of clusters below it."""
+    ``clusters``: the number of clusters below it; ``u`` and ``du_above``: u and u′ = du/dβ at β_c
+    on the parent's branch (by implicit differentiation; NaN without the cross-check); u is
+    continuous through the split, u′ jumps (the cross-check sweep shows it below)."""
 
     beta_c: float
     parent: int
@@ -43,6 +45,8 @@ class SplitRow:
     condition: float
     exact: bool
     clusters: int
+    u: float = float("nan")
+    du_above: float = float("nan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,7 +229,10 @@ class SplitResult:
     def load(cls, folder) -> SplitResult:
         """The :class:`SplitResult` that :meth:`save` wrote into ``folder``."""
         rec, a = read_run(folder, "phase-tree", "tree.npz")
-        splits = tuple(SplitRow(**s) for s in rec.pop("splits"))
+        nan = float("nan")
+        splits = tuple(SplitRow(**{**s, "u": nan if s.get("u") is None else s["u"],
+                                   "du_above": nan if s.get("du_above") is None else s["du_above"]})
+                       for s in rec.pop("splits"))
         levels = tuple(LevelRow(**{**lev, "beta_high": float("inf") if lev["beta_high"] is None else lev["beta_high"],
                                    "width": float("inf") if lev["width"] is None else lev["width"]})
                        for lev in rec.pop("levels"))
