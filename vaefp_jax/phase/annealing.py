@@ -67,6 +67,7 @@ class Split:
     condition: float
     solves: int
     steps: int
+    upper: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +231,7 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
     level_high, read_state = np.inf, None
     beta_c, (g_c, a, lam, v) = lam0, G(lam0, state)
     cond = lam[a] / beta_c - 1.0
+    upper = beta_c
     counters = (0, 0)
     stopped = "max_clusters"
     while True:
@@ -258,7 +260,8 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
             levels.append(Level(level_high, beta_c, low_read[0], tuple(nodes), *low_read[1]))
             children = (next_id, next_id + 1)
             splits.append(Split(beta_c, nodes[a], children, (float(np.exp(lm[a])), float(np.exp(lm[-1]))),
-                                v[a].copy(), float(cond), branch.solves - counters[0], branch.steps - counters[1]))
+                                v[a].copy(), float(cond), branch.solves - counters[0], branch.steps - counters[1],
+                                upper))
             counters = (branch.solves, branch.steps)
             nodes = nodes[:a] + [children[0]] + nodes[a + 1:] + [children[1]]
             next_id, level_high, state = next_id + 2, beta_c, (psi, lm)
@@ -282,6 +285,7 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
             if up_ok and G(up, up_state)[0] < 0:
                 hi, hi_state, lo, lo_state = up, up_state, below, state
             else:
+                upper = beta_c
                 beta_c, state = below, state
                 g_c, a, lam, v = G(below, state)
                 cond = lam[a] / below - 1.0
@@ -336,7 +340,7 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
             brentq(h, math.log(lo), math.log(hi), xtol=beta_rtol / 4, rtol=4 * np.finfo(float).eps)
         while ends[0] / ends[1] - 1 > beta_rtol and ends[0] > ends[1]:
             h(0.5 * (math.log(ends[0]) + math.log(ends[1])))
-        beta_c = ends[0]
+        beta_c = upper = ends[0]
         state = solved[beta_c]
         g_c, a, lam, v = G(beta_c, state)
         cond = lam[a] / beta_c - 1.0

@@ -74,7 +74,7 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
     n = xs.shape[0]
     splits = tuple(SplitRow(beta_c=s.beta, parent=s.parent, child_a=s.children[0], child_b=s.children[1],
                             mass_a=s.masses[0], mass_b=s.masses[1], condition=s.condition,
-                            exact=bool(abs(s.condition) <= EXACT), clusters=k + 2)
+                            exact=bool(abs(s.condition) <= EXACT), clusters=k + 2, beta_upper=s.upper)
                    for k, s in enumerate(tree.splits))
     levels = tuple(LevelRow(clusters=len(lev.nodes), beta_low=lev.beta_low, beta_high=lev.beta_high,
                             width=lev.width, beta_read=lev.beta_read,

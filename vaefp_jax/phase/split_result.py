@@ -32,7 +32,9 @@ class SplitRow:
     """One split: cluster ``parent`` (node id) into ``child_a``, ``child_b`` at ``beta_c``, with the
     children's masses just below; ``condition`` λ_max(C_a)/β_c − 1 on the branch at β_c (≤ 0
     and ~1e-12 for an exact root; > 0 for a split on arrival); ``exact``: |condition| ≤ 1e-8;
-    ``clusters``: the number of clusters below it; ``u`` and ``du_above``: u and u′ = du/dβ at β_c
+    ``clusters``: the number of clusters below it; ``beta_upper``: β_c itself for an exact root,
+    else the previous split's β_c (a split on arrival has its onset in (beta_c, beta_upper]: the
+    cluster was already unstable where the new branch was first solved, a first-order cascade); ``u`` and ``du_above``: u and u′ = du/dβ at β_c
     on the parent's branch (by implicit differentiation; NaN without the cross-check); u is
     continuous through the split, u′ jumps (the cross-check sweep shows it below)."""
 
@@ -45,6 +47,7 @@ class SplitRow:
     condition: float
     exact: bool
     clusters: int
+    beta_upper: float
     u: float = float("nan")
     du_above: float = float("nan")
 
