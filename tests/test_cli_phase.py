@@ -175,3 +175,44 @@ def test_standardising_a_nearly_constant_column_warns_in_one_line(tmp_path, caps
             assert "columns 1:" in lines[0] and "pixels" in lines[0]
         else:
             assert lines == []
+
+
+def test_phase_reduced_model_default(tmp_path, capsys):
+    """`vaefp phase` without --model: the reduced model's outputs, exit 0, and the one-line
+    report of the splits; run.json reads back as a SplitResult whose splits are exact roots."""
+    import vaefp_jax as vf
+
+    out = tmp_path / "r"
+    rc = cli.main(["phase", "--n", "60", "--max-clusters", "4", "--cross-check", "2", "--quiet", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "splits (" in text and "adjusted Rand index" in text
+    for name in ("run.json", "tree.npz", "splits.csv", "levels.csv", "labels.csv", "linkage.csv", "sweep.csv",
+                 "phase.png", "tree.png"):
+        assert (out / name).is_file(), name
+    res = vf.load(out)
+    assert res.record["kind"] == "phase-tree" and len(res.levels) == 4
+    assert res.splits[0].exact and abs(res.splits[0].condition) <= 1e-8
+    header = (out / "labels.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["point", "input_row", "true_label"] and header[3:] == [f"clusters={k}" for k in range(1, 5)]
+
+
+def test_phase_reads_idx_files(tmp_path, capsys):
+    """MNIST's own format through the command line, labels from the sibling file."""
+    import gzip
+    import struct
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3, dtype=np.uint8), 8)
+    images = np.clip(rng.normal(60 + 60 * labels[:, None, None], 20, (24, 4, 4)), 0, 255).astype(np.uint8)
+    with gzip.open(tmp_path / "t-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, 24, 4, 4) + images.tobytes())
+    with gzip.open(tmp_path / "t-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 2049, 24) + labels.tobytes())
+    rc = cli.main(["phase", "--data", str(tmp_path / "t-images-idx3-ubyte.gz"), "--max-clusters", "3",
+                   "--cross-check", "0", "--quiet", "--out", str(tmp_path / "o")])
+    assert rc == 0
+    import vaefp_jax as vf
+
+    res = vf.load(tmp_path / "o")
+    assert res.x.shape == (24, 16) and sorted(set(res.true_labels)) == ["0", "1", "2"]

@@ -138,7 +138,7 @@ class _Branch:
 
     def solve(self, beta, psi, lm, check=True):
         """(ψ, log γ) of the branch at β from (ψ, log γ); with ``check=False`` also whether it
-        converged (else a solve that did not converge raises, naming β)."""
+        converged (else a solve that did not converge raises NotConvergedError, naming β)."""
         m = psi.shape[0]
         pp, pl = _pad(psi, lm)
         r = solve_reduced(self.x, np.array([beta], self.dtype), pp.astype(self.dtype), pl.astype(self.dtype),
@@ -150,7 +150,9 @@ class _Branch:
         if not check:
             return out, ok
         if not ok:
-            raise RuntimeError(f"the reduced fixed point at β = {beta:.6g} ({m} clusters) did not converge in "
+            from vaefp_jax.engine.solution import NotConvergedError
+
+            raise NotConvergedError(f"the reduced fixed point at β = {beta:.6g} ({m} clusters) did not converge in "
                                f"{self.max_steps} steps (residual {float(r.residual[0]):.3g}): raise max_steps")
         return out
 
