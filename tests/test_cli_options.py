@@ -225,5 +225,6 @@ def test_the_generated_cases_can_fail(monkeypatch, tmp_path, capsys):
 
     monkeypatch.setattr(common, "make_iteration", broken)
     monkeypatch.setattr(sys.modules["vaefp_jax.cli.phase"], "make_iteration", broken)
-    code, trace = _run(["phase", "--max-steps", "50", "--n", "12", "--quiet", "--out", str(tmp_path)])
+    code, trace = _run(["phase", "--model", "grid", "--max-steps", "50", "--n", "12", "--quiet", "--out",
+                        str(tmp_path)])
     assert code == -1 and "TypeError" in trace

@@ -91,6 +91,8 @@ def register(sub) -> None:
     for action in p._actions:
         if action.dest in GRID_ONLY:
             action.grid_default, action.default = action.default, None
+            if not getattr(action, "valid_examples", None) and not action.choices and action.grid_default is not None:
+                action.valid_examples = [str(action.grid_default)]   # the value the test of every option tries
             action.needs = ("--model grid " + getattr(action, "needs", "")).strip()
             action.help = f"grid: {action.help}" + (f" (default: {action.grid_default})"
                                                     if action.grid_default is not None else "")
@@ -220,11 +222,12 @@ def _reduced(args) -> int:
     paths = result.save(args.out, format=args.format)
     _report_tree(result)
     print("wrote " + ", ".join(paths))
-    bad = int(np.sum(~np.isfinite(result.sweep_u)))
-    if bad:
-        print(f"WARNING: {bad} β of the cross-check sweep did not converge (left blank in sweep.csv)",
+    sweep_bad = int(np.sum(~np.isfinite(result.sweep_u)))
+    if sweep_bad:
+        print(f"WARNING: {sweep_bad} β of the cross-check sweep did not converge (left blank in sweep.csv)",
               file=sys.stderr)
-    return not_converged_exit(args, bad)
+    branch_bad = result.record.get("unconverged") or []   # warned about (one line) by split_analysis
+    return not_converged_exit(args, sweep_bad + len(branch_bad))
 
 
 def _report_tree(result) -> None:

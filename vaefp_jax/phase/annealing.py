@@ -92,13 +92,16 @@ class Level:
 @dataclasses.dataclass(frozen=True)
 class SplitTree:
     """The splits in descending β, the levels between them (level k has k + 1 clusters,
-    ``levels[0]`` the single cluster) and the nested labels (L, n) of the points."""
+    ``levels[0]`` the single cluster), the nested labels (L, n) of the points, why it stopped
+    ("max_clusters" or "beta_min"), its wall time, and the branch solves that did not converge
+    within max_steps: (β, clusters, residual) each (empty when all did)."""
 
     splits: tuple[Split, ...]
     levels: tuple[Level, ...]
     labels: np.ndarray
     stopped: str
     seconds: float
+    unconverged: tuple[tuple[float, int, float], ...] = ()
 
     @property
     def persistent_level(self) -> int:
@@ -135,10 +138,13 @@ class _Branch:
         self.x, self.dtype, self.max_steps, self.tol = x, dtype, max_steps, tol
         self.iters = lanczos_iters
         self.solves = self.steps = 0
+        self.unconverged = []
 
     def solve(self, beta, psi, lm, check=True):
         """(ψ, log γ) of the branch at β from (ψ, log γ); with ``check=False`` also whether it
-        converged (else a solve that did not converge raises NotConvergedError, naming β)."""
+        converged. A solve that did not converge is recorded in ``unconverged`` (β, clusters,
+        residual) and the annealing goes on from where it stopped: the tree says so, never
+        silently."""
         m = psi.shape[0]
         pp, pl = _pad(psi, lm)
         r = solve_reduced(self.x, np.array([beta], self.dtype), pp.astype(self.dtype), pl.astype(self.dtype),
@@ -147,14 +153,9 @@ class _Branch:
         self.steps += int(r.steps[0])
         ok = bool(r.converged[0])
         out = np.asarray(r.psi[0], np.float64)[:m], np.asarray(r.log_mass[0], np.float64)[:m]
-        if not check:
-            return out, ok
         if not ok:
-            from vaefp_jax.engine.solution import NotConvergedError
-
-            raise NotConvergedError(f"the reduced fixed point at β = {beta:.6g} ({m} clusters) did not converge in "
-                               f"{self.max_steps} steps (residual {float(r.residual[0]):.3g}): raise max_steps")
-        return out
+            self.unconverged.append((float(beta), m, float(r.residual[0])))
+        return out if check else (out, ok)
 
     def spectra(self, beta, psi, lm, v0=None):
         """(λ_max (m,), v (m, d)) of every cluster (computed for the padded branch: one compiled
@@ -349,7 +350,8 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
         read_state = (beta_c, state) if read == "low" else read_high
     labels = _nested_labels(xc, levels, splits)
     levels = [dataclasses.replace(lev, psi=lev.psi + mean) for lev in levels]
-    return SplitTree(tuple(splits), tuple(levels), labels, stopped, time.perf_counter() - start)
+    return SplitTree(tuple(splits), tuple(levels), labels, stopped, time.perf_counter() - start,
+                     tuple(branch.unconverged))
 
 
 def _nested_labels(xc, levels, splits) -> np.ndarray:

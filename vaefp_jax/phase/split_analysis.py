@@ -55,7 +55,9 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
       cross_check: β per level of the cross-check sweep (0: none).
       progress: None, or ``progress(stage, done, total)``: stage "splits" after each split
         (total = max_clusters), then "cross-check" after each level.
-      tol, max_steps: of the branch solves (see :func:`~vaefp_jax.phase.annealing.anneal`).
+      tol, max_steps: of the branch solves (see :func:`~vaefp_jax.phase.annealing.anneal`). A
+        solve that does not converge within max_steps does not stop the analysis: it is
+        listed in ``record["unconverged"]`` (β, clusters, residual) and warned about.
     """
     if max_clusters is not None and int(max_clusters) < 1:
         raise ValueError(f"max_clusters must be ≥ 1, got {max_clusters}")
@@ -71,7 +73,13 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
     tree = anneal(x, max_clusters=max_clusters, beta_min=beta_min, read=read, progress=tell, tol=tol,
                   max_steps=max_steps)
     xs = np.asarray(x, np.float64)
-    n = xs.shape[0]
+    if tree.unconverged:
+        import warnings
+
+        warnings.warn(f"{len(tree.unconverged)} branch solves did not converge within max_steps = {max_steps} (β = "
+                      + ", ".join(f"{b:.6g}" for b, _, _ in tree.unconverged[:5])
+                      + (", …" if len(tree.unconverged) > 5 else "") + "); the splits near them are uncertain: "
+                      "raise max_steps", UserWarning, stacklevel=2)
     splits = tuple(SplitRow(beta_c=s.beta, parent=s.parent, child_a=s.children[0], child_b=s.children[1],
                             mass_a=s.masses[0], mass_b=s.masses[1], condition=s.condition,
                             exact=bool(abs(s.condition) <= EXACT), clusters=k + 2, beta_upper=s.upper)
@@ -98,6 +106,7 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
     record = make_record("phase-tree", data=data, dtype=x.dtype, model="reduced", max_clusters=max_clusters,
                          beta_min=beta_min, min_mass=min_mass, read=read, cross_check=int(cross_check),
                          stopped=tree.stopped, seconds=tree.seconds,
+                         unconverged=[{"beta": b, "clusters": m, "residual": r} for b, m, r in tree.unconverged],
                          solves=int(sum(s.solves for s in tree.splits)),
                          steps=int(sum(s.steps for s in tree.splits)))
     return SplitResult(x=xs, splits=splits, levels=levels,
