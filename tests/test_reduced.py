@@ -221,6 +221,11 @@ def test_split_analysis_levels_labels_and_round_trip(tmp_path):
     for m in res.tree.merges:
         assert min(abs(m.height - s.beta_c) for s in res.splits) <= 1e-12 * m.height
     assert np.all(np.isfinite(res.sweep_u)) and res.sweep_beta.size == 3 * len(res.levels)
+    # dβ_c/dx of the first split: the closed form (2/n)((x_i − x̄)·v) v of β_c = λ_max(Cov)
+    evals, evecs = np.linalg.eigh(np.cov(x.T, bias=True))
+    v = evecs[:, -1]
+    closed = (2.0 / x.shape[0]) * ((x - x.mean(0)) @ v)[:, None] * v[None, :]
+    np.testing.assert_allclose(res.beta_c_gradient(0), closed, atol=1e-10 * np.abs(closed).max())
     res.save(tmp_path / "run", figures=False)
     back = vf.load(tmp_path / "run")
     assert back.splits == res.splits and back.levels == res.levels and back.score() == res.score()

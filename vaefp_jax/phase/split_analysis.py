@@ -112,6 +112,7 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
     return SplitResult(x=xs, splits=splits, levels=levels,
                        level_psi=np.concatenate([lev.psi for lev in tree.levels]),
                        level_log_mass=np.concatenate([lev.log_mass for lev in tree.levels]),
+                       level_nodes=np.concatenate([np.asarray(lev.nodes, np.int64) for lev in tree.levels]),
                        directions=np.array([s.direction for s in tree.splits]).reshape(len(splits), xs.shape[1]),
                        tree=merge_tree, sweep_beta=sweep[0], sweep_u=sweep[1], sweep_du=sweep[2], sweep_d2u=sweep[3],
                        sweep_level=sweep[4], true_labels=true, min_mass=float(min_mass), record=record)

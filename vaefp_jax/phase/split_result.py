@@ -77,7 +77,7 @@ class SplitResult:
       splits, levels: the :class:`SplitRow` (descending β) and :class:`LevelRow` (level k has k + 1
         clusters) tables.
       level_psi: (Σ_k (k+1), d) the fixed points of every level, stacked level after level;
-        ``level_log_mass`` (same rows) their log masses.
+        ``level_log_mass`` and ``level_nodes`` (same rows) their log masses and node ids.
       directions: (S, d) each split's direction (top eigenvector of C_a).
       tree: the :class:`~vaefp_jax.phase.tree.MergeTree` (levels in ascending β).
       sweep_beta, sweep_u, sweep_du, sweep_d2u, sweep_level: (G,) the cross-check: u, u′, u″ by
@@ -92,6 +92,7 @@ class SplitResult:
     levels: tuple[LevelRow, ...]
     level_psi: np.ndarray
     level_log_mass: np.ndarray
+    level_nodes: np.ndarray
     directions: np.ndarray
     tree: MergeTree
     sweep_beta: np.ndarray
@@ -117,6 +118,30 @@ class SplitResult:
         """(ψ (k+1, d), log γ (k+1,)) of ``level``."""
         start = level * (level + 1) // 2
         return self.level_psi[start:start + level + 1], self.level_log_mass[start:start + level + 1]
+
+    def beta_c_gradient(self, split: int) -> np.ndarray:
+        """(n, d) dβ_c/dx of split ``split`` (0: the first), by implicit differentiation of
+        λ_max(C_a(z*(β_c, x), x)) = β_c through the parent's branch
+        (:func:`vaefp_jax.phase.reduced_implicit.critical_beta_gradient`). Needs the levels read at
+        their low-β end (``read="low"``, the default), where the parent's branch is solved at β_c,
+        and an exact split (an on-arrival split has no root to differentiate)."""
+        import jax.numpy as jnp
+
+        from vaefp_jax.phase.reduced_implicit import critical_beta_gradient
+
+        s = self.splits[split]
+        if not s.exact:
+            raise ValueError(f"split {split} is a split on arrival (condition {s.condition:.2g}): no root to differentiate")
+        if self.record.get("read", "low") != "low":
+            raise ValueError("dβ_c/dx needs the levels read at their low-β end (read='low')")
+        psi, lm = self.psi(split)
+        start = split * (split + 1) // 2
+        cluster = int(np.nonzero(self.level_nodes[start:start + split + 1] == s.parent)[0][0])
+        mean = self.x.mean(axis=0)
+        grad = critical_beta_gradient(jnp.asarray(self.x - mean), jnp.asarray(psi - mean), jnp.asarray(lm),
+                                      self.levels[split].beta_read, cluster)
+        g = np.asarray(grad, np.float64)
+        return g - g.mean(axis=0)   # through the centring x − x̄ (β_c is translation invariant: Σ_i ∂β_c/∂x_i = 0)
 
     def labels(self, level: int) -> np.ndarray:
         """(n,) the cluster (0..k) of every point at ``level`` (k + 1 clusters); nested across levels."""
@@ -167,7 +192,7 @@ class SplitResult:
 
     # -- saving -------------------------------------------------------------------------------
 
-    _ARRAYS = ("x", "level_psi", "level_log_mass", "directions", "sweep_beta", "sweep_u", "sweep_du", "sweep_d2u",
+    _ARRAYS = ("x", "level_psi", "level_log_mass", "level_nodes", "directions", "sweep_beta", "sweep_u", "sweep_du", "sweep_d2u",
                "sweep_level")
 
     def save(self, folder, format: str = "png", figures: bool = True) -> list[str]:
