@@ -61,8 +61,9 @@ def register(sub) -> None:
     g.add_argument("--standardize", action="store_true",
                    help="scale every column to mean 0 and variance 1 first (a constant column becomes 0)")
     example(g.add_argument("--max-clusters", type=positive_int,
-                           help="reduced: stop at this many clusters (default 16, or twice the classes of "
-                                "--label-column)"), "3", invalid="0")
+                           help="reduced: stop at this many clusters (default 16; with known classes, on until a "
+                                "level has as many significant clusters as classes: at least 2×, at most 8× the "
+                                "classes)"), "3", invalid="0")
     example(g.add_argument("--min-mass", type=float,
                            help="reduced: fraction of the points a significant cluster holds (default 0.01); the "
                                 "score reads the level with as many significant clusters as classes"),
@@ -205,13 +206,13 @@ def _reduced(args) -> int:
     n, d = x.shape
     dtype = np.float32 if args.float32 else np.float64
     classes = None if labels is None else len(np.unique(labels))
-    max_clusters = args.max_clusters or default_max_clusters(classes)
+    max_clusters = args.max_clusters or default_max_clusters(classes)   # a cap: see split_analysis
     say(args, f"data: {n} points in {d}-D{' (standardised)' if args.standardize else ''}"
-              f"{'; ' + str(classes) + ' classes' if classes else ''}; reduced model down to {max_clusters} clusters"
+              f"{'; ' + str(classes) + ' classes' if classes else ''}; reduced model down to {'' if args.max_clusters else 'at most '}{max_clusters} clusters"
               f"{'' if args.beta_min is None else f' or β = {args.beta_min:g}'}; {np.dtype(dtype).name}")
     bars = StageBars(args.quiet)
     try:
-        result = split_analysis(np.asarray(x, dtype), max_clusters=max_clusters, beta_min=args.beta_min,
+        result = split_analysis(np.asarray(x, dtype), max_clusters=args.max_clusters, beta_min=args.beta_min,
                                 standardize_data=args.standardize, true_labels=labels,
                                 min_mass=0.01 if args.min_mass is None else args.min_mass,
                                 read=args.read or "low", cross_check=12 if args.cross_check is None else args.cross_check,

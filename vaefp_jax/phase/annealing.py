@@ -189,7 +189,7 @@ def _log_posterior(psi, lm, xc, beta) -> np.ndarray:
 def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: float = 0.5,
            split_step: float = 0.98, beta_rtol: float = 1e-11, max_steps: int = 100_000,
            merge_tol: float | None = None, read: str = "low", progress=None, tol: float | None = None,
-           lanczos_iters: int | None = None) -> SplitTree:
+           lanczos_iters: int | None = None, stop=None) -> SplitTree:
     """The split tree of ``x`` (n, d) down to ``max_clusters`` clusters or ``beta_min``.
 
     ``step``: the lowest fraction of the current β a prediction may jump to; ``split_step``: a
@@ -200,7 +200,9 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
     where each level's labels are read (module docstring); ``progress``: None or
     ``progress(clusters, beta)`` after each split; ``tol``: of the branch solves (default
     1e-10 × the data's RMS spread in float64, 1e-5 × in float32); ``lanczos_iters``: Lanczos steps per
-    round for λ_max (default: 0, eigh of C_a, for d ≤ 128, else 24). Float64 recommended (JAX x64)."""
+    round for λ_max (default: 0, eigh of C_a, for d ≤ 128, else 24); ``stop``: None, or
+    ``stop(log_mass)`` after each split, on the new branch's log masses (m,): True ends the
+    tree there (stopped = "stop"), before max_clusters. Float64 recommended (JAX x64)."""
     from scipy.optimize import brentq
 
     if read not in ("low", "high"):
@@ -236,10 +238,10 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
     cond = lam[a] / beta_c - 1.0
     upper = beta_c
     counters = (0, 0)
-    stopped = "max_clusters"
+    stopped = ""
     while True:
-        if len(nodes) >= max_clusters or beta_c <= beta_min:
-            stopped = "max_clusters" if len(nodes) >= max_clusters else "beta_min"
+        if len(nodes) >= max_clusters or beta_c <= beta_min or stopped == "stop":
+            stopped = stopped if stopped == "stop" else "max_clusters" if len(nodes) >= max_clusters else "beta_min"
             low_read = (beta_c, state) if read_state is None else read_state
             levels.append(Level(level_high, beta_c, low_read[0], tuple(nodes), *low_read[1]))
             break
@@ -270,7 +272,9 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
             next_id, level_high, state = next_id + 2, beta_c, (psi, lm)
             if progress is not None:
                 progress(len(nodes), beta_c)
-            if len(nodes) >= max_clusters:
+            if len(nodes) >= max_clusters or (stop is not None and stop(lm)):
+                if len(nodes) < max_clusters:
+                    stopped = "stop"
                 read_state = (below, state)
                 beta_c = below
                 continue

@@ -31,9 +31,10 @@ __all__ = ["default_max_clusters", "split_analysis"]
 
 
 def default_max_clusters(classes: int | None) -> int:
-    """16, or twice the number of classes when true labels are given (so that the level with as
-    many significant clusters as classes exists even when small clusters split off first)."""
-    return 16 if classes is None else max(16, 2 * int(classes))
+    """16 clusters; with true labels of ``classes`` classes, at least max(16, 2 × classes) and on
+    until the tree has a level with as many significant clusters as classes (small clusters of
+    atypical points often split off first), up to this cap: max(16, 8 × classes)."""
+    return 16 if classes is None else max(16, 8 * int(classes))
 
 
 def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None = None,
@@ -44,7 +45,8 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
 
     Args:
       x: (n, d) data; float32 stays float32 (with JAX x64 off), anything else is float64.
-      max_clusters: stop once the tree has this many clusters (default
+      max_clusters: stop once the tree has this many clusters (default 16; with true labels, on
+        until a level has as many significant clusters as classes, at least 2 × classes, at most
         :func:`default_max_clusters`); ``beta_min``: or at this β (default 1e-6 λ_max(Cov)).
       standardize_data, true_labels, drop_missing, data_record: as in
         :func:`~vaefp_jax.phase.analysis.phase_analysis`.
@@ -68,10 +70,14 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
     x, true, data = prepare_data(x, standardize_data=standardize_data, true_labels=true_labels,
                                  drop_missing=drop_missing, data_record=data_record)
     classes = None if true is None else len(np.unique(true))
+    stop = None
+    if max_clusters is None and classes is not None:   # on until `classes` significant clusters (and 2×classes)
+        least = max(16, 2 * classes)
+        stop = lambda lm: lm.size >= least and int(np.sum(np.exp(lm) >= min_mass)) >= classes  # noqa: E731
     max_clusters = default_max_clusters(classes) if max_clusters is None else int(max_clusters)
     tell = None if progress is None else (lambda m, beta: progress("splits", m, max_clusters))
     tree = anneal(x, max_clusters=max_clusters, beta_min=beta_min, read=read, progress=tell, tol=tol,
-                  max_steps=max_steps)
+                  max_steps=max_steps, stop=stop)
     xs = np.asarray(x, np.float64)
     if tree.unconverged:
         import warnings
