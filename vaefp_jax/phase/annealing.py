@@ -139,6 +139,7 @@ class _Branch:
         self.iters = lanczos_iters
         self.solves = self.steps = 0
         self.unconverged = []
+        self.v_last = None
 
     def solve(self, beta, psi, lm, check=True):
         """(ψ, log γ) of the branch at β from (ψ, log γ); with ``check=False`` also whether it
@@ -166,15 +167,20 @@ class _Branch:
         if self.iters == 0:
             lam, v = cluster_spectra(*args)
             return np.asarray(lam, np.float64)[:m], np.asarray(v, np.float64)[:m]
-        v0 = np.ones((m, d)) / math.sqrt(d) if v0 is None else v0
+        if v0 is None:   # warm start from the last directions of this branch (a new cluster: a flat start)
+            last = self.v_last
+            v0 = np.ones((m, d)) / math.sqrt(d)
+            if last is not None:
+                v0[:min(m, last.shape[0])] = last[:m]
         v0 = np.concatenate([v0, np.ones((pp.shape[0] - m, d)) / math.sqrt(d)])
         lam = None
-        for _ in range(6):   # restarted from the Ritz vectors until λ is stable to rounding
+        for _ in range(12):   # restarted from the Ritz vectors until λ is stable to 1e-12
             new, v0 = (np.asarray(t, np.float64) for t in
                        cluster_spectra(*args, v0=jnp.asarray(v0, self.dtype), iters=self.iters))
-            if lam is not None and np.all(np.abs(new[:m] - lam[:m]) <= 1e-13 * np.abs(new[:m])):
+            if lam is not None and np.all(np.abs(new[:m] - lam[:m]) <= 1e-12 * np.abs(new[:m])):
                 break
             lam = new
+        self.v_last = v0[:m]
         return new[:m], v0[:m]
 
 
@@ -200,7 +206,7 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
     where each level's labels are read (module docstring); ``progress``: None or
     ``progress(clusters, beta)`` after each split; ``tol``: of the branch solves (default
     1e-10 × the data's RMS spread in float64, 1e-5 × in float32); ``lanczos_iters``: Lanczos steps per
-    round for λ_max (default: 0, eigh of C_a, for d ≤ 128, else 24); ``stop``: None, or
+    round for λ_max (default: 0, eigh of C_a, for d ≤ 128, else 12, warm-started from the last directions); ``stop``: None, or
     ``stop(log_mass)`` after each split, on the new branch's log masses (m,): True ends the
     tree there (stopped = "stop"), before max_clusters. Float64 recommended (JAX x64)."""
     from scipy.optimize import brentq
@@ -221,7 +227,7 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
     merge_tol = 1e-3 * spread if merge_tol is None else float(merge_tol)
     lam0 = float(np.linalg.eigvalsh(np.atleast_2d(np.cov(xc.T, bias=True))).max())
     beta_min = 1e-6 * lam0 if beta_min is None else float(beta_min)
-    iters = (0 if d <= DENSE_MAX else 24) if lanczos_iters is None else int(lanczos_iters)
+    iters = (0 if d <= DENSE_MAX else 12) if lanczos_iters is None else int(lanczos_iters)
     if tol is None:   # 1e-10 of the spread in float64: β_c to ~1e-10 (its error is linear in the fixed point's)
         tol = (1e-10 if dtype == np.float64 else 1e-5) * spread
     branch = _Branch(jnp.asarray(xc, dtype), dtype, int(max_steps), tol, iters)

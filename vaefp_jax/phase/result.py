@@ -16,7 +16,7 @@ from vaefp_jax.clusters import adjusted_rand_index
 from vaefp_jax.phase.tree import Merge, MergeTree
 from vaefp_jax.runs import atomic_path, begin_run, read_run, write_record
 
-__all__ = ["CriticalRow", "PhaseResult"]
+__all__ = ["CriticalRow", "PhaseResult", "save_labels_and_figures", "write_csv"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,34 +168,9 @@ class PhaseResult:
         paths.append(npz)
         for name, rows in (("betas", self.beta_table()), ("critical", self.critical_table()),
                            ("merges", self.merge_table())):
-            paths.append(_write_csv(os.path.join(folder, f"{name}.csv"), rows, _COLUMNS[name]))
-        labels = os.path.join(folder, "labels.csv")
-        with atomic_path(labels) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["point", "input_row"] + (["true_label"] if self.true_labels is not None else [])
-                       + [f"beta={b:.6g}" for b in self.tree.beta])
-            rows = self.source_rows
-            for i in range(self.x.shape[0]):
-                w.writerow([i, int(rows[i])] + ([self.true_labels[i]] if self.true_labels is not None else [])
-                           + list(self.tree.labels[:, i]))
-        paths.append(labels)
-        linkage = os.path.join(folder, "linkage.csv")
-        with atomic_path(linkage) as tmp:
-            np.savetxt(tmp, self.tree.linkage, delimiter=",", header="child_a,child_b,beta,size", comments="",
-                       fmt=["%d", "%d", "%.17g", "%d"])
-        paths.append(linkage)
-        if figures:
-            import matplotlib.pyplot as plt
-
-            for kind in ("phase", "tree"):
-                fig = self.plot(kind)
-                path = os.path.join(folder, f"{kind}.{format}")
-                try:
-                    with atomic_path(path) as tmp:
-                        fig.savefig(tmp, dpi=150, format=format)
-                finally:
-                    plt.close(fig)
-                paths.append(path)
+            paths.append(write_csv(os.path.join(folder, f"{name}.csv"), rows, _COLUMNS[name]))
+        paths += save_labels_and_figures(self, folder, [f"beta={b:.6g}" for b in self.tree.beta], self.tree.labels.T,
+                                         format, figures)
         record = {**self.record, "kind": "phase", "critical": self.critical_table(), "merges": self.merge_table(),
                   "tree_complete": self.tree.complete, "score": self.score()}
         paths.insert(0, write_record(folder, record, paths))
@@ -231,7 +206,42 @@ _COLUMNS = {
 }
 
 
-def _write_csv(path, rows, columns) -> str:
+def save_labels_and_figures(result, folder, level_names, labels, format: str, figures: bool) -> list[str]:
+    """Write ``labels.csv`` (n rows: the point, its input row, its true label if any, then its
+    cluster at every level: ``labels`` (n, L), columns ``level_names``), ``linkage.csv`` (SciPy
+    format) and, with ``figures``, ``result.plot("phase")`` and ``plot("tree")`` into ``folder``:
+    the part of a run's files that the tile and the reduced analyses share. Returns the paths."""
+    paths = []
+    path = os.path.join(folder, "labels.csv")
+    true = result.true_labels
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["point", "input_row"] + (["true_label"] if true is not None else []) + list(level_names))
+        rows = result.source_rows
+        for i in range(result.x.shape[0]):
+            w.writerow([i, int(rows[i])] + ([true[i]] if true is not None else []) + np.asarray(labels[i]).tolist())
+    paths.append(path)
+    path = os.path.join(folder, "linkage.csv")
+    with atomic_path(path) as tmp:
+        np.savetxt(tmp, result.tree.linkage, delimiter=",", header="child_a,child_b,beta,size", comments="",
+                   fmt=["%d", "%d", "%.17g", "%d"])
+    paths.append(path)
+    if figures:
+        import matplotlib.pyplot as plt
+
+        for kind in ("phase", "tree"):
+            fig = result.plot(kind)
+            path = os.path.join(folder, f"{kind}.{format}")
+            try:
+                with atomic_path(path) as tmp:
+                    fig.savefig(tmp, dpi=150, format=format)
+            finally:
+                plt.close(fig)
+            paths.append(path)
+    return paths
+
+
+def write_csv(path, rows, columns) -> str:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()

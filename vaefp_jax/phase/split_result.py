@@ -9,13 +9,13 @@ exact β_c as merge heights), the same object the tile analysis gives.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 
 import numpy as np
 
 from vaefp_jax.clusters import adjusted_rand_index
+from vaefp_jax.phase.result import save_labels_and_figures, write_csv
 from vaefp_jax.phase.tree import Merge, MergeTree
 from vaefp_jax.runs import atomic_path, begin_run, read_run, write_record
 
@@ -211,41 +211,16 @@ class SplitResult:
                                 **{k: getattr(self, k) for k in self._ARRAYS}, **extra)
         paths.append(npz)
         for name, rows, cls in (("splits", self.split_table(), SplitRow), ("levels", self.level_table(), LevelRow)):
-            paths.append(_write_csv(os.path.join(folder, f"{name}.csv"), rows,
+            paths.append(write_csv(os.path.join(folder, f"{name}.csv"), rows,
                                     [f.name for f in dataclasses.fields(cls)]))
-        paths.append(_write_csv(os.path.join(folder, "sweep.csv"),
+        paths.append(write_csv(os.path.join(folder, "sweep.csv"),
                                 [{"beta": float(b), "u": float(u), "du": float(du), "d2u": float(d2), "level": int(k)}
                                  for b, u, du, d2, k in zip(self.sweep_beta, self.sweep_u, self.sweep_du,
                                                             self.sweep_d2u, self.sweep_level)],
                                 ["beta", "u", "du", "d2u", "level"]))
-        labels = os.path.join(folder, "labels.csv")
-        with atomic_path(labels) as tmp, open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["point", "input_row"] + (["true_label"] if self.true_labels is not None else [])
-                       + [f"clusters={lev.clusters}" for lev in self.levels])
-            rows = self.source_rows
-            cols = np.stack([self.labels(k) for k in range(len(self.levels))], axis=1)
-            for i in range(self.x.shape[0]):
-                w.writerow([i, int(rows[i])] + ([self.true_labels[i]] if self.true_labels is not None else [])
-                           + cols[i].tolist())
-        paths.append(labels)
-        linkage = os.path.join(folder, "linkage.csv")
-        with atomic_path(linkage) as tmp:
-            np.savetxt(tmp, self.tree.linkage, delimiter=",", header="child_a,child_b,beta,size", comments="",
-                       fmt=["%d", "%d", "%.17g", "%d"])
-        paths.append(linkage)
-        if figures:
-            import matplotlib.pyplot as plt
-
-            for kind in ("phase", "tree"):
-                fig = self.plot(kind)
-                path = os.path.join(folder, f"{kind}.{format}")
-                try:
-                    with atomic_path(path) as tmp:
-                        fig.savefig(tmp, dpi=150, format=format)
-                finally:
-                    plt.close(fig)
-                paths.append(path)
+        cols = np.stack([self.labels(k) for k in range(len(self.levels))], axis=1)
+        paths += save_labels_and_figures(self, folder, [f"clusters={lev.clusters}" for lev in self.levels], cols,
+                                         format, figures)
         record = {**self.record, "kind": "phase-tree", "splits": self.split_table(), "levels": self.level_table(),
                   "merges": [{**dataclasses.asdict(m), "children": list(m.children)} for m in self.tree.merges],
                   "tree_complete": self.tree.complete, "min_mass": self.min_mass,
@@ -278,15 +253,6 @@ class SplitResult:
         return (f"SplitResult({self.x.shape[0]} points in {self.x.shape[1]}-D, {len(self.levels)} levels, "
                 f"{len(self.splits)} splits ({exact} exact), first β_c {first}, most persistent level "
                 f"{self.levels[self.persistent_level].clusters} clusters)")
-
-
-def _write_csv(path, rows, columns) -> str:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in r.items()})
-    return path
 
 
 def level_ari(true_labels, labels) -> float | None:
