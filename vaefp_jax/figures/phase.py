@@ -63,22 +63,29 @@ def plot_phase(result):
     return fig
 
 
-def plot_tree(result, max_leaves: int = 40):
-    """The merge tree as a dendrogram, height β on a log axis (SciPy's ``dendrogram``; the
-    lowest ``max_leaves`` branches are collapsed, with their number of points as the leaf label).
-    Merges with a refined β_c are at that height; the others at their bracket's midpoint."""
-    import matplotlib.pyplot as plt
+def draw_dendrogram(ax, tree, max_leaves: int, ylabel: str) -> None:
+    """SciPy's dendrogram of ``tree`` (a MergeTree) on ``ax``, β on a log axis, the lowest
+    branches collapsed to ``max_leaves`` leaves labelled by their number of points."""
     from scipy.cluster.hierarchy import dendrogram
 
-    tree = result.tree
-    fig, ax = plt.subplots(figsize=(7.2, 4.8))
     n = tree.labels.shape[1]
     dendrogram(tree.linkage, ax=ax, truncate_mode="lastp", p=min(max_leaves, n), color_threshold=0,
                above_threshold_color="k", no_labels=n > 60 and max_leaves > 60)
     ax.set_yscale("log")
     ax.set_ylim(tree.beta[0] * 0.8, tree.beta[-1] * 1.25)
-    ax.set_ylabel("β (merge height)")
+    ax.set_ylabel(ylabel)
     ax.set_xlabel(f"clusters (leaf label: number of points, of {n})")
+
+
+def plot_tree(result, max_leaves: int = 40):
+    """The merge tree as a dendrogram, height β on a log axis (SciPy's ``dendrogram``; the
+    lowest ``max_leaves`` branches are collapsed, with their number of points as the leaf label).
+    Merges with a refined β_c are at that height; the others at their bracket's midpoint."""
+    import matplotlib.pyplot as plt
+
+    tree = result.tree
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
+    draw_dendrogram(ax, tree, max_leaves, "β (merge height)")
     for c in result.critical:
         if np.isfinite(c.refined):
             ax.axhline(c.refined, color="tab:blue", lw=0.6, alpha=0.5)

@@ -55,17 +55,11 @@ def plot_split_tree(result, max_leaves: int = 40):
     """The split tree as a dendrogram (SciPy), height β_c on a log axis; the most persistent level
     and the scored level marked."""
     import matplotlib.pyplot as plt
-    from scipy.cluster.hierarchy import dendrogram
 
-    tree = result.tree
-    n = tree.labels.shape[1]
+    from vaefp_jax.figures.phase import draw_dendrogram
+
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
-    dendrogram(tree.linkage, ax=ax, truncate_mode="lastp", p=min(max_leaves, n), color_threshold=0,
-               above_threshold_color="k", no_labels=n > 60 and max_leaves > 60)
-    ax.set_yscale("log")
-    ax.set_ylim(tree.beta[0] * 0.8, tree.beta[-1] * 1.25)
-    ax.set_ylabel("β (split height β_c)")
-    ax.set_xlabel(f"clusters (leaf label: number of points, of {n})")
+    draw_dendrogram(ax, result.tree, max_leaves, "β (split height β_c)")
     p = result.levels[result.persistent_level]
     ax.axhspan(p.beta_low, p.beta_high, color="tab:green", alpha=0.12,
                label=f"most persistent level: {p.clusters} clusters")
@@ -73,7 +67,7 @@ def plot_split_tree(result, max_leaves: int = 40):
     if score is not None:
         ax.axhline(score["beta_read"], color="tab:purple", lw=0.8,
                    label=f"{score['clusters']} clusters ({score['significant']} significant): ARI {score['ari']:.3f}")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left")
     ax.set_title(f"split tree: {len(result.splits)} splits from β = {result.splits[0].beta_c:.4g}" if result.splits
                  else "split tree: no split", fontsize=9)
     fig.tight_layout()
