@@ -70,7 +70,8 @@ def register(sub) -> None:
             "0.05", invalid="1.5")
     example(g.add_argument("--cross-check", type=int,
                            help="reduced: β per level of the u, u′, u″ sweep drawn against the exact β_c "
-                                "(default 12; 0: none)"), "0", "3", invalid="-1")
+                                "(default 12; 0: none), on the levels with m (d + 1) ≤ 2048 (dense Jacobian)"),
+            "0", "3", invalid="-1")
     g.add_argument("--read", choices=["low", "high"],
                    help="reduced: read each level at the low-β end of its interval (default) or just below its split")
     example(g.add_argument("--beta-min", type=positive_float,

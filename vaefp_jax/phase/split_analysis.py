@@ -39,8 +39,9 @@ def default_max_clusters(classes: int | None) -> int:
 
 def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None = None,
                    standardize_data: bool = False, true_labels=None, min_mass: float = 0.01, read: str = "low",
-                   cross_check: int = 12, data_record: dict | None = None, progress=None, drop_missing: bool = False,
-                   tol: float | None = None, max_steps: int = 100_000) -> SplitResult:
+                   cross_check: int = 12, cross_check_size: int = 2048, data_record: dict | None = None,
+                   progress=None, drop_missing: bool = False, tol: float | None = None,
+                   max_steps: int = 100_000) -> SplitResult:
     """The split tree of ``x`` (n, d) by the reduced model (module docstring).
 
     Args:
@@ -55,6 +56,10 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
       read: where each level's fixed point is read ("low": its low-β end, just above the next
         split; "high": just below its own split).
       cross_check: β per level of the cross-check sweep (0: none).
+      cross_check_size: the sweep covers the levels whose state has at most this many numbers,
+        m (d + 1) (those whose implicit derivatives use a dense Jacobian; above it they need GMRES
+        near every split and cost minutes per level at d = 784); ``record["cross_check_levels"]``
+        says how many levels it covered. None: every level.
       progress: None, or ``progress(stage, done, total)``: stage "splits" after each split
         (total = max_clusters), then "cross-check" after each level.
       tol, max_steps: of the branch solves (see :func:`~vaefp_jax.phase.annealing.anneal`). A
@@ -103,16 +108,18 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
                for i in range(len(order) - 1)}
     merge_tree = build_tree(read_betas, tree.labels[order], heights)
     if cross_check:
-        *sweep, at_read = _cross_check(xs, tree, int(cross_check), progress)
+        *sweep, at_read = _cross_check(xs, tree, int(cross_check), progress, cross_check_size)
         if read == "low":   # level k is read at the stable end of the split that ends it
             splits = tuple(dataclasses.replace(s, u=float(at_read[k][0]), du_above=float(at_read[k][1]))
-                           for k, s in enumerate(splits))
+                           if k < len(at_read) else s for k, s in enumerate(splits))
     else:
         sweep = (np.zeros(0),) * 4 + (np.zeros(0, int),)
     record = make_record("phase-tree", data=data, dtype=x.dtype, model="reduced", max_clusters=max_clusters,
                          beta_min=beta_min, min_mass=min_mass, read=read, cross_check=int(cross_check),
                          stopped=tree.stopped, seconds=tree.seconds,
                          unconverged=[{"beta": b, "clusters": m, "residual": r} for b, m, r in tree.unconverged],
+                         cross_check_size=cross_check_size,
+                         cross_check_levels=int(len(np.unique(sweep[4]))) if cross_check else 0,
                          solves=int(sum(s.solves for s in tree.splits)),
                          steps=int(sum(s.steps for s in tree.splits)))
     return SplitResult(x=xs, splits=splits, levels=levels,
@@ -124,7 +131,7 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
                        sweep_level=sweep[4], true_labels=true, min_mass=float(min_mass), record=record)
 
 
-def _cross_check(xs, tree, per_level: int, progress):
+def _cross_check(xs, tree, per_level: int, progress, max_size):
     """(β, u, u′, u″, level) on ``per_level`` β strictly inside every level's interval (the root's
     from its split up to twice it), by implicit differentiation on the level's branch; and (u, u′)
     at every level's read point."""
@@ -137,7 +144,8 @@ def _cross_check(xs, tree, per_level: int, progress):
     xc = xs - xs.mean(axis=0)
     out = [[], [], [], [], []]
     at_read = []
-    for k, lev in enumerate(tree.levels):
+    levels = [lev for lev in tree.levels if max_size is None or len(lev.nodes) * (xs.shape[1] + 1) <= max_size]
+    for k, lev in enumerate(levels):
         hi = 2.0 * lev.beta_low if not np.isfinite(lev.beta_high) else lev.beta_high
         betas = np.append(np.geomspace(lev.beta_low, hi, per_level + 2)[1:-1], lev.beta_read)
         psi, lm = _pad(lev.psi - xs.mean(axis=0), lev.log_mass)
@@ -151,5 +159,5 @@ def _cross_check(xs, tree, per_level: int, progress):
             lst.append(arr[:-1])
         out[4].append(np.full(betas.size - 1, k))
         if progress is not None:
-            progress("cross-check", k + 1, len(tree.levels))
+            progress("cross-check", k + 1, len(levels))
     return (*(np.concatenate(o) for o in out), at_read)
