@@ -11,8 +11,8 @@ the exact critical temperatures, and the paper's detection as a cross-check.
    ``min_mass``), nested labels and, with true labels, the ARI of each;
 4. the cross-check (eq. 3's detection, as the tile analysis and the paper do it): on a β grid
    inside every level's interval, u, u′ and u″ of the level's branch by implicit
-   differentiation (:func:`vaefp_jax.phase.reduced_implicit.branch_derivatives`), one ``vmap``
-   per level. u′ jumps and u″ peaks where the exact β_c are; the phase figure shows both.
+   differentiation (:func:`vaefp_jax.phase.reduced_implicit.branch_derivatives`): the branch
+   solved at every β of a level in one ``vmap``, the derivatives one β at a time (memory). u′ jumps and u″ peaks where the exact β_c are; the phase figure shows both.
 """
 
 from __future__ import annotations
@@ -150,7 +150,11 @@ def _cross_check(xs, tree, per_level: int, progress, max_size):
         betas = np.append(np.geomspace(lev.beta_low, hi, per_level + 2)[1:-1], lev.beta_read)
         psi, lm = _pad(lev.psi - xs.mean(axis=0), lev.log_mass)
         r = solve_reduced(jnp.asarray(xc), betas, psi, lm)
-        d = branch_derivatives(jnp.asarray(xc), r.psi, r.log_mass, jnp.asarray(betas))
+        # one β at a time: the dense Jacobian's forward pass holds m(d+1) tangents of the (n, m)
+        # posteriors (250 MB at n = 10⁴, d = 784, m = 2), which a vmap over β would multiply
+        d = [branch_derivatives(jnp.asarray(xc), r.psi[j:j + 1], r.log_mass[j:j + 1], jnp.asarray(betas[j:j + 1]))
+             for j in range(betas.size)]
+        d = type(d[0])(*(np.concatenate([np.asarray(getattr(e, f)) for e in d]) for f in d[0]._fields))
         ok = np.asarray(r.converged)
         u, du, d2u = (np.where(ok, np.asarray(a, np.float64), np.nan) for a in (d.u, d.du, d.d2u))
         at_read.append((u[-1], du[-1]))
