@@ -87,12 +87,12 @@ _KILLED_WHILE_WRITING = textwrap.dedent("""
     import os, signal, sys
     import vaefp_jax.phase.result as result
     from vaefp_jax import cli
-    write = result._write_csv
+    write = result.write_csv
     def killed(path, *args):
         if path.endswith("merges.csv"):
             os.kill(os.getpid(), signal.SIGKILL)   # no Python cleanup at all
         return write(path, *args)
-    result._write_csv = killed
+    result.write_csv = killed
     sys.exit(cli.main(sys.argv[1:]))
 """)
 

@@ -16,14 +16,11 @@ sha256 and notes saying what was inferred); :func:`load_points` returns only the
   - scikit-learn's bundled format (first line ``150,4,setosa,versicolor,virginica``: the number
     of rows, of features, then class names) has no header names, and its last column is the
     label by default, given as the class names.
-* MNIST's IDX images files (``t10k-images-idx3-ubyte``, ``….idx3-ubyte``, plain or ``.gz``),
-  recognised by their magic number 0x00000803 (not their name), read by :mod:`vaefp_jax.mnist`:
-  one point per image, the raw 0–255 pixel intensities (as stored, not rescaled) flattened
-  row-major, columns named ``"pixel0"``, ``"pixel1"``, … (pixel k is at row k // cols, column
-  k % cols). The labels come from the IDX labels file (magic 0x00000801) named by
-  ``label_column`` (a path), else from the sibling labels file when there is one
-  (``…images-idx3…`` → ``…labels-idx1…``, ``…images.idx3…`` → ``…labels.idx1…``, with or
-  without ``.gz``); ``columns`` are 0-based pixel indices; IDX has no missing values.
+* MNIST's IDX images files (``….idx3-ubyte``, plain or ``.gz``, recognised by their magic
+  number, :mod:`vaefp_jax.mnist`): one point per image, the raw 0–255 pixels flattened
+  row-major, columns ``"pixel0"``, …; labels from the IDX labels file named by ``label_column``
+  (a path), else the sibling labels file (:func:`vaefp_jax.mnist.idx_labels_path`); ``columns``
+  are 0-based pixel indices; IDX has no missing values.
 
 Columns are chosen by header name or 0-based index; every column used as data must be numbers
 (a text column must be named as the label column or left out). A row with a missing value (an
@@ -122,7 +119,7 @@ def read_table(path: str | os.PathLike, *, columns: str | Sequence[str | int] | 
     if os.path.isdir(path):
         raise ValueError(f"data file {path!r} is a directory")
     ext = os.path.splitext(path)[1].lower()
-    idx = _idx_kind(path)
+    idx = mnist.idx_kind(path)
     if idx is None and ext not in _TEXT + (".npy", ".npz"):
         raise ValueError(f"{path}: unsupported data file type {ext!r}: use .npy, .npz, .csv, .tsv, .txt or an "
                          "IDX images file (….idx3-ubyte, plain or .gz)")
@@ -218,19 +215,6 @@ def _array_table(path, data, digest, ext, columns, label_column, key):
     return dataclasses.replace(table, label_name=label_name), missing, None
 
 
-_IDX_NAME = re.compile(r"idx[0-9]+-ubyte(\.gz)?$", re.IGNORECASE)
-_IDX_SIBLINGS = (("images-idx3", "labels-idx1"), ("images.idx3", "labels.idx1"))
-
-
-def _idx_kind(path: str) -> str | None:
-    """"images" / "labels" for an IDX file by its magic number (gzip or not); "images" also for a
-    file named like one (…idx3-ubyte) whose magic is wrong, so that its error says so; else None."""
-    magic = mnist.idx_magic(path)
-    if magic == mnist.IMAGES_MAGIC:
-        return "images"
-    if magic == mnist.LABELS_MAGIC:
-        return "labels"
-    return "images" if _IDX_NAME.search(os.path.basename(path)) else None
 
 
 def _idx_table(path, data, digest, columns, label_column, key) -> Table:
@@ -261,7 +245,7 @@ def _idx_table(path, data, digest, columns, label_column, key) -> Table:
         picked, _ = _select(path, names, specs, None, None)
         x = flat[:, picked].astype(np.float64)
         notes.append(f"{len(picked)} of the {rows * cols_} pixels selected by columns")
-    lpath, how = _idx_labels_path(path, label_column)
+    lpath, how = mnist.idx_labels_path(path, label_column)
     labels = label_name = None
     if lpath is not None:
         values = mnist.read_idx_labels(lpath)
@@ -274,33 +258,6 @@ def _idx_table(path, data, digest, columns, label_column, key) -> Table:
         notes.append(how)
     return Table(x=x, labels=labels, columns=tuple(names[j] for j in picked), label_name=label_name, path=path,
                  sha256=digest, notes=tuple(notes), rows_in_file=n)
-
-
-def _idx_labels_path(path: str, label_column) -> tuple[str | None, str]:
-    """(the labels file or None, how it was found — or, when none, a note saying so, or "")."""
-    if label_column is not None:
-        if not isinstance(label_column, (str, os.PathLike)):
-            raise ValueError(f"{path}: for an IDX images file the label column is the path of an IDX labels file "
-                             f"(…idx1-ubyte[.gz]), got {show(repr(label_column))}")
-        given = os.fspath(label_column)
-        for cand in (given, os.path.join(os.path.dirname(path), given)):
-            if os.path.isfile(cand):
-                return cand, "the label column"
-        raise ValueError(f"{path}: for an IDX images file the label column is the path of an IDX labels file "
-                         f"(…idx1-ubyte[.gz]); no file {show(given)} (looked in the working directory and the "
-                         "images file's folder)")
-    folder, base = os.path.split(path)
-    for a, b in _IDX_SIBLINGS:
-        if a in base:
-            name = base.replace(a, b)
-            stem = name[:-3] if name.lower().endswith(".gz") else name
-            tried = [name, stem if stem != name else name + ".gz"]
-            for cand in tried:
-                if os.path.isfile(os.path.join(folder, cand)):
-                    return os.path.join(folder, cand), "the images file's sibling labels file"
-            return None, (f"no labels: no sibling labels file ({' or '.join(tried)}) next to it; name one with "
-                          "--label-column PATH (label_column=)")
-    return None, ""
 
 
 def _drop_missing(table: Table, missing: list, lines, drop: bool) -> Table:

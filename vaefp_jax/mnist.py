@@ -22,13 +22,17 @@ import gzip
 import importlib.resources
 import io
 import os
+import re
 import zlib
 from typing import Iterator
 
 import numpy as np
 
-__all__ = ["Exemplars", "idx_magic", "load_exemplars", "load_idx", "read_idx", "read_idx_images", "read_idx_labels",
-           "select_first_per_digit", "select_random_per_digit", "IMAGES_MAGIC", "LABELS_MAGIC"]
+from vaefp_jax.io_text import show
+
+__all__ = ["IMAGES_MAGIC", "LABELS_MAGIC", "Exemplars", "idx_kind", "idx_labels_path", "idx_magic", "load_exemplars",
+           "load_idx", "read_idx", "read_idx_images", "read_idx_labels", "select_first_per_digit",
+           "select_random_per_digit"]
 
 IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dimension
@@ -193,3 +197,45 @@ def load_exemplars() -> Exemplars:
     raw = importlib.resources.files("vaefp_jax").joinpath("data", PACKAGED_FILE).read_bytes()
     with np.load(io.BytesIO(raw)) as f:
         return _as_exemplars(f["images"], f["labels"], f["indices"])
+
+
+IDX_NAME = re.compile(r"idx[0-9]+-ubyte(\.gz)?$", re.IGNORECASE)
+IDX_SIBLINGS = (("images-idx3", "labels-idx1"), ("images.idx3", "labels.idx1"))
+
+
+def idx_kind(path: str) -> str | None:
+    """"images" / "labels" for an IDX file by its magic number (gzip or not); "images" also for a
+    file named like one (…idx3-ubyte) whose magic is wrong, so that its error says so; else None."""
+    magic = idx_magic(path)
+    if magic == IMAGES_MAGIC:
+        return "images"
+    if magic == LABELS_MAGIC:
+        return "labels"
+    return "images" if IDX_NAME.search(os.path.basename(path)) else None
+
+
+def idx_labels_path(path: str, label_column) -> tuple[str | None, str]:
+    """(the labels file or None, how it was found — or, when none, a note saying so, or "")."""
+    if label_column is not None:
+        if not isinstance(label_column, (str, os.PathLike)):
+            raise ValueError(f"{path}: for an IDX images file the label column is the path of an IDX labels file "
+                             f"(…idx1-ubyte[.gz]), got {show(repr(label_column))}")
+        given = os.fspath(label_column)
+        for cand in (given, os.path.join(os.path.dirname(path), given)):
+            if os.path.isfile(cand):
+                return cand, "the label column"
+        raise ValueError(f"{path}: for an IDX images file the label column is the path of an IDX labels file "
+                         f"(…idx1-ubyte[.gz]); no file {show(given)} (looked in the working directory and the "
+                         "images file's folder)")
+    folder, base = os.path.split(path)
+    for a, b in IDX_SIBLINGS:
+        if a in base:
+            name = base.replace(a, b)
+            stem = name[:-3] if name.lower().endswith(".gz") else name
+            tried = [name, stem if stem != name else name + ".gz"]
+            for cand in tried:
+                if os.path.isfile(os.path.join(folder, cand)):
+                    return os.path.join(folder, cand), "the images file's sibling labels file"
+            return None, (f"no labels: no sibling labels file ({' or '.join(tried)}) next to it; name one with "
+                          "--label-column PATH (label_column=)")
+    return None, ""

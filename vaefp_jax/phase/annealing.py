@@ -45,7 +45,7 @@ import numpy as np
 from vaefp_jax.clusters import rms_spread
 from vaefp_jax.phase.reduced import DENSE_MAX, EMPTY, cluster_spectra, solve_reduced
 
-__all__ = ["Level", "Split", "SplitTree", "anneal"]
+__all__ = ["Level", "Split", "SplitTree", "anneal", "pad_branch"]
 
 # log γ of a padding cluster: exp underflows to exactly 0 in the posteriors, but stays finite
 # so that differences of log γ (SQUAREM's extrapolation) are defined.
@@ -125,7 +125,8 @@ def _capacity(m: int) -> int:
     return 1 << max(m - 1, 0).bit_length()
 
 
-def _pad(psi, lm):
+def pad_branch(psi, lm):
+    """(ψ, log γ) padded to the next power of two with empty clusters (ψ = 0, log γ = EMPTY)."""
     m, d = psi.shape
     cap = _capacity(m)
     return (np.concatenate([psi, np.zeros((cap - m, d))]), np.concatenate([lm, np.full(cap - m, _EMPTY)]))
@@ -147,7 +148,7 @@ class _Branch:
         residual) and the annealing goes on from where it stopped: the tree says so, never
         silently."""
         m = psi.shape[0]
-        pp, pl = _pad(psi, lm)
+        pp, pl = pad_branch(psi, lm)
         r = solve_reduced(self.x, np.array([beta], self.dtype), pp.astype(self.dtype), pl.astype(self.dtype),
                           tol=self.tol, max_steps=self.max_steps)
         self.solves += 1
@@ -162,7 +163,7 @@ class _Branch:
         """(λ_max (m,), v (m, d)) of every cluster (computed for the padded branch: one compiled
         program per size class)."""
         m, d = psi.shape
-        pp, pl = _pad(psi, lm)
+        pp, pl = pad_branch(psi, lm)
         args = (jnp.asarray(pp, self.dtype), jnp.asarray(pl, self.dtype), self.x, beta)
         if self.iters == 0:
             lam, v = cluster_spectra(*args)

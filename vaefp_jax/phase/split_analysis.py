@@ -137,7 +137,7 @@ def _cross_check(xs, tree, per_level: int, progress, max_size):
     at every level's read point."""
     import jax.numpy as jnp
 
-    from vaefp_jax.phase.annealing import _pad
+    from vaefp_jax.phase.annealing import pad_branch
     from vaefp_jax.phase.reduced import solve_reduced
     from vaefp_jax.phase.reduced_implicit import branch_derivatives
 
@@ -148,7 +148,7 @@ def _cross_check(xs, tree, per_level: int, progress, max_size):
     for k, lev in enumerate(levels):
         hi = 2.0 * lev.beta_low if not np.isfinite(lev.beta_high) else lev.beta_high
         betas = np.append(np.geomspace(lev.beta_low, hi, per_level + 2)[1:-1], lev.beta_read)
-        psi, lm = _pad(lev.psi - xs.mean(axis=0), lev.log_mass)
+        psi, lm = pad_branch(lev.psi - xs.mean(axis=0), lev.log_mass)
         r = solve_reduced(jnp.asarray(xc), betas, psi, lm)
         # one β at a time: the dense Jacobian's forward pass holds m(d+1) tangents of the (n, m)
         # posteriors (250 MB at n = 10⁴, d = 784, m = 2), which a vmap over β would multiply
