@@ -234,8 +234,11 @@ def _reduced(args) -> int:
 
 def _report_tree(result) -> None:
     exact = sum(s.exact for s in result.splits)
+    why = {"max_clusters": "--max-clusters reached", "beta_min": "--beta-min reached",
+           "stop": "a level has as many significant clusters as classes"}.get(result.record["stopped"],
+                                                                               result.record["stopped"])
     print(f"{len(result.splits)} splits ({exact} exact roots of λ_max(C_a) = β; "
-          f"{len(result.splits) - exact} on arrival); stopped at {result.record['stopped']}")
+          f"{len(result.splits) - exact} on arrival); stopped: {why}")
     print(f"{'clusters':>8} {'β_c':>14} {'condition':>10} {'masses':>14}")
     for s in result.splits[:12]:
         print(f"{s.clusters:>8d} {s.beta_c:14.8g} {s.condition:10.1e} {s.mass_a:6.3f} {s.mass_b:6.3f}")
