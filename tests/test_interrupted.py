@@ -134,3 +134,26 @@ def test_ctrl_c_during_compute_exits_130_in_one_line(tmp_path):
     assert last and "interrupted" in last[0], err[-2000:]
     assert not (tmp_path / "run" / "run.json").exists()
     assert np.isfinite(proc.returncode)
+
+
+def test_an_interrupt_swallowed_by_a_callback_is_raised_at_the_next_progress_report(capsys):
+    """Ctrl-C that lands while XLA holds the main thread can be raised inside a callback that
+    ignores it; the SIGINT handler's flag makes the next progress report raise it again, so the
+    command still ends with exit code 130 and one line."""
+    import types
+
+    from vaefp_jax.cli import _run
+    from vaefp_jax.cli.common import INTERRUPTED, StageBars
+
+    def swallowed(args):
+        try:
+            signal.raise_signal(signal.SIGINT)          # the handler runs: flag set, KeyboardInterrupt raised …
+        except KeyboardInterrupt:
+            pass                                        # … and swallowed, as a finalizer would
+        StageBars(quiet=True)("sweep", 1, 10)           # the next report
+        return 0
+
+    assert _run(types.SimpleNamespace(func=swallowed)) == 130
+    assert "interrupted" in capsys.readouterr().err
+    INTERRUPTED.clear()
+    assert _run(types.SimpleNamespace(func=lambda args: StageBars(quiet=True)("sweep", 1, 10) or 0)) == 0

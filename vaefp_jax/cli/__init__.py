@@ -76,6 +76,14 @@ def console_main() -> None:
 
 
 def _run(args) -> int:
+    import signal
+    import threading
+
+    from vaefp_jax.cli.common import INTERRUPTED, on_sigint
+
+    INTERRUPTED.clear()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -96,6 +104,9 @@ def _run(args) -> int:
             raise
         print(f"vaefp: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_NOT_CONVERGED
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _one_line(err) -> str:

@@ -9,6 +9,7 @@ import argparse
 import math
 import os
 import sys
+import threading
 import time
 
 from vaefp_jax.cli_types import (
@@ -56,6 +57,18 @@ def say(args, *parts) -> None:
         print(*parts, file=sys.stderr)
 
 
+# Set by the command line's SIGINT handler (``vaefp_jax.cli._run``). The handler also raises
+# KeyboardInterrupt, but where the signal lands while XLA or a C++ callback holds the main
+# thread, the exception can be raised inside a finalizer or callback that ignores it; the next
+# progress report (main thread, plain Python) raises it again, so Ctrl-C is never lost.
+INTERRUPTED = threading.Event()
+
+
+def on_sigint(signum, frame):
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
 class StageBars:
     """``progress(stage, done, total)`` for the library's long runs (and the CLI's own
     loops), drawn as one tqdm bar per stage on stderr; nothing when ``quiet``. ``close()``
@@ -70,6 +83,8 @@ class StageBars:
         self.last = time.time()   # when the previous report came: where the next stage began
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         if self.quiet:
             return
         if stage != self.stage:
