@@ -3,6 +3,7 @@
     python benchmarks/reduced_tree.py --part speed      # digits raw → 64 clusters vs the NumPy baseline
     python benchmarks/reduced_tree.py --part ari        # ARI table vs k-means and Ward
     python benchmarks/reduced_tree.py --part mnist      # MNIST test set (n = 10,000) → 64 clusters
+    python benchmarks/reduced_tree.py --part peers      # k-means and Ward on the MNIST test set
     python benchmarks/reduced_tree.py --part ward       # Ward's time and memory against n (crossover)
 
 Float64, on whatever machine runs it (RESULTS.md records which). The tree is
@@ -130,6 +131,13 @@ def part_mnist(args):
           f"k-means {km:.3f} ({t_km:.1f} s); Ward {ward:.3f} ({t_ward:.1f} s)", flush=True)
 
 
+def part_peers(args):
+    x, y = load("mnist", n=args.n)
+    km, t_km, ward, t_ward = peers(x, y)
+    print(f"MNIST n = {x.shape[0]}: k-means (k = 10, 10 restarts) ARI {km:.3f} in {t_km:.1f} s; Ward ARI {ward:.3f} "
+          f"in {t_ward:.1f} s", flush=True)
+
+
 def part_ward(args):
     for n in (2000, 5000, 10000):
         x, y = load("mnist", n=n)
@@ -146,11 +154,12 @@ def part_ward(args):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["speed", "ari", "mnist", "ward"], required=True)
+    p.add_argument("--part", choices=["speed", "ari", "mnist", "peers", "ward"], required=True)
     p.add_argument("--n", type=int, default=10000, help="mnist: points of the test set used")
     args = p.parse_args()
     print(f"cpu: {vf.runs.cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}", flush=True)
-    {"speed": part_speed, "ari": part_ari, "mnist": part_mnist, "ward": part_ward}[args.part](args)
+    {"speed": part_speed, "ari": part_ari, "mnist": part_mnist, "peers": part_peers,
+     "ward": part_ward}[args.part](args)
 
 
 if __name__ == "__main__":
