@@ -48,6 +48,7 @@ __all__ = ["phase_command", "register"]
 GRID_ONLY = ("beta_max", "num_betas", "continuation", "top_k", "refine_merges", "k", "prior", "low", "high", "limit",
              "protocol", "damping")
 REDUCED_ONLY = ("max_clusters", "min_mass", "cross_check", "read")
+GRID_DEFAULTS: dict[str, tuple] = {}   # dest → (default, option string), filled by register
 
 
 def register(sub) -> None:
@@ -92,33 +93,33 @@ def register(sub) -> None:
     add_output_arguments(p, "runs/phase")
     for action in p._actions:
         if action.dest in GRID_ONLY:
-            action.grid_default, action.default = action.default, None
-            if not getattr(action, "valid_examples", None) and not action.choices and action.grid_default is not None:
-                action.valid_examples = [str(action.grid_default)]   # the value the test of every option tries
+            default = action.default
+            GRID_DEFAULTS[action.dest] = (default, action.option_strings[-1])
+            action.default = None
+            if not getattr(action, "valid_examples", None) and not action.choices and default is not None:
+                action.valid_examples = [str(default)]   # the value the test of every option tries
             action.needs = ("--model grid " + getattr(action, "needs", "")).strip()
-            action.help = f"grid: {action.help}" + (f" (default: {action.grid_default})"
-                                                    if action.grid_default is not None else "")
+            action.help = f"grid: {action.help}" + (f" (default: {default})" if default is not None else "")
     p.set_defaults(func=phase_command)
 
 
-def _check_model(args, parser_actions) -> None:
+def _check_model(args) -> None:
     """Refuse the options of the other model; fill in the grid options' defaults."""
-    chosen = [a for a in parser_actions if a.dest in (GRID_ONLY if args.model == "reduced" else REDUCED_ONLY)
-              and getattr(args, a.dest) is not None]
-    if chosen:
+    if args.model == "reduced":
+        given = [opt for dest, (_, opt) in GRID_DEFAULTS.items() if getattr(args, dest) is not None]
+    else:
+        given = [f"--{dest.replace('_', '-')}" for dest in REDUCED_ONLY if getattr(args, dest) is not None]
+    if given:
         other = "grid" if args.model == "reduced" else "reduced"
-        raise ValueError(f"{chosen[0].option_strings[-1]} applies to --model {other}, not to --model {args.model}")
+        raise ValueError(f"{given[0]} applies to --model {other}, not to --model {args.model}")
     if args.model == "grid":
-        for a in parser_actions:
-            if a.dest in GRID_ONLY and getattr(args, a.dest) is None:
-                setattr(args, a.dest, a.grid_default)
+        for dest, (default, _) in GRID_DEFAULTS.items():
+            if getattr(args, dest) is None:
+                setattr(args, dest, default)
 
 
 def phase_command(args) -> int:
-    from vaefp_jax.cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
-    _check_model(args, sub.choices["phase"]._actions)
+    _check_model(args)
     if args.model == "reduced":
         return _reduced(args)
     from vaefp_jax.runs import prepare_out

@@ -103,19 +103,6 @@ class SplitTree:
     seconds: float
     unconverged: tuple[tuple[float, int, float], ...] = ()
 
-    @property
-    def persistent_level(self) -> int:
-        """The level with the widest interval in ln β among those with at least 2 clusters and a
-        split below (the root's and the last level's intervals are open)."""
-        inner = [k for k in range(1, len(self.levels) - 1)]
-        if not inner:
-            return len(self.levels) - 1
-        return max(inner, key=lambda k: self.levels[k].width)
-
-    def level_of(self, clusters: int) -> int:
-        """The level with ``clusters`` clusters (the finest if the tree has fewer)."""
-        return min(max(int(clusters), 1), len(self.levels)) - 1
-
     def labels_at(self, level: int) -> np.ndarray:
         """(n,) the cluster (0..k) of every point at ``level`` (k + 1 clusters)."""
         return self.labels[level]
@@ -300,8 +287,8 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
                 hi, hi_state, lo, lo_state = up, up_state, below, state
             else:
                 upper = beta_c
-                beta_c, state = below, state
-                g_c, a, lam, v = G(below, state)
+                beta_c = below
+                g_c, a, lam, v = g_b, a_b, lam_b, v_b      # already computed at `below`
                 cond = lam[a] / below - 1.0
                 read_state = (below, state) if read == "low" else read_high
                 continue

@@ -249,9 +249,9 @@ def default_tol(x) -> float:
     """1e-12 (float64) or 1e-5 (float32) × the data's RMS spread √tr Cov."""
     import numpy as np
 
-    x = np.asarray(x)
-    spread = float(np.sqrt(np.sum(np.var(np.asarray(x, np.float64), axis=0))))
-    return (1e-12 if x.dtype == np.float64 else 1e-5) * max(spread, np.finfo(np.float64).tiny)
+    from vaefp_jax.clusters import rms_spread
+
+    return (1e-12 if np.asarray(x).dtype == np.float64 else 1e-5) * max(rms_spread(x), np.finfo(np.float64).tiny)
 
 
 def solve_reduced(x, betas, psi0, log_mass0, *, free_masses: bool = True, tol: float | None = None,

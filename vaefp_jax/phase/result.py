@@ -16,7 +16,7 @@ from vaefp_jax.clusters import adjusted_rand_index
 from vaefp_jax.phase.tree import Merge, MergeTree
 from vaefp_jax.runs import atomic_path, begin_run, read_run, write_record
 
-__all__ = ["CriticalRow", "PhaseResult", "save_labels_and_figures", "write_csv"]
+__all__ = ["CriticalRow", "PhaseResult", "save_labels_and_figures", "source_rows", "write_csv"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +81,7 @@ class PhaseResult:
     def source_rows(self) -> np.ndarray:
         """(n,) the row of the input (0-based, among a file's data rows or the array's rows) of
         every analysed point: ``arange(n)`` unless rows with missing values were dropped."""
-        data = self.record.get("data", {}) or {}
-        dropped = np.asarray(data.get("dropped_rows") or [], int)
-        total = int(data.get("rows_in_file") or data.get("rows_given") or self.x.shape[0] + dropped.size)
-        return np.setdiff1d(np.arange(total), dropped)
+        return source_rows(self.record, self.x.shape[0])
 
     def labels_at(self, beta: float | None = None, num_clusters: int | None = None) -> np.ndarray:
         """(n,) cluster of every point at ``beta`` or at the level closest to ``num_clusters`` clusters."""
@@ -204,6 +201,14 @@ _COLUMNS = {
     "critical": [f.name for f in dataclasses.fields(CriticalRow)],
     "merges": [f.name for f in dataclasses.fields(Merge)],
 }
+
+
+def source_rows(record: dict, n: int) -> np.ndarray:
+    """(n,) the input row of every analysed point, from a run record's ``data`` (dropped rows)."""
+    data = record.get("data", {}) or {}
+    dropped = np.asarray(data.get("dropped_rows") or [], int)
+    total = int(data.get("rows_in_file") or data.get("rows_given") or n + dropped.size)
+    return np.setdiff1d(np.arange(total), dropped)
 
 
 def save_labels_and_figures(result, folder, level_names, labels, format: str, figures: bool) -> list[str]:

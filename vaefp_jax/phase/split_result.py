@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from vaefp_jax.clusters import adjusted_rand_index
-from vaefp_jax.phase.result import save_labels_and_figures, write_csv
+from vaefp_jax.phase.result import save_labels_and_figures, source_rows, write_csv
 from vaefp_jax.phase.tree import Merge, MergeTree
 from vaefp_jax.runs import atomic_path, begin_run, read_run, write_record
 
@@ -109,10 +109,7 @@ class SplitResult:
     @property
     def source_rows(self) -> np.ndarray:
         """(n,) the row of the input of every analysed point (see PhaseResult.source_rows)."""
-        data = self.record.get("data", {}) or {}
-        dropped = np.asarray(data.get("dropped_rows") or [], int)
-        total = int(data.get("rows_in_file") or data.get("rows_given") or self.x.shape[0] + dropped.size)
-        return np.setdiff1d(np.arange(total), dropped)
+        return source_rows(self.record, self.x.shape[0])
 
     def psi(self, level: int) -> tuple[np.ndarray, np.ndarray]:
         """(ψ (k+1, d), log γ (k+1,)) of ``level``."""
