@@ -173,6 +173,22 @@ def test_squarem_blocked_and_plain_reach_the_same_fixed_point():
     assert int(fast.steps.sum()) < int(plain.steps.sum())
 
 
+@pytest.mark.parametrize("n, chunk", [(96, 32), (97, 32), (100, 7)], ids=["even", "remainder-1", "remainder-2"])
+def test_blocked_step_equals_one_block(n, chunk):
+    """The blocked sums (equal blocks read in place, then the remaining points) give the same
+    step and log likelihood as one block, whether or not the blocks divide n (float64, 1e-12)."""
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, 3)) * np.array([1.0, 2.0, 0.5])
+    x -= x.mean(0)
+    psi = x[:4] * 0.7
+    lm = np.log([0.1, 0.2, 0.3, 0.4])
+    args = (jnp.asarray(psi), jnp.asarray(lm), jnp.asarray(x), 0.8)
+    one = (*reduced.reduced_step(*args, chunk=None), reduced.log_likelihood(*args, chunk=None))
+    blocked = (*reduced.reduced_step(*args, chunk=chunk), reduced.log_likelihood(*args, chunk=chunk))
+    for a, b in zip(one, blocked):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-12)
+
+
 def test_lanczos_spectra_equal_the_dense_ones():
     """λ_max(C_a) and its direction from Lanczos on the product C_a v equal eigh of C_a (d = 12)."""
     rng = np.random.default_rng(8)

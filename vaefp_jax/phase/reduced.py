@@ -79,43 +79,49 @@ def log_posterior(psi, log_mass, x, beta):
     return logits - logsumexp(logits, axis=1, keepdims=True)
 
 
-def _block_moments(psi, log_mass, xb, mask, beta):
+def _block_moments(psi, log_mass, xb, beta):
     """For a block of points: (log Σ_i p(a|i) (m,), the p(i|a)-weighted mean of the block (m, d),
     Σ_i log Σ_a γ_a e^{−‖x_i−ψ_a‖²/2β} over the block)."""
     logits = _normalised(log_mass)[None, :] - _sq_dist(xb, psi) / (2.0 * beta)
     norm = logsumexp(logits, axis=1, keepdims=True)
-    log_p = jnp.where(mask[:, None], logits - norm, -jnp.inf)
+    log_p = logits - norm
     log_total = logsumexp(log_p, axis=0)
     safe = jnp.where(jnp.isfinite(log_total), log_total, 0.0)
     w = jnp.exp(log_p - safe[None, :])
-    return log_total, matmul(w.T, xb), jnp.sum(jnp.where(mask, norm[:, 0], 0.0))
+    return log_total, matmul(w.T, xb), jnp.sum(norm)
+
+
+def _merge(a, b):
+    """Two blocks' moments merged (running log-sum-exp of the totals, mass-weighted means)."""
+    new = jnp.logaddexp(a[0], b[0])
+    ok = jnp.isfinite(new)
+    safe = jnp.where(ok, new, 0.0)
+    w_a = jnp.where(ok, jnp.exp(a[0] - safe), 0.0)[:, None]
+    w_b = jnp.where(ok, jnp.exp(b[0] - safe), 0.0)[:, None]
+    return new, w_a * a[1] + w_b * b[1], a[2] + b[2]
 
 
 def _moments(psi, log_mass, x, beta, chunk):
     """(log Σ_i p(a|i) (m,), ψ' = Σ_i p(a|i) x_i / Σ_i p(a|i) (m, d), log likelihood) over all
-    points, in blocks of ``chunk`` points when n > chunk (running log-sum-exp merge)."""
+    points; when n > chunk, over ⌈n/chunk⌉ blocks of equal size read in place from x (a loop of
+    dynamic slices: x is never copied or padded) and a last block of the few remaining points,
+    merged by a running log-sum-exp."""
     n, d = x.shape
     if chunk is None or n <= chunk:
-        return _block_moments(psi, log_mass, x, jnp.ones(n, bool), beta)
+        return _block_moments(psi, log_mass, x, beta)
     blocks = -(-n // chunk)
-    pad = blocks * chunk - n
-    xs = jnp.concatenate([x, jnp.zeros((pad, d), x.dtype)]).reshape(blocks, chunk, d)
-    masks = (jnp.arange(blocks * chunk) < n).reshape(blocks, chunk)
-
-    def body(carry, blk):
-        lt, mean, ll = carry
-        b_lt, b_mean, b_ll = _block_moments(psi, log_mass, blk[0], blk[1], beta)
-        new = jnp.logaddexp(lt, b_lt)
-        ok = jnp.isfinite(new)
-        safe = jnp.where(ok, new, 0.0)
-        w_old = jnp.where(ok, jnp.exp(lt - safe), 0.0)[:, None]
-        w_new = jnp.where(ok, jnp.exp(b_lt - safe), 0.0)[:, None]
-        return (new, w_old * mean + w_new * b_mean, ll + b_ll), None
-
+    size = n // blocks                       # balanced: blocks × size ≤ n < blocks × (size + 1)
     m = psi.shape[0]
+
+    def body(k, carry):
+        xb = jax.lax.dynamic_slice_in_dim(x, k * size, size)
+        return _merge(carry, _block_moments(psi, log_mass, xb, beta))
+
     init = (jnp.full(m, -jnp.inf, x.dtype), jnp.zeros((m, d), x.dtype), jnp.zeros((), x.dtype))
-    (lt, mean, ll), _ = jax.lax.scan(body, init, (xs, masks))
-    return lt, mean, ll
+    out = jax.lax.fori_loop(0, blocks, body, init)
+    if blocks * size < n:
+        out = _merge(out, _block_moments(psi, log_mass, x[blocks * size:], beta))
+    return out
 
 
 # log γ at or below which a cluster is padding (an empty slot of a padded branch): the step
@@ -255,7 +261,7 @@ def default_tol(x) -> float:
 
 
 def solve_reduced(x, betas, psi0, log_mass0, *, free_masses: bool = True, tol: float | None = None,
-                  max_steps: int = 100_000, accelerate: bool = True, chunk: int | None = 8192) -> ReducedFixedPoint:
+                  max_steps: int = 100_000, accelerate: bool = True, chunk: int | None = 16384) -> ReducedFixedPoint:
     """The reduced fixed point from (ψ⁰ (m, d), log γ⁰ (m,)) for every β of ``betas`` (B,), ``vmap``-ed
     over β: SQUAREM-extrapolated steps (``accelerate``, module docstring) or plain steps (EM).
     ``tol`` on a plain step's ‖Δψ‖_F + ‖Δγ‖_1 (default :func:`default_tol`); ``max_steps``
