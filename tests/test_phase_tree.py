@@ -56,6 +56,18 @@ def test_merges_and_refined_heights():
         tree.level(beta=0.01)
 
 
+def test_levels_read_at_the_same_beta_keep_their_exact_heights():
+    """Two levels read at one β (a split on arrival): accepted, and the merge between them sits
+    exactly there; β decreasing between levels is refused."""
+    labels = np.array([[0, 1, 2, 3], [0, 0, 1, 2], [0, 0, 1, 1], [0, 0, 0, 0]])
+    beta = np.array([0.1, 0.4, 0.4, 0.8])
+    tree = build_tree(beta, labels, heights={1: 0.4, 2: 0.7})
+    assert is_valid_linkage(tree.linkage) and is_monotonic(tree.linkage)
+    np.testing.assert_array_equal(tree.linkage[:, 2], [np.sqrt(0.04), 0.4, 0.7])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        build_tree(beta[::-1].copy(), labels)
+
+
 def test_incomplete_top_is_joined_and_flagged():
     labels = np.array([[0, 1, 2], [0, 0, 1]])
     tree = build_tree(np.array([1.0, 2.0]), labels)

@@ -103,7 +103,7 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
     # the MergeTree: levels in ascending β (read points), merges at the exact β_c
     order = np.arange(len(levels))[::-1]
     read_betas = np.array([tree.levels[k].beta_read for k in order])
-    read_betas = np.maximum.accumulate(read_betas * (1 + 1e-15 * np.arange(read_betas.size)))  # strictly ascending
+    read_betas = np.maximum.accumulate(read_betas)     # non-decreasing (a level read on arrival shares its β)
     heights = {i: float(np.clip(tree.splits[order[i] - 1].beta, read_betas[i], read_betas[i + 1]))
                for i in range(len(order) - 1)}
     merge_tree = build_tree(read_betas, tree.labels[order], heights)
@@ -137,7 +137,6 @@ def _cross_check(xs, tree, per_level: int, progress, max_size):
     at every level's read point."""
     import jax.numpy as jnp
 
-    from vaefp_jax.phase.annealing import pad_branch
     from vaefp_jax.phase.reduced import solve_reduced
     from vaefp_jax.phase.reduced_implicit import branch_derivatives
 
@@ -148,7 +147,9 @@ def _cross_check(xs, tree, per_level: int, progress, max_size):
     for k, lev in enumerate(levels):
         hi = 2.0 * lev.beta_low if not np.isfinite(lev.beta_high) else lev.beta_high
         betas = np.append(np.geomspace(lev.beta_low, hi, per_level + 2)[1:-1], lev.beta_read)
-        psi, lm = pad_branch(lev.psi - xs.mean(axis=0), lev.log_mass)
+        # unpadded: the state size m(d + 1) is the one the filter above admitted, so the dense
+        # Jacobian serves (a padded branch could cross dense_max and fall to GMRES near the splits)
+        psi, lm = lev.psi - xs.mean(axis=0), lev.log_mass
         r = solve_reduced(jnp.asarray(xc), betas, psi, lm)
         # one β at a time: the dense Jacobian's forward pass holds m(d+1) tangents of the (n, m)
         # posteriors (250 MB at n = 10⁴, d = 784, m = 2), which a vmap over β would multiply

@@ -154,7 +154,9 @@ class MergeTree:
 
 
 def build_tree(beta, labels, heights: dict[int, float] | None = None) -> MergeTree:
-    """The :class:`MergeTree` of nested ``labels`` (L, n) at levels ``beta`` (L,) ascending.
+    """The :class:`MergeTree` of nested ``labels`` (L, n) at levels ``beta`` (L,) non-decreasing
+    (two levels may be read at the same β: the reduced tree reads a level whose successor split
+    on arrival at that split's own β).
 
     ``heights`` maps a level index l to a refined β_c of the merges between levels
     l and l+1 (it must lie in [β_l, β_{l+1}]); other brackets use their geometric midpoint.
@@ -162,8 +164,8 @@ def build_tree(beta, labels, heights: dict[int, float] | None = None) -> MergeTr
     beta = np.asarray(beta, np.float64)
     labels = np.asarray(labels, np.int64)
     L, n = labels.shape
-    if L < 1 or beta.shape != (L,) or np.any(np.diff(beta) <= 0):
-        raise ValueError("need L ≥ 1 levels at strictly increasing β")
+    if L < 1 or beta.shape != (L,) or np.any(np.diff(beta) < 0):
+        raise ValueError("need L ≥ 1 levels at non-decreasing β")
     heights = heights or {}
     rows, size = [], list(np.ones(n, np.int64))
 
