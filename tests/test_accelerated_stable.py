@@ -15,7 +15,7 @@ from sklearn.datasets import load_diabetes
 
 import vaefp_jax as vf
 from vaefp_jax import equations
-from vaefp_jax.iterations.accelerated import _leading_eig
+from vaefp_jax.iterations.phases import leading_eig
 
 pytestmark = pytest.mark.xdist_group("accelerated_stable")  # one worker builds the module fixture
 
@@ -54,7 +54,7 @@ def _certificate(x, beta, log_prior, psi, key):
 
     problem = Problem(step_map=vf.DenseMap(), constraint=vf.Unconstrained(), x=x, log_prior=log_prior, shared={},
                       theta={"beta": beta})
-    return _leading_eig(problem, psi, 48, key, "lanczos")[0]
+    return leading_eig(problem, psi, 48, key, "lanczos")[0]
 
 
 def test_every_beta_converges_to_a_stable_fixed_point(sweep):

@@ -63,7 +63,7 @@ class Constraint:
     """
 
     smooth = True               # the target is a smooth function of (ψ, θ)
-    prefers_sequential = False  # its update branches (lax.cond): map problems one at a time
+    branches = False  # True: its update branches (lax.cond) per problem: map problems one at a time
 
     def setup(self, grid, x, num):
         return {}, {}
@@ -173,7 +173,7 @@ class LipschitzBound(Constraint):
     feas_tol: float = 0.0
 
     smooth = False
-    prefers_sequential = True
+    branches = True
 
     def __post_init__(self):
         if self.L is not None and np.ndim(self.L) > 0:

@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple
 
 import jax
 
+from vaefp_jax.engine.loop import iterate, running
 from vaefp_jax.engine.problem import Problem
 from vaefp_jax.engine.solution import status_of
 
@@ -20,24 +21,22 @@ __all__ = ["run_problems", "solve_core"]
 
 
 class StepFns(NamedTuple):
-    """What the pool schedule needs: per-problem ``start(theta, psi0) -> (psi, state)``,
-    ``step(theta, psi, state, t) -> (psi, state, residual)``, ``kept(state)`` (the field of
-    a stopped problem's state its report needs: the constraint's), ``report(theta, psi,
-    kept, steps, residual)``, and the stopping rule."""
+    """What the pool schedule needs, per problem: ``start(theta, psi0) -> carry`` (the
+    iteration's ``init``), ``step(theta, carry) -> carry``, ``running(theta, carry, t) -> bool``
+    (the engine loop's stopping rule, :func:`vaefp_jax.engine.loop.running`) and
+    ``finish(theta, carry)``, the problem's report."""
 
     start: Callable
     step: Callable
-    kept: Callable
-    report: Callable
-    max_steps: int
-    tol: float
+    running: Callable
+    finish: Callable
 
 
-def _finish(constraint, iteration, theta, shared, psi, aux, steps, residual, trajectory, stable, stats):
-    feasible, cstats = constraint.report(psi, aux, theta, shared)
-    stats = {**stats, **cstats, **{k: v for k, v in theta.items() if k != "beta"}}
-    return dict(psi=psi, steps=steps, residual=residual, trajectory=trajectory,
-                status=status_of(psi, residual, iteration.tol, stable, feasible), stats=stats)
+def _finish(constraint, iteration, theta, shared, out):
+    feasible, cstats = constraint.report(out.psi, out.state.aux, theta, shared)
+    stats = {**out.stats, **cstats, **{k: v for k, v in theta.items() if k != "beta"}}
+    return dict(psi=out.psi, steps=out.steps, residual=out.residual, trajectory=out.trajectory,
+                status=status_of(out.psi, out.residual, iteration.tol, out.stable, feasible), stats=stats)
 
 
 def run_problems(x, log_prior, shared, theta, psi0, key, *, iteration, step_map, constraint, schedule,
@@ -46,23 +45,20 @@ def run_problems(x, log_prior, shared, theta, psi0, key, *, iteration, step_map,
     num = theta["beta"].shape[0]
     make = lambda th: Problem(step_map, constraint, x, log_prior, shared, th)
 
-    def start(th, p0):   # ψ^0 and the ProblemState (constraint's and map's) before step 1
+    def start(th, p0):   # the iteration's carry before step 1 (ψ^0 through the constraint's start)
         p0 = constraint.start(p0, th, shared)
-        return p0, make(th).init_state(p0)
+        problem = make(th)
+        return iteration.init(problem, p0, problem.init_state(p0), key)
 
     def one(th, p0):
-        p0, state0 = start(th, p0)
-        out = iteration.run(make(th), p0, state0, key, record_every)
-        return _finish(constraint, iteration, th, shared, out.psi, out.state.aux, out.steps, out.residual,
-                       out.trajectory, out.stable, out.stats)
+        problem = make(th)
+        out = iterate(iteration, problem, start(th, p0), record_every)
+        result = iteration.postprocess(problem, out.carry)._replace(trajectory=out.trajectory)
+        return _finish(constraint, iteration, th, shared, result)
 
-    def step(th, psi, state, t):
-        return iteration.step(make(th), psi, state, t)
-
-    def report(th, psi, aux, steps, residual):
-        return _finish(constraint, iteration, th, shared, psi, aux, steps, residual, None, None, {})
-
-    fns = StepFns(start, step, lambda state: state.aux, report, int(iteration.max_steps), iteration.tol)
+    fns = StepFns(start=start, step=lambda th, c: iteration.step(make(th), c),
+                  running=lambda th, c, t: running(iteration, make(th), c, t),
+                  finish=lambda th, c: _finish(constraint, iteration, th, shared, iteration.postprocess(make(th), c)))
     return schedule.run(one, fns, theta, psi0, num)
 
 

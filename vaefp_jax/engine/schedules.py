@@ -88,7 +88,7 @@ class Vmapped(Schedule):
         _check_width("batch_size", self.batch_size)
 
     def check(self, iteration, record_every: int) -> None:
-        if iteration.prefers_sequential and self.batch_size != 1:
+        if iteration.branches and self.batch_size != 1:
             raise ValueError(f"{iteration!r} branches per problem (under a vmapped batch every branch would run "
                              "for every lane): use Vmapped(batch_size=1), the default")
 
@@ -104,10 +104,10 @@ class Vmapped(Schedule):
         shared = psi0.ndim == 2   # one ψ^0 for all problems: not copied B times
         f = (lambda th: one(th, psi0)) if shared else (lambda a: one(*a))
         xs = theta if shared else (theta, psi0)
+        if self.batch_size == 1:   # a vmap, even of one problem, or lax.map(batch_size=1) would turn
+            return jax.lax.map(f, xs)   # its conds and switches into selects: every branch at every step
         if self.batch_size >= num:
             return jax.vmap(f)(xs)
-        if self.batch_size == 1:   # lax.map(batch_size=1) would vmap each problem, turning its conds into selects
-            return jax.lax.map(f, xs)
         return jax.lax.map(f, xs, batch_size=self.batch_size)
 
 
@@ -121,9 +121,9 @@ class Pool(Schedule):
         _check_width("width", self.width)
 
     def check(self, iteration, record_every: int) -> None:
-        if not iteration.has_step:
-            raise ValueError(f"Pool refills slots step by step: it needs an iteration with a step "
-                             f"(Damped), got {iteration!r}; use Vmapped")
+        if iteration.branches:
+            raise ValueError(f"{iteration!r} branches per problem (in a pool's vmapped step every branch would "
+                             "run for every slot): use Vmapped(batch_size=1), the default")
         if record_every:
             raise ValueError("Pool does not record trajectories: use Vmapped with record_every")
 
@@ -137,54 +137,47 @@ class Pool(Schedule):
         return dataclasses.replace(self, width=width)
 
     def run(self, one, step_fns, theta, psi0, num):
-        start, step, report = step_fns.start, step_fns.step, step_fns.report
         B, width = num, self.width
         shared = psi0.ndim == 2
         pick = lambda tree, idx: jax.tree.map(lambda a: a[idx], tree)
 
-        def begin(idx):  # (ψ^0, aux^0) of problem idx (clipped; empty slots are masked anyway)
+        def begin(idx):  # the carry of problem idx before its first step (clipped; empty slots are masked)
             idx = jnp.minimum(idx, B - 1)
-            return start(pick(theta, idx), psi0 if shared else psi0[idx])
+            return step_fns.start(pick(theta, idx), psi0 if shared else psi0[idx])
 
         slot = jnp.arange(width)
-        psi_s, state_s = jax.vmap(begin)(slot)
-        out_psi, out_aux = jax.tree.map(lambda a: jnp.zeros((B,) + a.shape[1:], a.dtype),
-                                        (psi_s, step_fns.kept(state_s)))
-        dtype = psi_s.dtype
-        init = dict(psi=psi_s, state=state_s, who=jnp.where(slot < B, slot, -1), t=jnp.zeros(width, jnp.int32),
-                    res=jnp.full(width, jnp.inf, dtype), queue=jnp.int32(min(width, B)), out_psi=out_psi,
-                    out_aux=out_aux, out_t=jnp.zeros(B, jnp.int32), out_res=jnp.full(B, jnp.inf, dtype))
+        carry = jax.vmap(begin)(slot)
+        out = jax.tree.map(lambda a: jnp.zeros((B,) + a.shape[1:], a.dtype), carry)
+        init = dict(carry=carry, who=jnp.where(slot < B, slot, -1), t=jnp.zeros(width, jnp.int32),
+                    queue=jnp.int32(min(width, B)), out=out)
 
         def body(s):
             live = s["who"] >= 0
             th = pick(theta, jnp.maximum(s["who"], 0))
-            new, state, res = jax.vmap(step)(th, s["psi"], s["state"], s["t"])
+            new = jax.vmap(step_fns.step)(th, s["carry"])
             t = s["t"] + 1
-            stop = live & ((t >= step_fns.max_steps) | ~(res >= step_fns.tol))  # a NaN residual stops
+            stop = live & ~jax.vmap(step_fns.running)(th, new, t)   # the engine loop's own rule
             dest = jnp.where(stop, s["who"], B)  # B: dropped by the scatter
-            put = lambda out, v: out.at[dest].set(v, mode="drop")
+            put = lambda o, v: o.at[dest].set(v, mode="drop")
             nxt = s["queue"] + jnp.cumsum(stop) - 1  # the problem each stopped slot takes next
             refill = stop & (nxt < B)
             # the next problems' starts only in a step where a slot stops (the loop is not
             # vmapped, so the conditional really branches)
-            fresh_psi, fresh_state = jax.lax.cond(jnp.any(refill), lambda: jax.vmap(begin)(nxt),
-                                                  lambda: (new, state))
+            fresh = jax.lax.cond(jnp.any(refill), lambda: jax.vmap(begin)(nxt), lambda: new)
             keep = lambda f, v: jnp.where(refill.reshape((-1,) + (1,) * (v.ndim - 1)), f, v)
-            return dict(psi=keep(fresh_psi, new), state=jax.tree.map(keep, fresh_state, state),
-                        who=jnp.where(stop, jnp.where(refill, nxt, -1), s["who"]), t=jnp.where(stop, 0, t),
-                        res=jnp.where(stop, jnp.inf, res), queue=s["queue"] + jnp.sum(stop).astype(jnp.int32),
-                        out_psi=put(s["out_psi"], new), out_aux=jax.tree.map(put, s["out_aux"], step_fns.kept(state)),
-                        out_t=put(s["out_t"], t), out_res=put(s["out_res"], res))
+            return dict(carry=jax.tree.map(keep, fresh, new), who=jnp.where(stop, jnp.where(refill, nxt, -1), s["who"]),
+                        t=jnp.where(stop, 0, t), queue=s["queue"] + jnp.sum(stop).astype(jnp.int32),
+                        out=jax.tree.map(put, s["out"], new))
 
         s = jax.lax.while_loop(lambda s: jnp.any(s["who"] >= 0), body, init)
-        return jax.vmap(report)(theta, s["out_psi"], s["out_aux"], s["out_t"], s["out_res"])
+        return jax.vmap(step_fns.finish)(theta, s["out"])
 
 
 def default_schedule(iteration, constraint, record_every: int) -> Schedule:
     """Vmapped one at a time when the iteration or the constraint branches per
     problem; Vmapped when recording trajectories; else Pool."""
-    if iteration.prefers_sequential or constraint.prefers_sequential:
+    if iteration.branches or constraint.branches:
         return Vmapped(batch_size=1)
-    if record_every or not iteration.has_step:
+    if record_every:
         return Vmapped()
     return Pool()

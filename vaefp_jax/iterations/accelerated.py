@@ -59,6 +59,7 @@ arrays), which exists for the unconstrained map only.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -66,164 +67,47 @@ import jax.numpy as jnp
 from vaefp_jax import _validate, tile_jacobian
 from vaefp_jax.constraints.strategies import Unconstrained
 from vaefp_jax.iterations.base import Iteration, Outcome, default_tol
+from vaefp_jax.iterations.phases import (SPECTRAL_ITERS, escape, extrapolated_step, extrapolation_goes_on,
+                                         leading_eig, map_step, newton_cost, newton_step)
 
-__all__ = ["Accelerated"]
+__all__ = ["Accelerated", "AcceleratedCarry"]
 
-
-def _step(problem, psi):
-    return problem.evaluate(psi).psi
-
-
-def _step_and_free_energy(problem, psi):
-    """(F(ψ), f(ψ)) from one evaluation: the free energy is a by-product of log c_i."""
-    value = problem.evaluate(psi)
-    return value.psi, value.free_energy(problem.beta)
+# the phases of one problem (AcceleratedCarry.phase), in the order of lax.switch's branches
+_EXTRAPOLATE, _NEWTON_START, _NEWTON, _CERTIFY, _ESCAPE, _KICK, _GIVE_UP = range(7)
 
 
-def _newton_phase(problem, psi, tol, max_newton, max_rejects, solve, plain_after_reject: int = 4):
-    """Safeguarded Newton; returns (psi, residual, evaluations, accepted).
+class AcceleratedCarry(NamedTuple):
+    """One problem's state between steps: ψ (K, d); ``residual`` ‖F(ψ) − ψ‖_F from the last
+    Newton phase (inf before the first); the problem's ``state`` (passed through) and PRNG
+    ``key``; ``fpsi`` F(ψ) (Newton's); ``rho``, ``v`` the last certificate (ρ and its
+    eigenvector); the counters ``evals`` (map evaluations), ``newton`` (accepted Newton
+    steps), ``escapes``; ``done`` (certified); ``phase`` and ``count`` (steps in it);
+    ``rounds`` (Newton rounds so far) and ``fallback`` (−1 before the fallback, then its
+    round); the extrapolation's ``xres``, ``ratio``, ``since``, ``cap`` and ``handoff``;
+    Newton's ``rejects`` in a row; ``scale`` the data's RMS spread."""
 
-    A Newton candidate is accepted only if its free energy is no higher than
-    that of a plain step from the same point: plain steps never raise f, so
-    neither does this loop, and once a saddle has been escaped below its free
-    energy it cannot be reached again.
-
-    ``solve(factors, r)`` is the linear solve of the step (:data:`vaefp_jax.tile_jacobian.NEWTON_SOLVES`).
-    Cost per step, in map evaluations: the Jacobian factors (counted as one),
-    F and f at the candidate (one: :func:`_step_and_free_energy` shares the
-    logits), F and f at the plain step (one). F at the accepted point is carried
-    into the next step, so a step costs 3. A rejected candidate means the
-    iterate is not yet in the stable point's Newton basin: ``plain_after_reject``
-    plain steps (one evaluation each) follow before Newton is tried again; after
-    ``max_rejects`` rejections in a row the phase ends (the stability check and an
-    escape, or plain iteration, come next): where n is large a Newton step costs
-    hundreds of plain steps (its O(K d n²) capacity matrix), and a point outside
-    the basin rejects every candidate."""
-
-    def cond(s):
-        psi, fpsi, res, k, evals, acc, rejects = s
-        return (k < max_newton) & (res >= tol) & (rejects < max_rejects)
-
-    def body(s):
-        psi, fpsi, res, k, evals, acc, rejects = s
-        f = tile_jacobian.jacobian_factors(psi, problem.x, problem.beta, problem.log_prior)
-        cand = psi + solve(f, fpsi - psi)
-        f_cand, e_c = _step_and_free_energy(problem, cand)
-        f_plain, e_p = _step_and_free_energy(problem, fpsi)
-        ok = jnp.all(jnp.isfinite(cand)) & jnp.all(jnp.isfinite(f_cand)) & (e_c <= e_p + 1e-13 * jnp.abs(e_p))
-        new, f_new = jnp.where(ok, cand, fpsi), jnp.where(ok, f_cand, f_plain)
-
-        def plain(_, pf):
-            return pf[1], _step(problem, pf[1])
-
-        new, f_new = jax.lax.cond(
-            ok, lambda pf: pf, lambda pf: jax.lax.fori_loop(0, plain_after_reject, plain, pf), (new, f_new))
-        res = jnp.sqrt(jnp.sum((f_new - new) ** 2))
-        extra = jnp.where(ok, 0, plain_after_reject)
-        return (new, f_new, res, k + 1, evals + 3 + extra, acc + ok.astype(jnp.int32),
-                jnp.where(ok, 0, rejects + 1))
-
-    fpsi0 = _step(problem, psi)
-    res0 = jnp.sqrt(jnp.sum((fpsi0 - psi) ** 2))
-    psi, _, res, k, evals, acc, _ = jax.lax.while_loop(
-        cond, body, (psi, fpsi0, res0, jnp.int32(0), jnp.int32(1), jnp.int32(0), jnp.int32(0)))
-    return psi, res, evals, acc
-
-
-def newton_cost(num_points: int, num_tiles: int, dim: int, solve: str = "woodbury") -> float:
-    """The cost of one Newton step in map evaluations (≥ 3, see :func:`_newton_phase`).
-
-    One evaluation is ~(5 d + 10) n K operations (distances, one exponential, the
-    weighted sums); the Woodbury solve forms the (n, n) capacity matrix
-    (2 n² K d), the K blocks A_b (2 K d² n) and their LU and the capacity LU
-    (K d³/3 + n³/3). At the paper's size (n = 120, K = 1024, d = 2) that is ~25
-    evaluations; at scikit-learn's digits (n = 1797, K = 144, d = 64) ~750.
-    ``solve="krylov"``: :data:`~vaefp_jax.tile_jacobian.KRYLOV_PRODUCTS` products of
-    ~6 n K d operations instead (~125 evaluations at digits' size); "auto" as in
-    :func:`~vaefp_jax.tile_jacobian.newton_solve`.
-    ``Accelerated(handoff=h)`` weighs plain steps against h such steps."""
-    name = tile_jacobian.newton_solve_name(solve, num_points, num_tiles, dim)
-    cost = tile_jacobian.solve_costs(num_points, num_tiles, dim)[name]
-    return 3.0 + cost / ((5.0 * dim + 10) * num_points * num_tiles)
-
-
-def _extrapolated_iterate(problem, psi, tol, max_steps, every: int = 8, handoff=None):
-    """Plain iteration with Aitken-type extrapolation of its slowest mode.
-
-    When the residual ratio ρ̂ = ‖r_t‖/‖r_{t−1}‖ has settled (changed by < 1 %
-    over a step) the error is ≈ c ρ̂^t v, and ψ + ρ̂/(1 − ρ̂) (F(ψ) − ψ) removes
-    it. The jump follows the iteration's own direction of travel (not a
-    Newton root), and is kept only if it lowers the free energy below the
-    plain step's. Returns (psi, evaluations, residual).
-
-    ``handoff`` = (warmup, budget): after ``warmup`` steps, go on only while the
-    steps still needed at the current rate, log(tol/‖r‖)/log ρ̂, are at most
-    ``budget`` (plain steps finish sooner than Newton would); None: run to ``max_steps``."""
-
-    def cond(s):
-        psi, t, res, ratio, since, evals = s
-        go = (t < max_steps) & (res >= tol)
-        if handoff is None:
-            return go
-        warm, budget = handoff
-        rate = jnp.clip(ratio, jnp.finfo(psi.dtype).tiny, 1 - jnp.finfo(psi.dtype).eps)
-        needed = jnp.log(tol / jnp.maximum(res, jnp.finfo(psi.dtype).tiny)) / jnp.log(rate)
-        return go & ((t < warm) | ((ratio < 1) & (needed <= budget)))
-
-    def body(s):
-        psi, t, res, ratio_prev, since, evals = s
-        new = _step(problem, psi)
-        diff = new - psi
-        r = jnp.sqrt(jnp.sum(diff * diff))
-        ratio = r / jnp.maximum(res, jnp.finfo(psi.dtype).tiny)
-        settled = (since >= every) & (ratio > 0.5) & (ratio < 0.9999) & \
-            (jnp.abs(ratio - ratio_prev) < 0.01 * (1 - ratio))
-        jump = new + (ratio / (1 - ratio)) * diff
-        # the two free energies (a map evaluation each) only when a jump is proposed
-        ok = jax.lax.cond(settled, lambda: problem.free_energy(jump) <= problem.free_energy(new),
-                          lambda: jnp.bool_(False))
-        out = jnp.where(ok, jump, new)
-        return (out, t + 1, r, ratio, jnp.where(ok, 0, since + 1),
-                evals + 1 + jnp.where(settled, 2, 0))
-
-    init = (psi, jnp.int32(0), jnp.asarray(jnp.inf, psi.dtype), jnp.asarray(0.0, psi.dtype),
-            jnp.int32(0), jnp.int32(0))
-    psi, t, res, _, _, evals = jax.lax.while_loop(cond, body, init)
-    return psi, evals, res
-
-
-_SPECTRAL_ITERS = {"lanczos": 48, "power": 1000}
-
-
-def _leading_eig(problem, psi, num_iter, key, method, threshold=1.0):
-    """(ρ, v) of ∂F/∂ψ at ψ: Lanczos on the symmetrised J (valid at fixed points,
-    where the certificate is taken) or power iteration.
-
-    Lanczos's ρ is the top Ritz value widened by its residual bound, an upper bound
-    that does not undershoot. Near a transition the top eigenvalues cluster just
-    below 1 and 48 steps leave that bound above 1 at a *stable* point (standardised
-    diabetes, β = 0.21 λ_max: bound 1.0003–1.0009 by seed, dense λ_max 0.99929,
-    resolved to 0.99929 by 96 steps). So where the bound is not below ``threshold``
-    the Krylov space is enlarged (2×, then 4× the steps) before the point is called
-    unstable; a genuinely unstable point keeps its Ritz value, a lower bound, above 1."""
-    factors = tile_jacobian.jacobian_factors(psi, problem.x, problem.beta, problem.log_prior)
-    estimate = tile_jacobian.SPECTRAL[method]
-    rho, v = estimate(factors, psi, num_iter, key)
-    if method != "lanczos":
-        return rho, v
-    for grow in (2, 4):
-        rho, v = jax.lax.cond(rho >= threshold, lambda: estimate(factors, psi, grow * num_iter, key),
-                              lambda: (rho, v))
-    return rho, v
-
-
-def _escape(problem, psi, v, scale, num_points):
-    """Line search of the free energy along ±v: step sizes scale·2^{-k}."""
-    t = scale * 2.0 ** (-jnp.arange(num_points, dtype=psi.dtype))
-    t = jnp.concatenate([t, -t])
-    f = jax.vmap(lambda s: problem.free_energy(psi + s * v))(t)
-    best = jnp.argmin(f)
-    return psi + t[best] * v, 2 * num_points
+    psi: jax.Array
+    residual: jax.Array
+    state: object
+    key: jax.Array
+    fpsi: jax.Array
+    rho: jax.Array
+    v: jax.Array
+    evals: jax.Array
+    newton: jax.Array
+    escapes: jax.Array
+    done: jax.Array
+    phase: jax.Array
+    count: jax.Array
+    rounds: jax.Array
+    fallback: jax.Array
+    xres: jax.Array
+    ratio: jax.Array
+    since: jax.Array
+    rejects: jax.Array
+    cap: jax.Array
+    handoff: jax.Array
+    scale: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,7 +157,7 @@ class Accelerated(Iteration):
     kick: float = 1e-3
     init_noise: float = 0.1
 
-    prefers_sequential = True   # its stages branch (lax.cond) per problem
+    branches = True   # its phases branch (lax.switch) per problem
 
     def __post_init__(self):
         for name in ("tol", "margin", "init_noise", "handoff", "kick"):   # plain numbers: the object is a jit key
@@ -302,6 +186,15 @@ class Accelerated(Iteration):
         ``fallback_steps``, and the fallback rounds)."""
         return (self.rounds + 1) * self.warmup + (1 + self.fallback_rounds) * self.fallback_steps
 
+    @property
+    def step_limit(self) -> int:
+        """A bound of the engine loop's steps (never reached: every phase has its own limit): each
+        phase's steps plus one step per phase change."""
+        per_round = 1 + (self.max_newton + 1) + 1 + 1 + (self.warmup + 1)
+        per_fallback = 1 + (self.fallback_steps + 1) + 1 + (self.max_newton + 1) + 1
+        return ((self.warmup + self.fallback_steps + 1) + (self.rounds + 1) * per_round
+                + self.fallback_rounds * per_fallback + 8)
+
     def resolved(self, dtype) -> "Accelerated":
         return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))
 
@@ -311,72 +204,108 @@ class Accelerated(Iteration):
                              f"certificate use the factored Jacobian of eq. 15), got {constraint!r}; "
                              "use Damped with a constraint")
 
-    def run(self, problem, psi0, state0, key, record_every: int) -> Outcome:
-        """One β. Each stage sits in a ``lax.cond`` on "not done yet", so a β that is
-        certified early pays for nothing more (mapped over β one at a time, the
-        conditionals really branch)."""
-        if record_every:
-            raise ValueError("Accelerated does not record trajectories (record_every=0)")
-        tol, margin = self.tol, self.margin
-        iters = self.spectral_iters or _SPECTRAL_ITERS[self.spectral]
-        scale = jnp.sqrt(jnp.sum(jnp.var(problem.x, axis=0)))   # the data's RMS spread
-        (K, d), n = psi0.shape, problem.x.shape[0]
+    def _plan(self, problem, psi):
+        """Static pieces of a problem: the Newton solve, the hand-off budget and the first
+        extrapolation's cap."""
+        (K, d), n = psi.shape, problem.x.shape[0]
         solve = tile_jacobian.newton_solve(self.newton_solve, n, K, d)
         budget = self.handoff * newton_cost(n, K, d, self.newton_solve)
-        cap = self.warmup + int(min(budget, self.fallback_steps))
-        psi, evals, _ = _extrapolated_iterate(problem, psi0, tol, cap, handoff=(self.warmup, budget))
-        # state: psi, res, rho, v, evals, newton, escapes, done
-        state = (psi, jnp.asarray(jnp.inf, psi.dtype), jnp.asarray(jnp.nan, psi.dtype), jnp.zeros_like(psi),
-                 evals, jnp.int32(0), jnp.int32(0), jnp.bool_(False))
+        return solve, budget, self.warmup + int(min(budget, self.fallback_steps))
 
-        def newton_round(r):
-            def run(st):
-                psi, _, _, _, evals, newton, escapes, _ = st
-                p, res, e, acc = _newton_phase(problem, psi, tol, self.max_newton, self.max_rejects, solve)
-                rho, v = _leading_eig(problem, p, iters, jax.random.fold_in(key, r), self.spectral, 1.0 - margin)
-                done = (rho < 1.0 - margin) & (res < tol)
-                return p, res, rho, v, evals + e, newton + acc, escapes, done
-            return run
+    def init(self, problem, psi0, state0, key) -> AcceleratedCarry:
+        """The first phase: extrapolated plain steps (``warmup``, then on while the hand-off
+        allows)."""
+        dtype = psi0.dtype
+        i32, zero = jnp.int32(0), jnp.asarray(0.0, dtype)
+        _, _, cap = self._plan(problem, psi0)
+        return AcceleratedCarry(
+            psi=psi0, residual=jnp.asarray(jnp.inf, dtype), state=state0,
+            key=jax.random.PRNGKey(0) if key is None else key, fpsi=psi0,
+            rho=jnp.asarray(jnp.nan, dtype), v=jnp.zeros_like(psi0), evals=i32, newton=i32, escapes=i32,
+            done=jnp.bool_(False), phase=jnp.int32(_EXTRAPOLATE), count=i32, rounds=i32, fallback=jnp.int32(-1),
+            xres=jnp.asarray(jnp.inf, dtype), ratio=zero, since=i32, rejects=i32, cap=jnp.int32(cap),
+            handoff=jnp.bool_(True), scale=jnp.sqrt(jnp.sum(jnp.var(problem.x, axis=0))))
 
-        def escape_round(st):
-            # only from an unstable point; a stable one that Newton has not
-            # finished is polished again in the next round
-            psi, res, rho, v, evals, newton, escapes, done = st
-            esc, e_esc = _escape(problem, psi, v, scale, self.line_points)
-            esc, steps, _ = _extrapolated_iterate(problem, esc, tol, self.warmup)
-            return esc, res, rho, v, evals + e_esc + steps, newton, escapes + 1, done
+    def step(self, problem, c: AcceleratedCarry) -> AcceleratedCarry:
+        """One unit of the current phase (module docstring), or the move to the next phase."""
+        tol, margin = self.tol, self.margin
+        iters = self.spectral_iters or SPECTRAL_ITERS[self.spectral]
+        solve, budget, _ = self._plan(problem, c.psi)
 
-        def one_round(carry):
-            r, st = carry
-            st = newton_round(r)(st)
-            unstable = ~st[7] & (st[2] >= 1.0 - margin) & (r < self.rounds)
-            return r + 1, jax.lax.cond(unstable, escape_round, lambda s: s, st)
+        def extrapolate(c):
+            def go(c):
+                psi, res, ratio, since, e = extrapolated_step(problem, c.psi, c.xres, c.ratio, c.since)
+                return c._replace(psi=psi, xres=res, ratio=ratio, since=since, evals=c.evals + e, count=c.count + 1)
 
-        # rounds of Newton (+ an escape from a saddle) until certified, at most rounds + 1
-        _, state = jax.lax.while_loop(lambda c: (c[0] <= self.rounds) & ~c[1][7], one_round, (jnp.int32(0), state))
+            more = jnp.where(c.handoff,
+                             extrapolation_goes_on(c.psi, c.count, c.xres, c.ratio, tol, c.cap, (self.warmup, budget)),
+                             extrapolation_goes_on(c.psi, c.count, c.xres, c.ratio, tol, c.cap, None))
+            return jax.lax.cond(more, go, lambda c: c._replace(phase=jnp.int32(_NEWTON_START)), c)
 
-        def fallback_round(carry):
-            # from an unstable point: along v first; then noise on every tile (see the module
-            # docstring), plain steps (they converge only to stable points), Newton, the certificate
-            f, st = carry
-            psi, _, rho, v, evals, newton, escapes, _ = st
-            unstable = ~(rho < 1.0 - margin)
-            psi, e_esc = jax.lax.cond(unstable, lambda p: _escape(problem, p, v, scale, self.line_points),
-                                      lambda p: (p, 0), psi)
-            evals, escapes = evals + e_esc, escapes + unstable.astype(escapes.dtype)
-            noise = jax.random.uniform(jax.random.fold_in(key, 1000 + f), psi.shape, psi.dtype, -1.0, 1.0)
-            psi = psi + (self.kick * scale) * noise
-            p, e, res = _extrapolated_iterate(problem, psi, tol, self.fallback_steps)
-            p, res, e_n, acc = _newton_phase(problem, p, tol, self.max_newton, self.max_rejects, solve)
-            rho, v = _leading_eig(problem, p, iters, jax.random.fold_in(key, self.rounds + 1 + f), self.spectral,
-                                  1.0 - margin)
-            return f + 1, (p, res, rho, v, evals + e + e_n, newton + acc, escapes, (rho < 1.0 - margin) & (res < tol))
+        def newton_start(c):
+            fpsi = map_step(problem, c.psi)
+            return c._replace(fpsi=fpsi, residual=jnp.sqrt(jnp.sum((fpsi - c.psi) ** 2)), evals=c.evals + 1,
+                              count=jnp.int32(0), rejects=jnp.int32(0), phase=jnp.int32(_NEWTON))
 
-        _, state = jax.lax.while_loop(lambda c: (c[0] < self.fallback_rounds) & ~c[1][7], fallback_round,
-                                      (jnp.int32(0), state))
-        psi, res, rho, _, evals, newton, escapes, _ = state
-        return Outcome(psi=psi, state=state0, steps=evals, residual=res, trajectory=None, stable=rho < 1.0 - margin,
-                       stats={"newton_steps": newton, "escapes": escapes, "spectral_radius": rho})
+        def newton(c):
+            def go(c):
+                psi, fpsi, res, e, ok = newton_step(problem, c.psi, c.fpsi, solve)
+                return c._replace(psi=psi, fpsi=fpsi, residual=res, evals=c.evals + e,
+                                  newton=c.newton + ok.astype(jnp.int32), count=c.count + 1,
+                                  rejects=jnp.where(ok, 0, c.rejects + 1))
+
+            more = (c.count < self.max_newton) & (c.residual >= tol) & (c.rejects < self.max_rejects)
+            return jax.lax.cond(more, go, lambda c: c._replace(phase=jnp.int32(_CERTIFY)), c)
+
+        def certify(c):
+            in_rounds = c.fallback < 0
+            fold = jnp.where(in_rounds, c.rounds, self.rounds + 1 + c.fallback)
+            rho, v = leading_eig(problem, c.psi, iters, jax.random.fold_in(c.key, fold), self.spectral, 1.0 - margin)
+            done = (rho < 1.0 - margin) & (c.residual < tol)
+            unstable = ~done & (rho >= 1.0 - margin)
+            # rounds: an escape from a saddle (while escapes remain), else Newton again, then the
+            # fallback; fallback: the next fallback round, else give up
+            nxt_round = c.rounds + 1
+            phase_r = jnp.where(unstable & (c.rounds < self.rounds), _ESCAPE,
+                                jnp.where(nxt_round <= self.rounds, _NEWTON_START,
+                                          jnp.where(self.fallback_rounds > 0, _KICK, _GIVE_UP)))
+            nxt_fb = jnp.where(in_rounds, jnp.where(phase_r == _KICK, 0, -1), c.fallback + 1)
+            phase_f = jnp.where(nxt_fb < self.fallback_rounds, _KICK, _GIVE_UP)
+            phase = jnp.where(done, _GIVE_UP, jnp.where(in_rounds, phase_r, phase_f))
+            return c._replace(rho=rho, v=v, done=done, phase=phase.astype(jnp.int32),
+                              rounds=jnp.where(in_rounds, nxt_round, c.rounds).astype(jnp.int32),
+                              fallback=nxt_fb.astype(jnp.int32))
+
+        def extrapolate_from(c, psi, cap):
+            return c._replace(psi=psi, phase=jnp.int32(_EXTRAPOLATE), count=jnp.int32(0), cap=jnp.int32(cap),
+                              handoff=jnp.bool_(False), xres=jnp.asarray(jnp.inf, c.psi.dtype),
+                              ratio=jnp.zeros_like(c.ratio), since=jnp.int32(0))
+
+        def escape_saddle(c):
+            # only from an unstable point; a stable one that Newton has not finished is
+            # polished again in the next round
+            psi, e = escape(problem, c.psi, c.v, c.scale, self.line_points)
+            return extrapolate_from(c._replace(evals=c.evals + e, escapes=c.escapes + 1), psi, self.warmup)
+
+        def fallback_kick(c):
+            # a fallback round, from an unstable point along v first; then noise on every tile
+            # (module docstring), plain steps (they converge only to stable points), Newton, the certificate
+            unstable = ~(c.rho < 1.0 - margin)
+            psi, e = jax.lax.cond(unstable, lambda p: escape(problem, p, c.v, c.scale, self.line_points),
+                                  lambda p: (p, 0), c.psi)
+            noise = jax.random.uniform(jax.random.fold_in(c.key, 1000 + c.fallback), psi.shape, psi.dtype, -1.0, 1.0)
+            c = c._replace(evals=c.evals + e, escapes=c.escapes + unstable.astype(jnp.int32))
+            return extrapolate_from(c, psi + (self.kick * c.scale) * noise, self.fallback_steps)
+
+        return jax.lax.switch(c.phase, [extrapolate, newton_start, newton, certify, escape_saddle, fallback_kick, lambda c: c], c)
+
+    def terminate(self, problem, c: AcceleratedCarry) -> jax.Array:
+        return c.done | (c.phase == _GIVE_UP)
+
+    def postprocess(self, problem, c: AcceleratedCarry) -> Outcome:
+        return Outcome(psi=c.psi, state=c.state, steps=c.evals, residual=c.residual, trajectory=None,
+                       stable=c.rho < 1.0 - self.margin,
+                       stats={"newton_steps": c.newton, "escapes": c.escapes, "spectral_radius": c.rho})
 
     def __repr__(self):
         return f"Accelerated(tol={self.tol}, spectral={self.spectral!r}, newton_solve={self.newton_solve!r})"

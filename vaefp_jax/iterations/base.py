@@ -4,9 +4,13 @@ An iteration is an immutable, hashable object holding its own tolerances, with
 
 * ``resolved(dtype)``: a copy whose ``tol`` is a number (``None`` means: by dtype);
 * ``check(step_map, constraint)``: raises ``ValueError`` for a combination it cannot do;
-* ``run(problem, psi0, state0, key, record_every) -> Outcome``: one problem, traceable;
-* optionally ``step(problem, psi, state, t) -> (psi, state, residual)``: one step, which
-  the pool schedule needs (it refills a slot as soon as its problem stops).
+* the step protocol of :mod:`vaefp_jax.engine.loop`: ``init(problem, psi0, state0, key)``,
+  ``step(problem, carry)``, ``terminate(problem, carry)``, ``postprocess(problem, carry) ->
+  Outcome`` and ``step_limit``. The engine's one loop drives it (and the pool schedule steps
+  it problem by problem); no iteration writes a loop of its own;
+* ``branches``: True when its step branches per problem (``lax.cond``/``lax.switch`` on the
+  problem's own values): under a vmapped batch every branch would run for every problem, so
+  the schedules map such problems one at a time.
 
 ``state`` is the problem's :class:`~vaefp_jax.engine.problem.ProblemState` (the
 constraint's and the step map's), which ``problem.update`` advances; an iteration
@@ -51,8 +55,12 @@ class Iteration:
     tol: float | None = None
     max_steps: int = 0
     init_noise: float = 0.1
-    prefers_sequential = False
-    has_step = False
+    branches = False
+
+    @property
+    def step_limit(self) -> int:
+        """The most steps of the engine's loop (for a plain iteration, ``max_steps``)."""
+        return int(self.max_steps)
 
     def resolved(self, dtype) -> "Iteration":
         raise NotImplementedError
@@ -60,5 +68,22 @@ class Iteration:
     def check(self, step_map, constraint) -> None:
         pass
 
-    def run(self, problem, psi0, state0, key, record_every: int) -> Outcome:
+    def init(self, problem, psi0, state0, key):
         raise NotImplementedError
+
+    def step(self, problem, carry):
+        raise NotImplementedError
+
+    def terminate(self, problem, carry) -> jax.Array:
+        raise NotImplementedError
+
+    def postprocess(self, problem, carry) -> Outcome:
+        raise NotImplementedError
+
+    def run(self, problem, psi0, state0, key=None, record_every: int = 0) -> Outcome:
+        """One problem from ψ0 through the engine's loop (:func:`vaefp_jax.engine.loop.iterate`):
+        ``init``, the steps, ``postprocess``; with ``record_every`` > 0 the trajectory too."""
+        from vaefp_jax.engine.loop import iterate
+
+        out = iterate(self, problem, self.init(problem, psi0, state0, key), record_every)
+        return self.postprocess(problem, out.carry)._replace(trajectory=out.trajectory)

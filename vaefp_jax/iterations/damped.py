@@ -23,6 +23,7 @@ working precision, for accurate fixed points (derivatives, phase detection).
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,16 @@ from vaefp_jax import _validate
 from vaefp_jax.engine.problem import residual
 from vaefp_jax.iterations.base import Iteration, Outcome, default_tol
 
-__all__ = ["Damped"]
+__all__ = ["Damped", "DampedCarry"]
+
+
+class DampedCarry(NamedTuple):
+    """ψ (K, d), the problem's state, the steps taken (map evaluations) and the last ‖Δψ‖_F."""
+
+    psi: jax.Array
+    state: object
+    steps: jax.Array
+    residual: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +54,6 @@ class Damped(Iteration):
     tol: float | None = 1e-3
     max_steps: int = 400
     init_noise: float = 0.1
-
-    has_step = True
 
     @classmethod
     def paper(cls, alpha: float = 0.9, alpha_on_old: bool = False) -> "Damped":
@@ -74,41 +82,21 @@ class Damped(Iteration):
     def resolved(self, dtype) -> "Damped":
         return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))
 
-    def step(self, problem, psi, state, t):
-        """One damped step from ψ: (ψ', state', ‖ψ' − ψ‖_F)."""
-        target, state, _ = problem.update(psi, state, t)
-        new = (1 - self.damping) * target + self.damping * psi
-        return new, state, residual(new, psi)
+    def init(self, problem, psi0, state0, key) -> DampedCarry:
+        return DampedCarry(psi=psi0, state=state0, steps=jnp.int32(0), residual=jnp.asarray(jnp.inf, psi0.dtype))
 
-    def run(self, problem, psi0, state0, key, record_every: int) -> Outcome:
-        """Iterate one problem from ψ0 (K, d) in a ``lax.while_loop``; with
-        ``record_every`` > 0 also ψ every that many steps (entry 0 is ψ0; entries past
-        the stop repeat the last ψ)."""
-        tol, max_steps = self.tol, int(self.max_steps)
-        n_rec = (max_steps // record_every + 1) if record_every else 0
+    def step(self, problem, carry: DampedCarry) -> DampedCarry:
+        """One damped step from ψ: ψ' = (1 − damping) G(ψ) + damping ψ, and ‖ψ' − ψ‖_F."""
+        target, state, _ = problem.update(carry.psi, carry.state, carry.steps)
+        new = (1 - self.damping) * target + self.damping * carry.psi
+        return DampedCarry(psi=new, state=state, steps=carry.steps + 1, residual=residual(new, carry.psi))
 
-        def cond(s):
-            return (s["t"] < max_steps) & (s["res"] >= tol)  # a NaN residual compares False: stops
+    def terminate(self, problem, carry: DampedCarry) -> jax.Array:
+        return carry.residual < self.tol
 
-        def body(s):
-            new, state, res = self.step(problem, s["psi"], s["state"], s["t"])
-            t = s["t"] + 1
-            out = dict(psi=new, state=state, t=t, res=res)
-            if record_every:
-                out["traj"] = jax.lax.cond(t % record_every == 0,
-                                           lambda tr: tr.at[t // record_every].set(new), lambda tr: tr, s["traj"])
-            return out
-
-        init = dict(psi=psi0, state=state0, t=jnp.int32(0), res=jnp.asarray(jnp.inf, psi0.dtype))
-        if record_every:
-            init["traj"] = jnp.broadcast_to(psi0, (n_rec,) + psi0.shape)
-        s = jax.lax.while_loop(cond, body, init)
-        traj = None
-        if record_every:
-            idx = jnp.arange(n_rec)
-            traj = jnp.where((idx > s["t"] // record_every)[:, None, None], s["psi"][None], s["traj"])
-        return Outcome(psi=s["psi"], state=s["state"], steps=s["t"], residual=s["res"], trajectory=traj,
-                       stable=None, stats={})
+    def postprocess(self, problem, carry: DampedCarry) -> Outcome:
+        return Outcome(psi=carry.psi, state=carry.state, steps=carry.steps, residual=carry.residual,
+                       trajectory=None, stable=None, stats={})
 
     def __repr__(self):
         return f"Damped(damping={self.damping:g}, tol={self.tol}, max_steps={self.max_steps})"
