@@ -42,6 +42,7 @@ previous direction.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -50,10 +51,11 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from vaefp_jax import linalg
+from vaefp_jax.engine.loop import iterate
 from vaefp_jax.precision import matmul
 
-__all__ = ["ReducedFixedPoint", "cluster_spectra", "critical_temperature", "log_likelihood", "log_posterior",
-           "order_parameter", "reduced_step", "solve_reduced"]
+__all__ = ["PlainEM", "ReducedFixedPoint", "ReducedProblem", "Squarem", "cluster_spectra", "critical_temperature",
+           "log_likelihood", "log_posterior", "order_parameter", "reduced_step", "solve_reduced"]
 
 # Above this dimension λ_max(C_a) comes from Lanczos on C_a v (O(n d) per product) rather
 # than from eigh of the d × d matrix (O(n d²) to form).
@@ -263,7 +265,8 @@ def default_tol(x) -> float:
 def solve_reduced(x, betas, psi0, log_mass0, *, free_masses: bool = True, tol: float | None = None,
                   max_steps: int = 100_000, accelerate: bool = True, chunk: int | None = 16384) -> ReducedFixedPoint:
     """The reduced fixed point from (ψ⁰ (m, d), log γ⁰ (m,)) for every β of ``betas`` (B,), ``vmap``-ed
-    over β: SQUAREM-extrapolated steps (``accelerate``, module docstring) or plain steps (EM).
+    over β: SQUAREM-extrapolated steps (``accelerate``, :class:`Squarem`) or plain steps (EM,
+    :class:`PlainEM`), each driven by the engine's one loop (:mod:`vaefp_jax.engine.loop`).
     ``tol`` on a plain step's ‖Δψ‖_F + ‖Δγ‖_1 (default :func:`default_tol`); ``max_steps``
     bounds the map evaluations; ``chunk``: points per block of the sums (None: one block)."""
     x = jnp.asarray(x)
@@ -272,52 +275,98 @@ def solve_reduced(x, betas, psi0, log_mass0, *, free_masses: bool = True, tol: f
     psi0, log_mass0 = jnp.asarray(psi0, dtype), jnp.asarray(log_mass0, dtype)
     if free_masses:
         log_mass0 = _normalised(log_mass0)
-    tol = default_tol(x) if tol is None else tol
-    return _solve(x, betas, psi0, log_mass0, jnp.asarray(tol, dtype), bool(free_masses), int(max_steps),
-                  bool(accelerate), None if chunk is None else int(chunk))
+    tol = default_tol(x) if tol is None else float(tol)
+    iteration = (Squarem if accelerate else PlainEM)(tol=tol, max_steps=int(max_steps))
+    return _solve(x, betas, psi0, log_mass0, iteration, bool(free_masses), None if chunk is None else int(chunk))
 
 
 def _residual(psi, lm, new_psi, new_lm):
     return jnp.sqrt(jnp.sum((new_psi - psi) ** 2)) + jnp.sum(jnp.abs(jnp.exp(new_lm) - jnp.exp(lm)))
 
 
-@functools.partial(jax.jit, static_argnames=("free_masses", "max_steps", "accelerate", "chunk"))
-def _solve(x, betas, psi0, log_mass0, tol, free_masses, max_steps, accelerate, chunk):
-    eps = 64 * jnp.finfo(x.dtype).eps
+@dataclasses.dataclass(frozen=True)
+class ReducedProblem:
+    """One β of the reduced model: data x (n, d), ``beta``, free or fixed masses, blocks of ``chunk``."""
 
+    x: jax.Array
+    beta: jax.Array
+    free_masses: bool
+    chunk: int | None
+
+    def step(self, psi, log_mass):
+        """(ψ', log γ', L(ψ, γ)): :func:`reduced_step` and the log likelihood of its input."""
+        return _step(psi, log_mass, self.x, self.beta, self.free_masses, self.chunk)
+
+
+class ReducedCarry(NamedTuple):
+    """ψ (m, d), log γ (m,), map evaluations, the last plain step's residual, SQUAREM's α_max."""
+
+    psi: jax.Array
+    log_mass: jax.Array
+    steps: jax.Array
+    residual: jax.Array
+    alpha_max: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class PlainEM:
+    """Plain reduced steps (EM) until the residual is below ``tol`` or ``max_steps`` evaluations."""
+
+    tol: float
+    max_steps: int
+    branches = False
+
+    @property
+    def step_limit(self) -> int:
+        return self.max_steps
+
+    def init(self, problem, psi0, log_mass0, key=None) -> ReducedCarry:
+        dtype = psi0.dtype
+        return ReducedCarry(psi0, log_mass0, jnp.int32(0), jnp.asarray(jnp.inf, dtype), jnp.asarray(1.0, dtype))
+
+    def step(self, problem, c: ReducedCarry) -> ReducedCarry:
+        p1, l1, _ = problem.step(c.psi, c.log_mass)
+        return c._replace(psi=p1, log_mass=l1, steps=c.steps + 1, residual=_residual(c.psi, c.log_mass, p1, l1))
+
+    def terminate(self, problem, c: ReducedCarry) -> jax.Array:
+        return (c.residual < self.tol) | (c.steps >= self.max_steps)
+
+    def postprocess(self, problem, c: ReducedCarry) -> ReducedFixedPoint:
+        return ReducedFixedPoint(psi=c.psi, log_mass=c.log_mass, steps=c.steps, residual=c.residual,
+                                 converged=c.residual < self.tol)
+
+
+@dataclasses.dataclass(frozen=True)
+class Squarem(PlainEM):
+    """SQUAREM cycles (module docstring): two plain steps, the extrapolation, a stabilising step;
+    the extrapolation kept only where it does not lower the log likelihood."""
+
+    def step(self, problem, c: ReducedCarry) -> ReducedCarry:
+        psi, lm, amax = c.psi, c.log_mass, c.alpha_max
+        eps = 64 * jnp.finfo(psi.dtype).eps
+        p1, l1, _ = problem.step(psi, lm)
+        res = _residual(psi, lm, p1, l1)
+        p2, l2, ll1 = problem.step(p1, l1)
+        rp, rl = p1 - psi, l1 - lm
+        vp, vl = p2 - 2 * p1 + psi, l2 - 2 * l1 + lm
+        rn = jnp.sqrt(jnp.sum(rp * rp) + jnp.sum(rl * rl))
+        vn = jnp.sqrt(jnp.sum(vp * vp) + jnp.sum(vl * vl))
+        alpha = jnp.clip(-rn / jnp.where(vn > 0, vn, 1.0), -amax, -1.0)
+        pe, le = psi - 2 * alpha * rp + alpha**2 * vp, lm - 2 * alpha * rl + alpha**2 * vl
+        p3, l3, lle = problem.step(pe, le)
+        ok = jnp.isfinite(lle) & (lle >= ll1 - eps * (jnp.abs(ll1) + problem.x.shape[0])) & jnp.all(jnp.isfinite(p3))
+        done = res < self.tol                          # converged on the first step: keep θ₁
+        new_psi = jnp.where(done, p1, jnp.where(ok, p3, p2))
+        new_lm = jnp.where(done, l1, jnp.where(ok, l3, l2))
+        amax = jnp.where(ok, jnp.where(alpha <= -amax, 4.0 * amax, amax), jnp.maximum(1.0, amax / 4.0))
+        return ReducedCarry(new_psi, new_lm, c.steps + jnp.where(done, 1, 3), res, amax)
+
+
+@functools.partial(jax.jit, static_argnames=("iteration", "free_masses", "chunk"))
+def _solve(x, betas, psi0, log_mass0, iteration, free_masses, chunk):
     def one(beta):
-        F = functools.partial(_step, x=x, beta=beta, free_masses=free_masses, chunk=chunk)
+        problem = ReducedProblem(x, beta, free_masses, chunk)
+        out = iterate(iteration, problem, iteration.init(problem, psi0, log_mass0))
+        return iteration.postprocess(problem, out.carry)
 
-        def cond(s):
-            return (s[2] < max_steps) & (s[3] >= tol)
-
-        def plain(s):
-            psi, lm, t, _, amax = s
-            p1, l1, _ = F(psi, lm)
-            return p1, l1, t + 1, _residual(psi, lm, p1, l1), amax
-
-        def squarem(s):
-            psi, lm, t, _, amax = s
-            p1, l1, ll0 = F(psi, lm)
-            res = _residual(psi, lm, p1, l1)
-            p2, l2, ll1 = F(p1, l1)
-            rp, rl = p1 - psi, l1 - lm
-            vp, vl = p2 - 2 * p1 + psi, l2 - 2 * l1 + lm
-            rn = jnp.sqrt(jnp.sum(rp * rp) + jnp.sum(rl * rl))
-            vn = jnp.sqrt(jnp.sum(vp * vp) + jnp.sum(vl * vl))
-            alpha = jnp.clip(-rn / jnp.where(vn > 0, vn, 1.0), -amax, -1.0)
-            pe, le = psi - 2 * alpha * rp + alpha**2 * vp, lm - 2 * alpha * rl + alpha**2 * vl
-            p3, l3, lle = F(pe, le)
-            ok = jnp.isfinite(lle) & (lle >= ll1 - eps * (jnp.abs(ll1) + x.shape[0])) & jnp.all(jnp.isfinite(p3))
-            done = res < tol                          # converged on the first step: keep θ₁
-            new_psi = jnp.where(done, p1, jnp.where(ok, p3, p2))
-            new_lm = jnp.where(done, l1, jnp.where(ok, l3, l2))
-            amax = jnp.where(ok, jnp.where(alpha <= -amax, 4.0 * amax, amax), jnp.maximum(1.0, amax / 4.0))
-            return new_psi, new_lm, t + jnp.where(done, 1, 3), res, amax
-
-        init = (psi0, log_mass0, jnp.int32(0), jnp.asarray(jnp.inf, x.dtype), jnp.asarray(1.0, x.dtype))
-        psi, lm, t, res, _ = jax.lax.while_loop(cond, squarem if accelerate else plain, init)
-        return psi, lm, t, res
-
-    psi, lm, steps, res = jax.vmap(one)(betas)
-    return ReducedFixedPoint(psi=psi, log_mass=lm, steps=steps, residual=res, converged=res < tol)
+    return jax.vmap(one)(betas)
