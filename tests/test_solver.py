@@ -218,7 +218,7 @@ def test_cpu_defaults_follow_the_cache():
 
 def _resolved(setup):
     """The step map and the schedule (with its width) that ``solve`` runs for a prepared problem."""
-    return setup["step_map"], setup["schedule"].resolved(setup["num"], setup["lane_shape"], setup["itemsize"])
+    return setup.step_map, setup.schedule.resolved(setup.num, setup.lane_shape, setup.itemsize)
 
 
 def test_solve_large_n_blocked_map_equals_dense():
@@ -258,8 +258,8 @@ def test_plans_for_the_largest_problem(map_name):
     setup = prepare(np.zeros((n, d), np.float32), np.ones(B), vf.LatentGrid.uniform(128), step_map=step_map)
     step_map, schedule = _resolved(setup)
     args = (S((n, d), f32), S((K,), f32), {}, {"beta": S((B,), f32)}, S((K, d), f32), S((2,), jnp.uint32))
-    plan = solve_core.lower(*args, iteration=setup["iteration"], step_map=step_map,
-                            constraint=setup["constraint"].static(), schedule=schedule).compile().memory_analysis()
+    plan = solve_core.lower(*args, iteration=setup.iteration, step_map=step_map,
+                            constraint=setup.constraint.static(), schedule=schedule).compile().memory_analysis()
     if map_name == "blocked":
         assert plan.temp_size_in_bytes < 64 * 2**20 < n * K * 4
     else:

@@ -83,6 +83,7 @@ def sweep_command(args) -> int:
     if args.float64:
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
+
     from vaefp_jax.clusters import count_distinct, default_merge_tol
     from vaefp_jax.engine.initial import initial_psi
     from vaefp_jax.engine.schedules import Pool
@@ -98,8 +99,8 @@ def sweep_command(args) -> int:
     # the map and slot count the engine resolves (needed here for the chunks and u)
     setup = prepare(xj, betas, grid, iteration=iteration, step_map=STEP_MAPS[args.map](),
                     schedule=Pool(width=args.batch_size))
-    step_map = setup["step_map"]
-    width = setup["schedule"].resolved(setup["num"], setup["lane_shape"], setup["itemsize"]).width
+    step_map = setup.step_map
+    width = setup.schedule.resolved(setup.num, setup.lane_shape, setup.itemsize).width
     chunk = min(len(betas), 4 * width)  # β per call (progress granularity); the pool refills within a call
     u_fn = jax.jit(jax.vmap(step_map.order_parameter, in_axes=(0, None, 0, None)))
     parts, tol = [], None

@@ -11,6 +11,9 @@ validated here; inside, everything is one jitted program.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +32,45 @@ from vaefp_jax.iterations.damped import Damped
 from vaefp_jax.maps.auto import default_step_map
 from vaefp_jax.maps.base import StepMap
 
-__all__ = ["solve", "prepare"]
+__all__ = ["Setup", "solve", "prepare"]
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["x", "log_prior", "theta", "shared"],
+                   meta_fields=["dtype", "iteration", "step_map", "constraint", "schedule", "lane_shape", "itemsize",
+                                "num"])
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Everything a solve runs, validated and resolved by :func:`prepare` (a pytree: the arrays
+    are its leaves, the strategies and sizes its static part).
+
+    Attributes:
+      x: (n, d) the data in the working dtype; ``dtype`` that dtype.
+      log_prior: (K,) log π of the grid's tiles.
+      theta: the per-problem values, each (B,): ``beta`` and the constraint's.
+      shared: the constraint's arrays shared by all problems.
+      iteration, step_map, constraint, schedule: the resolved strategies (the iteration's tol a
+        number, the map chosen for the size, the schedule possibly still to be sized).
+      lane_shape: the block one problem's map holds (``StepMap.lane_shape``); ``itemsize``: bytes
+        per number; ``num``: B, the number of problems.
+    """
+
+    x: jax.Array
+    log_prior: jax.Array
+    theta: dict
+    shared: dict
+    dtype: object
+    iteration: Iteration
+    step_map: StepMap
+    constraint: Constraint
+    schedule: Schedule
+    lane_shape: tuple
+    itemsize: int
+    num: int
+
+    def describe(self) -> str:
+        """The four strategies, as a Solution records them."""
+        return ", ".join(repr(v) for v in (self.iteration, self.step_map, self.constraint, self.schedule))
 
 
 def _expect(name, value, kind):
@@ -43,9 +84,9 @@ _EXAMPLES = {Iteration: "Damped.paper()", StepMap: "DenseMap()", Constraint: "Li
 
 def prepare(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constraint=None, schedule=None,
             record_every: int = 0):
-    """Validate and resolve everything a solve needs; returns a dict (the pieces
-    :func:`solve` runs, also used by :func:`vaefp_jax.sweep`). Raises ``ValueError``
-    or ``TypeError`` with a one-line message for bad input or an invalid combination."""
+    """Validate and resolve everything a solve needs: the :class:`Setup` that :func:`solve` runs
+    (also used by :func:`vaefp_jax.sweep`). Raises ``ValueError`` or ``TypeError`` with a
+    one-line message for bad input or an invalid combination."""
     iteration = Damped.paper() if iteration is None else iteration
     constraint = Unconstrained() if constraint is None else constraint
     _expect("iteration", iteration, Iteration)
@@ -78,22 +119,22 @@ def prepare(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constr
     shared = {k: cast(v) for k, v in shared.items()}
     schedule = default_schedule(iteration, constraint, record_every) if schedule is None else schedule
     schedule.check(iteration, record_every)
-    return dict(x=x, dtype=dtype, log_prior=jnp.asarray(grid.log_prior, dtype), theta=theta, shared=shared,
-                iteration=iteration, step_map=step_map, constraint=constraint, schedule=schedule,
-                lane_shape=step_map.lane_shape(n, K), itemsize=int(jnp.dtype(dtype).itemsize), num=B)
+    return Setup(x=x, dtype=dtype, log_prior=jnp.asarray(grid.log_prior, dtype), theta=theta, shared=shared,
+                 iteration=iteration, step_map=step_map, constraint=constraint, schedule=schedule,
+                 lane_shape=tuple(step_map.lane_shape(n, K)), itemsize=int(jnp.dtype(dtype).itemsize), num=B)
 
 
-def run(setup, psi0, key, record_every: int = 0):
+def run(setup: Setup, psi0, key, record_every: int = 0):
     """Run a prepared solve from ψ^0 ((K, d) shared or (B, K, d)); the raw outputs."""
     s = setup
-    common = dict(iteration=s["iteration"], step_map=s["step_map"], constraint=s["constraint"].static(),
+    common = dict(iteration=s.iteration, step_map=s.step_map, constraint=s.constraint.static(),
                   record_every=int(record_every))
-    args = (s["x"], s["log_prior"], s["shared"], s["theta"], psi0, key)
-    schedule = s["schedule"]
+    args = (s.x, s.log_prior, s.shared, s.theta, psi0, key)
+    schedule = s.schedule
     if isinstance(schedule, Sharded):
-        inner = schedule.inner or default_schedule(s["iteration"], s["constraint"], record_every)
-        return schedule.run_host(*args, inner=inner, lane_shape=s["lane_shape"], itemsize=s["itemsize"], **common)
-    schedule = schedule.resolved(s["num"], s["lane_shape"], s["itemsize"])
+        inner = schedule.inner or default_schedule(s.iteration, s.constraint, record_every)
+        return schedule.run_host(*args, inner=inner, lane_shape=s.lane_shape, itemsize=s.itemsize, **common)
+    schedule = schedule.resolved(s.num, s.lane_shape, s.itemsize)
     return solve_core(*args, schedule=schedule, **common)
 
 
@@ -127,18 +168,14 @@ def solve(x, betas, grid: LatentGrid, *, iteration: Iteration | None = None, ste
     """
     setup = prepare(x, betas, grid, iteration=iteration, step_map=step_map, constraint=constraint,
                     schedule=schedule, record_every=record_every)
-    psi0 = initial_batch(setup["x"], grid, psi0, setup["iteration"].init_noise, key, setup["num"], setup["dtype"],
+    psi0 = initial_batch(setup.x, grid, psi0, setup.iteration.init_noise, key, setup.num, setup.dtype,
                          broadcast=False)
     key = jax.random.PRNGKey(0) if key is None else key
     out = run(setup, psi0, key, record_every)
     return to_solution(setup, out).check(throw, stacklevel=2)
 
 
-def describe(setup) -> str:
-    return ", ".join(repr(setup[k]) for k in ("iteration", "step_map", "constraint", "schedule"))
-
-
-def to_solution(setup, out) -> Solution:
-    return Solution(beta=setup["theta"]["beta"], psi=out["psi"], status=out["status"], steps=out["steps"],
+def to_solution(setup: Setup, out) -> Solution:
+    return Solution(beta=setup.theta["beta"], psi=out["psi"], status=out["status"], steps=out["steps"],
                     residual=out["residual"], stats=out["stats"], trajectory=out["trajectory"],
-                    tol=float(setup["iteration"].tol), setup=describe(setup))
+                    tol=float(setup.iteration.tol), setup=setup.describe())

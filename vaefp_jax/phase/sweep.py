@@ -173,8 +173,8 @@ def _derivatives_in_chunks(x, setup, psi, constraint, linear_solver, spectral_it
     parts = []
     for lo in range(0, num, size):
         take = np.minimum(np.arange(lo, lo + size), num - 1)      # pad by repeating the last β
-        theta = jax.tree.map(lambda a: a[take], setup["theta"])
-        out = _derivatives(x, setup["log_prior"], setup["shared"], theta, psi[take], setup["step_map"], constraint,
+        theta = jax.tree.map(lambda a: a[take], setup.theta)
+        out = _derivatives(x, setup.log_prior, setup.shared, theta, psi[take], setup.step_map, constraint,
                            linear_solver, spectral_iters, spectral)
         parts.append([a[: min(size, num - lo)] for a in out])
         if progress is not None:
@@ -252,29 +252,29 @@ def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constrai
     tile_jacobian.spectral_estimate(spectral)
     s = prepare(x, betas, grid, iteration=iteration, step_map=step_map, constraint=constraint, schedule=schedule,
                 record_every=record_every)
-    if not s["constraint"].smooth:
-        raise ValueError(f"u′ and u″ need a map that is smooth in β: {s['constraint']!r} is not (use "
+    if not s.constraint.smooth:
+        raise ValueError(f"u′ and u″ need a map that is smooth in β: {s.constraint!r} is not (use "
                          "LipschitzStrength, or solve() for the fixed points alone)")
-    xj, dtype, B = s["x"], s["dtype"], s["num"]
+    xj, dtype, B = s.x, s.dtype, s.num
     (n, d), K = xj.shape, grid.num_tiles
-    linear_solver = default_linear_solver(s["constraint"], n, K, d, dtype) if linear_solver is None else linear_solver
+    linear_solver = default_linear_solver(s.constraint, n, K, d, dtype) if linear_solver is None else linear_solver
     key = jax.random.PRNGKey(0) if key is None else key
-    static_c = s["constraint"].static()
+    static_c = s.constraint.static()
     if continuation is None:
-        psi0 = initial_batch(xj, grid, psi0, s["iteration"].init_noise, key, B, dtype, broadcast=False)
+        psi0 = initial_batch(xj, grid, psi0, s.iteration.init_noise, key, B, dtype, broadcast=False)
         out = run(s, psi0, key, record_every)
     else:
         if record_every:
             raise ValueError("record_every needs independent solves (continuation=None)")
-        start = initial_batch(xj, grid, psi0, s["iteration"].init_noise, key, B, dtype, broadcast=False)
+        start = initial_batch(xj, grid, psi0, s.iteration.init_noise, key, B, dtype, broadcast=False)
         if start.ndim != 2:
             raise ValueError("continuation needs one psi0 of shape (K, d)")
         beta_np = np.asarray(betas, np.float64)
         order = np.argsort(beta_np)[::-1] if continuation == "cooling" else np.argsort(beta_np)
         spread = rms_spread(xj)
-        theta_o = jax.tree.map(lambda a: a[order], s["theta"])
-        out = _continuation(xj, s["log_prior"], s["shared"], theta_o, start, jnp.asarray(kick * spread, dtype),
-                            jax.random.fold_in(key, 1), iteration=s["iteration"], step_map=s["step_map"],
+        theta_o = jax.tree.map(lambda a: a[order], s.theta)
+        out = _continuation(xj, s.log_prior, s.shared, theta_o, start, jnp.asarray(kick * spread, dtype),
+                            jax.random.fold_in(key, 1), iteration=s.iteration, step_map=s.step_map,
                             constraint=static_c, progress=progress)
         inv = np.argsort(order)
         out = jax.tree.map(lambda a: a[inv], out)
