@@ -81,11 +81,11 @@ _EXPORTS = {
     "SplitResult": "vaefp_jax.phase",
     "split_analysis": "vaefp_jax.phase",
     "SweepRun": "vaefp_jax.runs",
-    "load": "vaefp_jax.runs",
+    "load": "vaefp_jax.results",
 }
 _SUBMODULES = ("clusters", "constraints", "datasets", "engine", "equations", "figures", "grid", "implicit", "io",
-               "iterations", "linalg", "maps", "mnist", "native", "phase", "precision", "propositions", "runs",
-               "tile_jacobian", "vae")
+               "iterations", "linalg", "maps", "mnist", "native", "phase", "precision", "propositions", "results",
+               "runs", "tile_jacobian", "vae")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

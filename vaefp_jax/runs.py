@@ -36,7 +36,6 @@ __all__ = [
     "file_sha256",
     "grid_from_record",
     "grid_record",
-    "load",
     "make_record",
     "prepare_out",
     "read_record",
@@ -259,9 +258,10 @@ def read_run(folder, kind: str, arrays: str) -> tuple[dict, dict]:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SweepRun:
-    """A β sweep without derivatives (``vaefp sweep``): per-β arrays, leading axis B, and its record;
-    ``x`` (n, d) the data and ``log_prior`` (K,) the tiles' log π_a. ``status`` holds :class:`~vaefp_jax.Status` codes; ``distinct`` counts fixed
-    points closer than ``merge_tol`` as one."""
+    """A β sweep without derivatives (``vaefp sweep``): per-β arrays, leading axis B, and its
+    record; ``x`` (n, d) the data and ``log_prior`` (K,) the tiles' log π_a. ``status`` holds
+    :class:`~vaefp_jax.Status` codes; ``distinct`` counts fixed points closer than ``merge_tol`` as
+    one."""
 
     beta: np.ndarray
     u: np.ndarray
@@ -302,21 +302,5 @@ class SweepRun:
         return cls(merge_tol=float(a["merge_tol"]), record=rec, **{k: a[k] for k in cls.ARRAYS})
 
     def __repr__(self):
-        return f"SweepRun({self.beta.size} β, converged {int(self.converged.sum())}, psi {'×'.join(map(str, self.psi.shape))})"
-
-
-def load(folder):
-    """A saved run folder as :class:`SweepRun`, :class:`~vaefp_jax.PhaseResult` or
-    :class:`~vaefp_jax.SplitResult` (by its record's kind)."""
-    kind = read_record(folder).get("kind")
-    if kind == "sweep":
-        return SweepRun.load(folder)
-    if kind == "phase":
-        from vaefp_jax.phase.result import PhaseResult
-
-        return PhaseResult.load(folder)
-    if kind == "phase-tree":
-        from vaefp_jax.phase.split_result import SplitResult
-
-        return SplitResult.load(folder)
-    raise ValueError(f"{os.fspath(folder)!r}: unknown kind of run {kind!r}")
+        return (f"SweepRun({self.beta.size} β, converged {int(self.converged.sum())}, "
+                f"psi {'×'.join(map(str, self.psi.shape))})")

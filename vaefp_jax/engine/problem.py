@@ -75,9 +75,6 @@ class Problem:
     def free_energy(self, psi):
         return self.evaluate(psi).free_energy(self.beta)
 
-    def with_theta(self, theta) -> "Problem":
-        return dataclasses.replace(self, theta=theta)
-
 
 def residual(a, b):
     """‖a − b‖_F."""
