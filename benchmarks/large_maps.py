@@ -57,7 +57,7 @@ def main(argv=None):
     print("|---" * (len(maps) + 1) + "|")
     for rep in range(args.repeats):
         row = []
-        for name, program in programs.items():
+        for _name, program in programs.items():
             t = time.perf_counter()
             jax.block_until_ready(program())
             row.append(f"{(time.perf_counter() - t) / evaluations * 1e3:.0f}")

@@ -43,7 +43,8 @@ counted in ``unconverged``. The split criterion λ_max(C_a) > β is the single-c
 ignores the coupling between clusters, which is why a split can fall back and be merged.
 
     python benchmarks/numpy_annealing.py --data digits --max-clusters 64
-    python benchmarks/numpy_annealing.py --data iris --max-clusters 10 [--cooling 0.95] [--standardize] [--blas-threads 1]
+    python benchmarks/numpy_annealing.py --data iris --max-clusters 10 [--cooling 0.95] [--standardize]
+        [--blas-threads 1]
 
 Other benchmark scripts: ``sys.path.insert(0, <benchmarks/>)``; ``from numpy_annealing import numpy_anneal``.
 """
@@ -275,7 +276,8 @@ def main() -> None:
                      progress=progress)
     wall = time.perf_counter() - t0
     print(f"wall time {wall:.2f} s; {r.em_steps} EM steps over {r.n_betas} β ({r.unconverged} EM runs hit max_steps); "
-          f"{len(r.splits)} splits, {r.merged} merged back; {len(r.gamma)} clusters at β = {r.beta:.6g}; λ_max by {r.eig}")
+          f"{len(r.splits)} splits, {r.merged} merged back; {len(r.gamma)} clusters at β = {r.beta:.6g}; "
+          f"λ_max by {r.eig}")
     if r.splits:
         b1 = r.splits[0][0]
         print(f"first split detected at β = {b1:.10g}; λ_max(Cov) = {r.lam0:.10g}; ratio {b1 / r.lam0:.6f}")

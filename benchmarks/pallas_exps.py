@@ -34,9 +34,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import pallas as pl
 
 import vaefp_jax as vf
-from jax.experimental import pallas as pl
 from vaefp_jax.maps.pallas import _NEG, _compiler_params, _pad, _squared_distances_block
 
 sys.path.insert(0, os.path.dirname(__file__))

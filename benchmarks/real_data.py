@@ -25,10 +25,10 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
-
-import vaefp_jax as vf  # noqa: E402
 from real_data import REAL_DATA, analyse, load  # noqa: E402  (tests/real_data.py: one definition of the suite)
 from sweep import cpu_description  # noqa: E402  (benchmarks/sweep.py)
+
+import vaefp_jax as vf  # noqa: E402
 
 
 def wine_issue() -> None:
@@ -66,7 +66,8 @@ def main() -> None:
         return
     for name in (args.only or REAL_DATA):
         r = analyse(name)
-        print(f"| {name} | {r['n']} | {r['d']} | {r['side']}×{r['side']} | {r['num_betas']} | {r['seconds']:.1f} | yes | "
+        print(f"| {name} | {r['n']} | {r['d']} | {r['side']}×{r['side']} | {r['num_betas']} | "
+              f"{r['seconds']:.1f} | yes | "
               f"{r['converged']}/{r['num_betas']} | {r['last_peak'] / r['lam']:.3f} | {r['refined'] / r['lam']:.5f} |",
               flush=True)
 

@@ -41,7 +41,8 @@ def load(name: str, standardize: bool = False, n: int | None = None):
     if name == "mnist":
         from vaefp_jax.mnist import read_idx
 
-        x, y = read_idx(os.path.join(MNIST, "t10k-images-idx3-ubyte.gz"), os.path.join(MNIST, "t10k-labels-idx1-ubyte.gz"))
+        x, y = read_idx(os.path.join(MNIST, "t10k-images-idx3-ubyte.gz"),
+                        os.path.join(MNIST, "t10k-labels-idx1-ubyte.gz"))
         x = x.reshape(len(x), -1).astype(np.float64)
     else:
         d = getattr(datasets, f"load_{name}")()
@@ -55,7 +56,6 @@ def load(name: str, standardize: bool = False, n: int | None = None):
 
 
 def tree_score(x, y, max_clusters=None, min_mass=0.01):
-    k = len(np.unique(y))
     t0 = time.perf_counter()
     res = vf.split_analysis(x, true_labels=y, max_clusters=max_clusters, min_mass=min_mass, cross_check=0)
     return res, time.perf_counter() - t0

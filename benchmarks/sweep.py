@@ -108,14 +108,14 @@ def numpy_sweep(x, betas, lp, psi0, damping, tol, max_steps):
     out, steps = [], []
     for beta in betas:
         psi = psi0.copy()
-        for t in range(1, max_steps + 1):
+        for _t in range(1, max_steps + 1):
             new = (1 - damping) * numpy_step(psi, x, beta, lp) + damping * psi
             res = np.sqrt(((new - psi) ** 2).sum())
             psi = new
             if res < tol:
                 break
         out.append(psi)
-        steps.append(t)
+        steps.append(_t)
     return np.stack(out), np.array(steps)
 
 

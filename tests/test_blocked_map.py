@@ -10,11 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import vaefp_jax as vf
-
 from conftest import assert_map_equals_step, np_solve, np_step, random_problem
 
+import vaefp_jax as vf
 
 # (n, K, d, tile_chunk, data_chunk, dead tiles): the three distance formulas
 # (d ≤ 8 unrolled, ≤ 64 direct, > 64 matrix product), chunks that do not divide

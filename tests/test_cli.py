@@ -2,13 +2,10 @@
 
 import csv
 
-import jax
 import numpy as np
 import pytest
 
 from vaefp_jax import cli, io
-
-
 
 pytestmark = pytest.mark.usefixtures("keep_x64_setting")
 

@@ -22,7 +22,6 @@ import struct
 import sys
 import traceback
 
-import jax
 import numpy as np
 import pytest
 

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
@@ -71,9 +70,9 @@ def test_phase_on_a_user_csv_with_a_text_label_column(tmp_path, capsys):
 
 
 def test_out_folder_is_checked_before_any_compute(tmp_path, capsys, monkeypatch):
-    import vaefp_jax.phase.analysis as analysis
-
     import importlib
+
+    import vaefp_jax.phase.analysis as analysis
 
     split = importlib.import_module("vaefp_jax.phase.split_analysis")   # the module (the package exports the function)
     monkeypatch.setattr(analysis, "phase_analysis", lambda *a, **k: pytest.fail("computed before the check"))
@@ -169,7 +168,8 @@ def test_standardising_a_nearly_constant_column_warns_in_one_line(tmp_path, caps
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if "warning" in line]
         if warned:
-            with pytest.warns(UserWarning, match="standardising put 1 points"), pytest.raises(ValueError, match="stopped"):
+            with (pytest.warns(UserWarning, match="standardising put 1 points"),
+                  pytest.raises(ValueError, match="stopped")):
                 analysis.phase_analysis(x, standardize_data=True)   # the Python API warns too
             assert len(lines) == 1 and lines[0].startswith("vaefp: warning: standardising put 1 points beyond 10")
             assert "columns 1:" in lines[0] and "pixels" in lines[0]

@@ -2,8 +2,8 @@
 pixels as points, labels from the sibling labels file or an explicit path, one-line errors."""
 
 import argparse
-import hashlib
 import gzip
+import hashlib
 import pathlib
 import struct
 

@@ -16,7 +16,8 @@ import pytest
 import vaefp_jax as vf
 from vaefp_jax import cli
 
-TINY = ["--n", "12", "--model", "grid", "--k", "2", "--num-betas", "3", "--top-k", "1", "--refine-merges", "0", "--quiet"]
+TINY = ["--n", "12", "--model", "grid", "--k", "2", "--num-betas", "3", "--top-k", "1", "--refine-merges", "0",
+        "--quiet"]
 
 
 pytestmark = [pytest.mark.usefixtures("keep_x64_setting"), pytest.mark.xdist_group("interrupted")]

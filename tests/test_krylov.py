@@ -1,7 +1,6 @@
 """The matrix-free Newton solve (GMRES on products J·v) for large n, against the exact
 Woodbury solve and a dense LU, and its use by Accelerated, the branch Newton and the sweep."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

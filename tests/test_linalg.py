@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaefp_jax import constraints, datasets, equations, implicit, linalg, phase, tile_jacobian
+from vaefp_jax import constraints, equations, implicit, linalg, phase, tile_jacobian
 from vaefp_jax.grid import LatentGrid
 
 LAPACK_CALL = re.compile(r"custom_call @(lapack_\w+)\(.*?num_batch_dims = \"(\d+)\"")

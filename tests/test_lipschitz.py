@@ -6,15 +6,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import registry
 from scipy import integrate, optimize, stats
 
-import registry
 import vaefp_jax as vf
 from vaefp_jax import constraints as cs
 from vaefp_jax import datasets
 from vaefp_jax.equations import order_parameter, step
 from vaefp_jax.grid import LatentGrid
-
 
 # ---------------------------------------------------------------- geometry
 
@@ -191,7 +190,8 @@ def test_strength_zero_is_the_unconstrained_solver_exactly():
     psi = np.asarray(a.psi[1])
     zero = np.zeros((grid.num_tiles,) * 2, np.float32)
     C = cs.lipschitz_coefficients(grid).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(cs.lipschitz_step(psi, x, np.float32(1e-3), grid.log_prior.astype(np.float32), zero, C)),
+    np.testing.assert_array_equal(np.asarray(cs.lipschitz_step(psi, x, np.float32(1e-3),
+                                                               grid.log_prior.astype(np.float32), zero, C)),
                                   np.asarray(step(psi, x, np.float32(1e-3), grid.log_prior.astype(np.float32))))
 
 

@@ -20,13 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_one_exponential import BETAS, PROBLEMS, WIDE, _rel, assert_as_accurate_as_log_space, np_reference
+from test_reused_shifts import _moved
+
 import vaefp_jax as vf
 from vaefp_jax import equations, native
 from vaefp_jax.engine.schedules import Vmapped
 from vaefp_jax.native import build
-
-from test_reused_shifts import _moved
-from test_one_exponential import BETAS, PROBLEMS, WIDE, _rel, assert_as_accurate_as_log_space, np_reference
 
 
 def _extra_problems():
@@ -167,7 +167,8 @@ def test_native_batches_as_vmap_does(dtype, x64):
         betas = jnp.asarray(np.geomspace(1e-3, 1.0, num), dtype)
         psis = jnp.asarray(np.stack([_moved(psi, 1.0, 0.05, seed=s) for s in range(num)]), dtype)
         olds = jax.vmap(lambda b, p: equations.evaluate(p, xj, b, lpj))(betas, psis)
-        f = lambda fn: jax.vmap(lambda b, p, a, s: fn(p * 1.01, xj, b, lpj, a, s))(betas, psis, olds.log_c, olds.log_mass)
+        f = lambda fn: jax.vmap(lambda b, p, a, s: fn(p * 1.01, xj, b, lpj, a, s))(betas, psis, olds.log_c,
+                                                                                  olds.log_mass)
         got, want = f(native.evaluate_shifted), f(equations.evaluate_shifted)
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
         for field in ("psi", "log_c", "log_mass"):

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 import vaefp_jax as vf
 from vaefp_jax import native
 from vaefp_jax.native import build
@@ -357,7 +358,7 @@ def test_tracing_never_builds(fresh, monkeypatch):
     assert native.supports(2, jnp.float32) is False
     psi, x, beta, lp = _problem()
     state = (jnp.zeros((23,), jnp.float32), jnp.zeros((5,), jnp.float32))
-    f = jax.jit(lambda p, xx, b, l: vf.DenseMap().evaluate_warm(p, xx, b, l, state)[0].psi)
+    f = jax.jit(lambda p, xx, b, ll: vf.DenseMap().evaluate_warm(p, xx, b, ll, state)[0].psi)
     text = f.trace(psi, x, beta, lp).lower(lowering_platforms=("cpu",)).as_text()
     assert "vaefp_shifted_sums" not in text
     assert build.peek() is None and calls == []

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 import vaefp_jax as vf
 from vaefp_jax import equations
 
@@ -54,7 +55,8 @@ def _problems():
     dup = np.concatenate([x[:10], x[:10], x[:10]])    # every point three times
     yield "duplicated points", dup, psi[:9], np.full(9, -np.log(9))
     x12 = rng.normal(size=(40, 12))
-    yield "d = 12", x12, x12[rng.choice(40, 16, replace=False)] + 0.1 * rng.normal(size=(16, 12)), np.full(16, -np.log(16))
+    yield ("d = 12", x12, x12[rng.choice(40, 16, replace=False)] + 0.1 * rng.normal(size=(16, 12)),
+           np.full(16, -np.log(16)))
 
 
 PROBLEMS = list(_problems())

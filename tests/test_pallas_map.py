@@ -12,10 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_map_equals_step, np_solve, np_step, random_problem
 
 import vaefp_jax as vf
-
-from conftest import assert_map_equals_step, np_solve, np_step, random_problem
 
 # (n, K, d, data_block, tile_block, dead tiles): blocks that do not divide n or
 # K (padded points and tiles), blocks larger than the problem, blocks of 1, a

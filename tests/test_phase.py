@@ -14,7 +14,8 @@ from vaefp_jax.implicit import jacobian_matrix
 @jax.jit
 def _tight_fixed_point(x, beta, lp, psi0):
     problem = Problem(vf.DenseMap(), vf.Unconstrained(), x, lp, {}, {"beta": beta})
-    return vf.Damped(damping=0.0, tol=1e-14, max_steps=200_000).run(problem, psi0, problem.init_state(psi0), None, 0).psi
+    return vf.Damped(damping=0.0, tol=1e-14, max_steps=200_000).run(problem, psi0, problem.init_state(psi0),
+                                                                    None, 0).psi
 
 
 def tile_map(psi, theta):

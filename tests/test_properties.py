@@ -1,8 +1,9 @@
 """Property tests (hypothesis) of the map and the solver."""
 
-import numpy as np
 import jax
-from hypothesis import given, settings, strategies as st
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import vaefp_jax as vf

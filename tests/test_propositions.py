@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 
-from vaefp_jax import datasets, propositions as pr
+from vaefp_jax import Damped, datasets, solve
+from vaefp_jax import propositions as pr
 from vaefp_jax.equations import free_energy, step, tile_posterior
 from vaefp_jax.grid import LatentGrid
-from vaefp_jax import Damped, solve
-
 
 # ---------------------------------------------------------------- Proposition 2
 

@@ -9,7 +9,6 @@ case that hung in the derivative pass before vaefp_jax.linalg."""
 import jax
 import numpy as np
 import pytest
-
 from real_data import REAL_DATA, analyse
 
 pytest.importorskip("sklearn", reason="scikit-learn is a test dependency: pip install '.[test]'")

@@ -233,7 +233,7 @@ def test_split_analysis_levels_labels_and_round_trip(tmp_path):
     assert np.all(np.diff(res.tree.counts) <= 0)                       # ascending β: never more clusters
     assert [lev.clusters for lev in res.levels] == list(range(1, len(res.levels) + 1))
     assert all(s.exact for s in res.splits)
-    assert len(res.tree.merges) >= 2                                      # a split whose child holds no point merges nothing
+    assert len(res.tree.merges) >= 2   # a split whose child holds no point merges nothing
     for m in res.tree.merges:
         assert min(abs(m.height - s.beta_c) for s in res.splits) <= 1e-12 * m.height
     assert np.all(np.isfinite(res.sweep_u)) and res.sweep_beta.size == 3 * len(res.levels)

@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_one_exponential import BETAS, PROBLEMS, WIDE, assert_as_accurate_as_log_space, np_reference
+
 import vaefp_jax as vf
 from vaefp_jax import equations
 from vaefp_jax.engine.schedules import Vmapped
-
-from test_one_exponential import BETAS, PROBLEMS, WIDE, assert_as_accurate_as_log_space, np_reference
 
 vf.native.ensure_built()   # tracing never builds: the maps below run the CPU kernel wherever it builds
 

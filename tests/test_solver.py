@@ -155,7 +155,8 @@ def test_trajectories_record_the_iterates(small, x64):
             np.testing.assert_allclose(out.trajectory[0, t // 2], psi, atol=1e-12)
     # entries after the stop repeat the final ψ
     last = int(out.steps[0]) // 2
-    np.testing.assert_allclose(out.trajectory[0, last:], np.broadcast_to(out.psi[0], out.trajectory[0, last:].shape), atol=1e-14)
+    np.testing.assert_allclose(out.trajectory[0, last:], np.broadcast_to(out.psi[0], out.trajectory[0, last:].shape),
+                               atol=1e-14)
 
 
 def test_solve_under_jit_and_vmap(small, x64):

@@ -7,8 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaefp_jax.vae.figure1 import (Figure1Data, exemplar_colours, figure1_data, posterior_samples,
-                                   reconstruction_maps, save_figure1)
+from vaefp_jax.vae.figure1 import (
+    Figure1Data,
+    exemplar_colours,
+    figure1_data,
+    posterior_samples,
+    reconstruction_maps,
+    save_figure1,
+)
 
 X = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
 

@@ -19,7 +19,7 @@ def _perturbed_flow(seed=0, couplings=4, scale=0.4, bound=1.0):
     graphdef, state = nnx.split(flow)
     leaves, tree = jax.tree.flatten(state)
     keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
-    leaves = [l + scale * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+    leaves = [leaf + scale * jax.random.normal(k, leaf.shape) for leaf, k in zip(leaves, keys)]
     return nnx.merge(graphdef, jax.tree.unflatten(tree, leaves))
 
 

@@ -14,8 +14,8 @@ from vaefp_jax.vae.config import VAEConfig
 from vaefp_jax.vae.model import build_vae
 from vaefp_jax.vae.objective import beta_elbo, gaussian_log_likelihood
 from vaefp_jax.vae.tiling import evaluate_tiling
-from vaefp_jax.vae.trained import TrainedVAE
 from vaefp_jax.vae.train import train_vae
+from vaefp_jax.vae.trained import TrainedVAE
 
 TINY = VAEConfig(encoder_hidden=16, encoder_depth=1, embedding_dim=4, num_couplings=2, coupling_hidden=8,
                  coupling_depth=1, decoder_hidden=16, decoder_depth=1, num_samples=2, steps=6,
@@ -23,7 +23,7 @@ TINY = VAEConfig(encoder_hidden=16, encoder_depth=1, embedding_dim=4, num_coupli
 
 
 def _leaves(trained):
-    return [np.asarray(l) for l in jax.tree.leaves(trained.params)]
+    return [np.asarray(leaf) for leaf in jax.tree.leaves(trained.params)]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_smoke_training_writes_a_run(straight):
     assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["3", "6"]
     fresh = build_vae(TINY, 784)
     from flax import nnx
-    before = [np.asarray(l) for l in jax.tree.leaves(nnx.split(fresh)[1])]
+    before = [np.asarray(leaf) for leaf in jax.tree.leaves(nnx.split(fresh)[1])]
     assert any(not np.array_equal(a, b) for a, b in zip(before, _leaves(straight)))  # it trained
 
 

@@ -221,7 +221,8 @@ def _idx_table(path, data, digest, columns, label_column, key) -> Table:
     """The Table of an IDX images file: raw pixels (n, rows·cols) float64, labels from the IDX
     labels file ``label_column`` (a path) or the sibling labels file, or None."""
     if key is not None:
-        raise ValueError(f"{path}: key (--key) applies to .npz archives, not to an IDX images file (it holds one array)")
+        raise ValueError(f"{path}: key (--key) applies to .npz archives, not to an IDX images file "
+                         "(it holds one array)")
     images = mnist.read_idx_images(path)
     n, rows, cols_ = images.shape
     if n == 0 or rows * cols_ == 0:

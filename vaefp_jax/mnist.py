@@ -187,7 +187,8 @@ def load_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike,
     images, labels = read_idx(images_path, labels_path)
     if per_digit is None:
         return _as_exemplars(images, labels, np.arange(labels.shape[0]))
-    idx = select_first_per_digit(labels, per_digit) if seed is None else select_random_per_digit(labels, per_digit, seed)
+    idx = (select_first_per_digit(labels, per_digit) if seed is None
+           else select_random_per_digit(labels, per_digit, seed))
     return _as_exemplars(images[idx], labels[idx], idx)
 
 

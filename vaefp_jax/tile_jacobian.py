@@ -137,7 +137,7 @@ def _block_solver(f: JacobianFactors):
     MNIST pixels (d = 784) on a few dozen images this is the difference between
     K LU factorisations of 784 × 784 and of n × n.
     """
-    (K, n), d = f.w.shape, f.x.shape[1]
+    (_, n), d = f.w.shape, f.x.shape[1]
     if d <= n:
         M = jnp.eye(d, dtype=f.x.dtype)[None] - f.A  # (K, d, d)
         return lambda Y: linalg.solve(M, Y)

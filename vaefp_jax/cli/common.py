@@ -134,7 +134,8 @@ def add_data_arguments(p: argparse.ArgumentParser, default: str = "three-cluster
                            help="drop the rows of --data with a missing value (empty, NA, NaN, inf) in a column "
                                 "used, instead of refusing the file; says how many, and run.json lists them"),
             "", invalid="=1", needs="--data {missing}")
-    example(g.add_argument("--n", type=positive_int, help="number of points of the built-in dataset (default: its own)"),
+    example(g.add_argument("--n", type=positive_int,
+                           help="number of points of the built-in dataset (default: its own)"),
             "12", invalid="0")
     g.add_argument("--seed", type=int, default=0, help="seed of the built-in dataset and of the initial noise")
 
@@ -228,7 +229,8 @@ def make_iteration(args):
 
 def add_output_arguments(p: argparse.ArgumentParser, out: str, figures: bool = True) -> None:
     g = p.add_argument_group("output")
-    example(g.add_argument("--out", default=out, help="output folder (created, and checked writable, before any compute)"),
+    example(g.add_argument("--out", default=out,
+                           help="output folder (created, and checked writable, before any compute)"),
             "{tmp}/out", invalid="{file}/sub")
     if figures:
         g.add_argument("--format", choices=["png", "pdf", "svg"], default="png", help="figure file format")

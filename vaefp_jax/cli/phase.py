@@ -9,14 +9,14 @@ linkage.csv (SciPy), sweep.csv (the cross-check: u, u′, u″ inside every leve
 and tree.<format>.
 
 With ``--model grid`` it is the tile analysis (fixed tile masses: which tiles go to which
-side of a split depends on the iteration's path). The β range comes from the data unless given: from a little below the scale
-at which nearest neighbours merge up to twice λ_max of the covariance (where
-the last merge is). β are visited on cooling (from the single cluster down),
-with the accelerated iteration, in float64. Writes into --out: run.json (what
-produced the run: data file and SHA-256, grid, iteration, dtype, seed,
-versions; the critical table and merges), phase.npz (all arrays), betas.csv,
-critical.csv, merges.csv, labels.csv (every point's cluster at every level),
-linkage.csv (SciPy linkage matrix), phase.<format> and tree.<format>.
+side of a split depends on the iteration's path). The β range comes from the data unless
+given: from a little below the scale at which nearest neighbours merge up to twice λ_max of
+the covariance (where the last merge is). β are visited on cooling (from the single cluster
+down), with the accelerated iteration, in float64. Writes into --out: run.json (what
+produced the run: data file and SHA-256, grid, iteration, dtype, seed, versions; the
+critical table and merges), phase.npz (all arrays), betas.csv, critical.csv, merges.csv,
+labels.csv (every point's cluster at every level), linkage.csv (SciPy linkage matrix),
+phase.<format> and tree.<format>.
 Load it back with ``vaefp_jax.load(folder)``.
 """
 
@@ -210,14 +210,16 @@ def _reduced(args) -> int:
     classes = None if labels is None else len(np.unique(labels))
     max_clusters = args.max_clusters or default_max_clusters(classes)   # a cap: see split_analysis
     say(args, f"data: {n} points in {d}-D{' (standardised)' if args.standardize else ''}"
-              f"{'; ' + str(classes) + ' classes' if classes else ''}; reduced model down to {'' if args.max_clusters else 'at most '}{max_clusters} clusters"
+              f"{'; ' + str(classes) + ' classes' if classes else ''}; reduced model down to "
+              f"{'' if args.max_clusters else 'at most '}{max_clusters} clusters"
               f"{'' if args.beta_min is None else f' or β = {args.beta_min:g}'}; {np.dtype(dtype).name}")
     bars = StageBars(args.quiet)
     try:
         result = split_analysis(np.asarray(x, dtype), max_clusters=args.max_clusters, beta_min=args.beta_min,
                                 standardize_data=args.standardize, true_labels=labels,
                                 min_mass=0.01 if args.min_mass is None else args.min_mass,
-                                read=args.read or "low", cross_check=12 if args.cross_check is None else args.cross_check,
+                                read=args.read or "low",
+                                cross_check=12 if args.cross_check is None else args.cross_check,
                                 data_record=data_record, progress=bars, tol=args.tol,
                                 max_steps=args.max_steps or 100_000)
     finally:

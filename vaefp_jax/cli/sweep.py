@@ -61,7 +61,8 @@ def register(sub) -> None:
                         "their (n, K) arrays in a 2 MB cache budget (1 at 32 × 32 tiles, n = 120); "
                         "on GPU all (memory permitting)"), "2")
     g.add_argument("--map", choices=sorted(STEP_MAPS), default="auto",
-                   help="how F(ψ) is computed: auto (dense, or on CPU blocked when its (n, K) arrays would take over an eighth of the RAM), "
+                   help="how F(ψ) is computed: auto (dense, or on CPU blocked when its (n, K) arrays would take "
+                        "over an eighth of the RAM), "
                         "dense (DenseMap), blocked (BlockedMap: 1024 × 1024 blocks of the n × K logits), "
                         "pallas (PallasMap: fused Pallas kernels; GPU, d ≤ 8)")
     add_output_arguments(s, "runs/sweep", figures=False)

@@ -67,8 +67,16 @@ import jax.numpy as jnp
 from vaefp_jax import _validate, tile_jacobian
 from vaefp_jax.constraints.strategies import Unconstrained
 from vaefp_jax.iterations.base import Iteration, Outcome, default_tol
-from vaefp_jax.iterations.phases import (SPECTRAL_ITERS, escape, extrapolated_step, extrapolation_goes_on,
-                                         leading_eig, map_step, newton_cost, newton_step)
+from vaefp_jax.iterations.phases import (
+    SPECTRAL_ITERS,
+    escape,
+    extrapolated_step,
+    extrapolation_goes_on,
+    leading_eig,
+    map_step,
+    newton_cost,
+    newton_step,
+)
 
 __all__ = ["Accelerated", "AcceleratedCarry"]
 
@@ -297,7 +305,8 @@ class Accelerated(Iteration):
             c = c._replace(evals=c.evals + e, escapes=c.escapes + unstable.astype(jnp.int32))
             return extrapolate_from(c, psi + (self.kick * c.scale) * noise, self.fallback_steps)
 
-        return jax.lax.switch(c.phase, [extrapolate, newton_start, newton, certify, escape_saddle, fallback_kick, lambda c: c], c)
+        return jax.lax.switch(c.phase, [extrapolate, newton_start, newton, certify, escape_saddle, fallback_kick,
+                                        lambda c: c], c)
 
     def terminate(self, problem, c: AcceleratedCarry) -> jax.Array:
         return c.done | (c.phase == _GIVE_UP)

@@ -1,7 +1,8 @@
 """Phase analysis: the reduced model's split tree (:mod:`.reduced`, :mod:`.annealing`,
-:mod:`.split_analysis`, :mod:`.split_result`); sweeps with u, u′, u″ (:mod:`.sweep`), critical temperatures (:mod:`.critical`),
-the β range of a data set (:mod:`.scales`), the merge tree and point labels (:mod:`.tree`), and the
-whole analysis of a data set (:mod:`.analysis`) with its result (:mod:`.result`)."""
+:mod:`.split_analysis`, :mod:`.split_result`); sweeps with u, u′, u″ (:mod:`.sweep`), critical
+temperatures (:mod:`.critical`), the β range of a data set (:mod:`.scales`), the merge tree and
+point labels (:mod:`.tree`), and the whole analysis of a data set (:mod:`.analysis`) with its result
+(:mod:`.result`)."""
 
 from vaefp_jax.phase.analysis import phase_analysis as phase_analysis
 from vaefp_jax.phase.analysis import standardize as standardize
@@ -13,13 +14,13 @@ from vaefp_jax.phase.critical import refine_critical_beta as refine_critical_bet
 from vaefp_jax.phase.result import CriticalRow as CriticalRow
 from vaefp_jax.phase.result import PhaseResult as PhaseResult
 from vaefp_jax.phase.scales import default_beta_range as default_beta_range
+from vaefp_jax.phase.split_analysis import split_analysis as split_analysis
+from vaefp_jax.phase.split_result import SplitResult as SplitResult
 from vaefp_jax.phase.sweep import SweepResult as SweepResult
 from vaefp_jax.phase.sweep import default_linear_solver as default_linear_solver
 from vaefp_jax.phase.sweep import (
            order_parameter_at_fixed_point as order_parameter_at_fixed_point,
 )
-from vaefp_jax.phase.split_analysis import split_analysis as split_analysis
-from vaefp_jax.phase.split_result import SplitResult as SplitResult
 from vaefp_jax.phase.sweep import sweep as sweep
 from vaefp_jax.phase.tree import Merge as Merge
 from vaefp_jax.phase.tree import MergeTree as MergeTree

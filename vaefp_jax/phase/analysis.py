@@ -68,9 +68,10 @@ EXTREME_Z = 10.0
 
 def extreme_values(z) -> tuple[list[int], int]:
     """(columns, points): the columns of the standardised ``z`` (n, d) holding an entry with
-    |z| > :data:`EXTREME_Z`, and the number of points (rows) holding one. Nearly constant columns make them (a pixel that is 0 but in a
-    few images): their few points split off as clusters of their own at every β of the
-    default range, so the tree stays incomplete and the fine levels hold them."""
+    |z| > :data:`EXTREME_Z`, and the number of points (rows) holding one. Nearly constant
+    columns make them (a pixel that is 0 but in a few images): their few points split off as
+    clusters of their own at every β of the default range, so the tree stays incomplete and
+    the fine levels hold them."""
     big = np.abs(np.asarray(z)) > EXTREME_Z
     return np.nonzero(big.any(axis=0))[0].tolist(), int(big.any(axis=1).sum())
 
@@ -129,7 +130,8 @@ def prepare_data(x, *, standardize_data: bool = False, true_labels=None, drop_mi
             names = data.get("columns")
             shown = ", ".join(repr(names[c]) if names and c < len(names) else str(c) for c in constant[:8])
             warnings.warn(f"{len(constant)} constant column{'s' if len(constant) > 1 else ''} ({shown}"
-                          f"{', …' if len(constant) > 8 else ''}): standardising sets {'them' if len(constant) > 1 else 'it'} "
+                          f"{', …' if len(constant) > 8 else ''}): standardising sets "
+                          f"{'them' if len(constant) > 1 else 'it'} "
                           "to 0, so they add nothing to any distance (as if left out)", UserWarning, stacklevel=3)
         columns, points = extreme_values(z)
         data.update(extreme_points=points)
@@ -206,8 +208,8 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
     import jax
 
     r = sweep(x, betas, grid, iteration=iteration, step_map=step_map, continuation=continuation,
-              key=jax.random.PRNGKey(int(seed)), throw=throw, spectral="lanczos", spectral_iters=REFINE["spectral_iters"],
-              progress=progress)
+              key=jax.random.PRNGKey(int(seed)), throw=throw, spectral="lanczos",
+              spectral_iters=REFINE["spectral_iters"], progress=progress)
     xs = np.asarray(x, np.float64)
 
     critical = []

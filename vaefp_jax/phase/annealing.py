@@ -193,10 +193,11 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
     as fallen back together (default 1e-3 × the data's RMS spread); ``read``: "low" or "high",
     where each level's labels are read (module docstring); ``progress``: None or
     ``progress(clusters, beta)`` after each split; ``tol``: of the branch solves (default
-    1e-10 × the data's RMS spread in float64, 1e-5 × in float32); ``lanczos_iters``: Lanczos steps per
-    round for λ_max (default: 0, eigh of C_a, for d ≤ 128, else 12, warm-started from the last directions); ``stop``: None, or
-    ``stop(log_mass)`` after each split, on the new branch's log masses (m,): True ends the
-    tree there (stopped = "stop"), before max_clusters. Float64 recommended (JAX x64)."""
+    1e-10 × the data's RMS spread in float64, 1e-5 × in float32); ``lanczos_iters``: Lanczos
+    steps per round for λ_max (default: 0, eigh of C_a, for d ≤ 128, else 12, warm-started from
+    the last directions); ``stop``: None, or ``stop(log_mass)`` after each split, on the new
+    branch's log masses (m,): True ends the tree there (stopped = "stop"), before max_clusters.
+    Float64 recommended (JAX x64)."""
     from scipy.optimize import brentq
 
     if read not in ("low", "high"):
@@ -307,7 +308,7 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
                 t_state = branch.solve(trial, *hi_state)
                 g_t, _, _, vs = G(trial, t_state, v0=vs if iters else None)
                 if g_t >= 0:
-                    lo, g_lo, lo_state = trial, g_t, t_state
+                    lo, lo_state = trial, t_state
                     break
                 if trial <= beta_min:
                     break

@@ -150,8 +150,9 @@ class PhaseResult:
     def save(self, folder, format: str = "png", figures: bool = True) -> list[str]:
         """Write the run into ``folder``: ``run.json`` (record, critical table, merges, score),
         ``phase.npz`` (every array), ``betas.csv``, ``critical.csv``, ``merges.csv``,
-        ``labels.csv`` (n rows: the point, its row in the input, its true label if any, then one column per level), ``linkage.csv`` (SciPy format) and, with
-        ``figures``, ``phase.<format>`` and ``tree.<format>``. Returns the paths written."""
+        ``labels.csv`` (n rows: the point, its row in the input, its true label if any, then one
+        column per level), ``linkage.csv`` (SciPy format) and, with ``figures``,
+        ``phase.<format>`` and ``tree.<format>``. Returns the paths written."""
         if format not in ("png", "pdf", "svg"):
             raise ValueError(f"format must be png, pdf or svg, got {format!r}")
         folder = begin_run(folder)   # no run.json until every other file is in place

@@ -10,9 +10,10 @@ the exact critical temperatures, and the paper's detection as a cross-check.
 3. the levels: their β intervals, persistence (width in ln β), significant clusters (mass ≥
    ``min_mass``), nested labels and, with true labels, the ARI of each;
 4. the cross-check (eq. 3's detection, as the tile analysis and the paper do it): on a β grid
-   inside every level's interval, u, u′ and u″ of the level's branch by implicit
-   differentiation (:func:`vaefp_jax.phase.reduced_implicit.branch_derivatives`): the branch
-   solved at every β of a level in one ``vmap``, the derivatives one β at a time (memory). u′ jumps and u″ peaks where the exact β_c are; the phase figure shows both.
+   inside every level's interval, u, u′ and u″ of the level's branch by implicit differentiation
+   (:func:`vaefp_jax.phase.reduced_implicit.branch_derivatives`): the branch solved at every β
+   of a level in one ``vmap``, the derivatives one β at a time (memory). u′ jumps and u″ peaks
+   where the exact β_c are; the phase figure shows both.
 """
 
 from __future__ import annotations

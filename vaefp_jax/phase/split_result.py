@@ -29,14 +29,15 @@ EXACT = 1e-8
 
 @dataclasses.dataclass(frozen=True)
 class SplitRow:
-    """One split: cluster ``parent`` (node id) into ``child_a``, ``child_b`` at ``beta_c``, with the
-    children's masses just below; ``condition`` λ_max(C_a)/β_c − 1 on the branch at β_c (≤ 0
+    """One split: cluster ``parent`` (node id) into ``child_a``, ``child_b`` at ``beta_c``, with
+    the children's masses just below; ``condition`` λ_max(C_a)/β_c − 1 on the branch at β_c (≤ 0
     and ~1e-12 for an exact root; > 0 for a split on arrival); ``exact``: |condition| ≤ 1e-8;
     ``clusters``: the number of clusters below it; ``beta_upper``: β_c itself for an exact root,
     else the previous split's β_c (a split on arrival has its onset in (beta_c, beta_upper]: the
-    cluster was already unstable where the new branch was first solved, a first-order cascade); ``u`` and ``du_above``: u and u′ = du/dβ at β_c
-    on the parent's branch (by implicit differentiation; NaN without the cross-check); u is
-    continuous through the split, u′ jumps (the cross-check sweep shows it below)."""
+    cluster was already unstable where the new branch was first solved, a first-order cascade);
+    ``u`` and ``du_above``: u and u′ = du/dβ at β_c on the parent's branch (by implicit
+    differentiation; NaN without the cross-check); u is continuous through the split, u′ jumps
+    (the cross-check sweep shows it below)."""
 
     beta_c: float
     parent: int
@@ -128,7 +129,8 @@ class SplitResult:
 
         s = self.splits[split]
         if not s.exact:
-            raise ValueError(f"split {split} is a split on arrival (condition {s.condition:.2g}): no root to differentiate")
+            raise ValueError(f"split {split} is a split on arrival (condition {s.condition:.2g}): "
+                             "no root to differentiate")
         if self.record.get("read", "low") != "low":
             raise ValueError("dβ_c/dx needs the levels read at their low-β end (read='low')")
         psi, lm = self.psi(split)
@@ -189,8 +191,8 @@ class SplitResult:
 
     # -- saving -------------------------------------------------------------------------------
 
-    _ARRAYS = ("x", "level_psi", "level_log_mass", "level_nodes", "directions", "sweep_beta", "sweep_u", "sweep_du", "sweep_d2u",
-               "sweep_level")
+    _ARRAYS = ("x", "level_psi", "level_log_mass", "level_nodes", "directions", "sweep_beta", "sweep_u", "sweep_du",
+               "sweep_d2u", "sweep_level")
 
     def save(self, folder, format: str = "png", figures: bool = True) -> list[str]:
         """Write ``run.json`` (record, splits, levels, score), ``tree.npz`` (every array),

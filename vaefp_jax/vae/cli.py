@@ -18,7 +18,7 @@ import json
 import pathlib
 import time
 
-from vaefp_jax.cli_types import OneLineParser, example, positive_float, positive_int
+from vaefp_jax.cli_types import example, positive_float, positive_int
 
 __all__ = ["add_train_arguments", "config_from_args", "figure1_command", "register", "train_vae_command"]
 

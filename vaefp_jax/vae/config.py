@@ -78,7 +78,8 @@ class VAEConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-        if not isinstance(self.end_learning_rate, (int, float)) or not 0 <= self.end_learning_rate <= self.learning_rate:
+        if (not isinstance(self.end_learning_rate, (int, float))
+                or not 0 <= self.end_learning_rate <= self.learning_rate):
             raise ValueError(f"end_learning_rate must be in [0, learning_rate], got {self.end_learning_rate!r}")
         if self.decoder_output not in DECODER_OUTPUTS:
             raise ValueError(f"decoder_output must be one of {DECODER_OUTPUTS}, got {self.decoder_output!r}")

@@ -87,7 +87,8 @@ class TrainedVAE:
         if z.ndim < 2 or z.shape[-1] != self.config.latent_dim:
             raise ValueError(f"z must have shape (m, {self.config.latent_dim}), got {z.shape}")
         if x.shape[-1] != self.exemplars.images.shape[-1] or x.ndim != z.ndim - 1:
-            raise ValueError(f"x must have shape ({self.exemplars.images.shape[-1]},) for z of shape (m, d_z), got {x.shape}")
+            raise ValueError(f"x must have shape ({self.exemplars.images.shape[-1]},) for z of shape (m, d_z), "
+                             f"got {x.shape}")
         return _log_q(self.graphdef, self.params, z, x)
 
     def sample(self, key: jax.Array, x: jax.Array, num: int) -> jax.Array:
@@ -117,7 +118,8 @@ class TrainedVAE:
         n, D = self.exemplars.images.shape
         elbo = f", ELBO {self.history[-1][1]:.4g}" if self.history else ""
         return (f"TrainedVAE(d_z={self.config.latent_dim}, {num_params:,} parameters, trained on {n} × {D} at "
-                f"β={self.config.beta:g}, step {self.step}{elbo}, run_dir={str(self.run_dir) if self.run_dir else None})")
+                f"β={self.config.beta:g}, step {self.step}{elbo}, "
+                f"run_dir={str(self.run_dir) if self.run_dir else None})")
 
     @classmethod
     def load(cls, path: str | os.PathLike, step: int | None = None) -> "TrainedVAE":
