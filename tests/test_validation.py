@@ -85,3 +85,22 @@ def test_solve_rejects(kwargs, match):
 def test_constructors_reject(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("value, minimum, ok", [
+    (3, 1, True), (3.0, 1, True), (np.int64(2), 2, True), (0, 0, True),
+    (0, 1, False), (2.5, 1, False), (True, 1, False), ("3", 1, False), (None, 1, False), (float("nan"), 1, False),
+    (float("inf"), 1, False), (1, 2, False),
+])
+def test_one_integer_check(value, minimum, ok):
+    """The one integer check of the package's boundary: integral numbers ≥ minimum as int; the rest
+    refused in one line naming the argument."""
+    from vaefp_jax import _validate
+
+    if ok:
+        out = _validate.check_int("steps", value, minimum)
+        assert out == int(value) and type(out) is int
+    else:
+        want = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
+        with pytest.raises(ValueError, match=f"^steps must be {want}, got "):
+            _validate.check_int("steps", value, minimum)

@@ -2,17 +2,18 @@
 
 These run on concrete (NumPy-convertible) inputs only. Under ``jit`` the inputs
 are tracers and the value checks are skipped (shape checks still run), so the
-public functions stay traceable.
+public functions stay traceable. JAX is imported where a check needs it, so that the
+JAX-free modules (the grid, the data sets, MNIST's files) can check their integers here.
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 
 def is_concrete(a) -> bool:
+    import jax
+
     return not isinstance(a, jax.core.Tracer)
 
 
@@ -20,6 +21,8 @@ def check_float_dtype(name: str, a) -> None:
     """Real numbers only: float or integer dtypes (not bool, complex, strings)."""
     dtype = getattr(a, "dtype", None)
     dtype = np.dtype(dtype) if dtype is not None else np.asarray(a).dtype
+    import jax.numpy as jnp
+
     real = jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
     if not real or dtype == np.bool_:
         raise ValueError(f"{name} must hold real numbers, got dtype {dtype}")
@@ -96,3 +99,13 @@ def check_positive(name: str, value, allow_zero: bool = False) -> None:
     v = float(value)
     if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'≥' if allow_zero else '>'} 0 and finite, got {value}")
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int, if it is an integer (an integral float counts; a bool, a string or
+    None does not) ≥ ``minimum``; else a ``ValueError`` saying so in one line."""
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not number or not np.isfinite(value) or int(value) != value or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)

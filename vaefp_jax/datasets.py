@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vaefp_jax import _validate
+
 __all__ = [
     "COMPONENTS",
     "DATASETS",
@@ -20,8 +22,7 @@ __all__ = [
 
 
 def _split(n: int, parts: int) -> list[int]:
-    if isinstance(n, bool) or int(n) != n or n < parts:
-        raise ValueError(f"n must be an integer ≥ {parts}, got {n!r}")
+    _validate.check_int("n", n, parts)
     base, extra = divmod(int(n), parts)
     return [base + (i < extra) for i in range(parts)]
 

@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from vaefp_jax import _validate
+
 __all__ = ["LatentGrid", "normal_cdf", "normal_pdf"]
 
 
@@ -125,10 +127,8 @@ class LatentGrid:
 
 
 def _check_k_dim(k, dim) -> tuple[int, int]:
-    if isinstance(k, bool) or int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if isinstance(dim, bool) or int(dim) != dim or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    _validate.check_int("k", k)
+    _validate.check_int("dim", dim)
     if int(k) ** int(dim) > 2**22:
         raise ValueError(f"k**dim = {int(k) ** int(dim)} tiles is too many")
     return int(k), int(dim)

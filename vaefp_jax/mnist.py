@@ -28,6 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
+from vaefp_jax import _validate
 from vaefp_jax.io_text import show
 
 __all__ = ["IMAGES_MAGIC", "LABELS_MAGIC", "Exemplars", "idx_kind", "idx_labels_path", "idx_magic", "load_exemplars",
@@ -145,8 +146,7 @@ def read_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> 
 
 
 def _check_per_digit(labels: np.ndarray, per_digit: int) -> None:
-    if isinstance(per_digit, bool) or int(per_digit) != per_digit or per_digit < 1:
-        raise ValueError(f"per_digit must be an integer ≥ 1, got {per_digit!r}")
+    _validate.check_int("per_digit", per_digit)
     counts = np.bincount(labels, minlength=10)
     if counts.min() < per_digit:
         raise ValueError(f"per_digit={per_digit} but digit {int(counts.argmin())} has only {int(counts.min())} images")

@@ -182,9 +182,7 @@ class LipschitzBound(Constraint):
         if self.gap is not None:
             _validate.check_positive("gap", self.gap)
         _validate.check_positive("feas_tol", self.feas_tol, allow_zero=True)
-        if isinstance(self.newton_steps, bool) or int(self.newton_steps) != self.newton_steps \
-                or self.newton_steps < 1:
-            raise ValueError(f"newton_steps must be a positive integer, got {self.newton_steps}")
+        _validate.check_int("newton_steps", self.newton_steps)
 
     def static(self):
         return dataclasses.replace(self, L=None)

@@ -22,6 +22,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from vaefp_jax import _validate
+
 __all__ = ["Schedule", "Vmapped", "Pool", "default_schedule", "default_batch_size", "dense_bytes", "DENSE_COPIES",
            "CPU_CACHE_BYTES"]
 
@@ -66,8 +68,8 @@ def _resolved_width(value, num, lane_shape, itemsize) -> int:
 
 
 def _check_width(name, value):
-    if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if value is not None:
+        _validate.check_int(name, value)
 
 
 class Schedule:

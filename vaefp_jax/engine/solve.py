@@ -104,8 +104,7 @@ def prepare(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constr
     _validate.check_data(x)
     _validate.check_beta(betas, name="betas", batched=True)
     _validate.check_log_prior(grid.log_prior)
-    if isinstance(record_every, bool) or int(record_every) != record_every or record_every < 0:
-        raise ValueError(f"record_every must be an integer ≥ 0, got {record_every}")
+    _validate.check_int("record_every", record_every, 0)
     dtype = working_dtype(jnp.asarray(x).dtype)
     x = jnp.asarray(x, dtype)
     (n, d), K, B = x.shape, grid.num_tiles, int(np.shape(betas)[0])

@@ -175,15 +175,11 @@ class Accelerated(Iteration):
             _validate.check_positive("tol", self.tol)
         tile_jacobian.spectral_estimate(self.spectral)
         tile_jacobian.check_newton_solve(self.newton_solve)
-        if self.spectral_iters is not None and (isinstance(self.spectral_iters, bool)
-                                                or int(self.spectral_iters) != self.spectral_iters
-                                                or self.spectral_iters < 2):
-            raise ValueError(f"spectral_iters must be an integer ≥ 2, got {self.spectral_iters!r}")
+        if self.spectral_iters is not None:
+            _validate.check_int("spectral_iters", self.spectral_iters, 2)
         for name in ("warmup", "max_newton", "max_rejects", "rounds", "line_points", "fallback_steps",
                      "fallback_rounds"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or int(v) != v or v < 0:
-                raise ValueError(f"{name} must be an integer ≥ 0, got {v!r}")
+            _validate.check_int(name, getattr(self, name), 0)
         _validate.check_positive("margin", self.margin, allow_zero=True)
         _validate.check_positive("handoff", self.handoff, allow_zero=True)
         _validate.check_positive("kick", self.kick, allow_zero=True)

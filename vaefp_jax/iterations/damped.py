@@ -74,8 +74,7 @@ class Damped(Iteration):
             raise ValueError(f"damping must be in [0, 1), got {self.damping}")
         if self.tol is not None:
             _validate.check_positive("tol", self.tol)
-        if isinstance(self.max_steps, bool) or int(self.max_steps) != self.max_steps or self.max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer, got {self.max_steps}")
+        _validate.check_int("max_steps", self.max_steps)
         _validate.check_positive("init_noise", self.init_noise, allow_zero=True)
         object.__setattr__(self, "max_steps", int(self.max_steps))
 

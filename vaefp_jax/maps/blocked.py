@@ -33,6 +33,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from vaefp_jax import _validate
 from vaefp_jax.equations import DIRECT_MAX_D, MapValue, squared_distances
 from vaefp_jax.maps.base import StepMap
 from vaefp_jax.precision import matmul
@@ -45,9 +46,7 @@ DEFAULT_DATA_CHUNK = 1024
 
 
 def _check_chunk(name: str, value) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return _validate.check_int(name, value)
 
 
 # --------------------------------------------------------------------------- blocks

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vaefp_jax import _validate
 from vaefp_jax.precision import highest_default
 
 __all__ = ["TilingMetrics", "tiling_metrics", "evaluate_tiling", "log_q_matrix", "standard_normal_logpdf"]
@@ -143,8 +144,7 @@ def _check_inputs(x: np.ndarray, num_prior: int, num_posterior: int) -> None:
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"x must have shape (n ≥ 2, D), got {x.shape}")
     for name, v in (("num_prior", num_prior), ("num_posterior", num_posterior)):
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        _validate.check_int(name, v)
 
 
 def tiling_metrics(log_q: LogQ, sample: Sampler, x: np.ndarray, key: jax.Array, *,

@@ -26,6 +26,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from vaefp_jax import _validate
 from vaefp_jax.mnist import Exemplars, load_exemplars
 from vaefp_jax.vae import checkpoint as ckpt
 from vaefp_jax.vae.config import VAEConfig
@@ -112,8 +113,7 @@ def train_vae(config: VAEConfig | None = None, exemplars: Exemplars | None = Non
     end = config.steps if stop_at is None else stop_at
     if isinstance(end, bool) or int(end) != end or not 0 <= end <= config.steps:
         raise ValueError(f"stop_at must be an integer in [0, steps={config.steps}], got {stop_at!r}")
-    if isinstance(log_every, bool) or int(log_every) != log_every or log_every < 1:
-        raise ValueError(f"log_every must be a positive integer, got {log_every!r}")
+    _validate.check_int("log_every", log_every)
     out = None if out is None else pathlib.Path(out)
     if resume and out is None:
         raise ValueError("resume=True needs the run directory `out`")

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vaefp_jax import _validate
 from vaefp_jax.mnist import Exemplars
 from vaefp_jax.vae import checkpoint as ckpt
 from vaefp_jax.vae.config import VAEConfig
@@ -97,8 +98,7 @@ class TrainedVAE:
 
     def sample_and_log_q(self, key: jax.Array, x: jax.Array, num: int) -> tuple[jax.Array, jax.Array]:
         """(z, log q(z|x)) by the forward flow: x (..., D) → (..., num, d_z), (..., num)."""
-        if isinstance(num, bool) or int(num) != num or num < 1:
-            raise ValueError(f"num must be a positive integer, got {num!r}")
+        _validate.check_int("num", num)
         x = jnp.asarray(x, jnp.float32)
         if x.shape[-1] != self.exemplars.images.shape[-1]:
             raise ValueError(f"x must have last axis {self.exemplars.images.shape[-1]}, got shape {x.shape}")
