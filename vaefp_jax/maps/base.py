@@ -18,7 +18,8 @@ A step map is an immutable, hashable object (a static argument of ``jit``) with
 All are traceable and differentiable (forward and reverse, to any order), so
 the implicit derivatives of :mod:`vaefp_jax.implicit` use the same map as the
 forward solve. :mod:`vaefp_jax.equations` is the reference every map is
-tested against (tests/test_maps.py).
+tested against (tests/test_engine.py runs every registered map against it; tests/test_blocked_map.py
+and tests/test_pallas_map.py test the blocked and Pallas maps pass by pass).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ column kernel also writes log Σ_i m_ib = M_b + log Σ_i exp(ℓ_ib − log c_i 
 (one more row of its output), so the kernels return the whole
 :class:`~vaefp_jax.equations.MapValue`. :class:`~vaefp_jax.maps.BlockedMap` is
 the XLA version of the same two passes; the kernels are tested against
-:mod:`vaefp_jax.equations` in Pallas's interpret mode on CPU (tests/test_maps.py).
+:mod:`vaefp_jax.equations` in Pallas's interpret mode on CPU (tests/test_pallas_map.py).
 
 Derivatives: a ``pallas_call`` has no JVP rule, so :class:`PallasMap` is a
 ``jax.custom_jvp`` whose tangent is that of the blocked map with the same
