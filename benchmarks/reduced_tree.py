@@ -88,7 +88,7 @@ def part_speed(args):
               f"{sum(sp.solves for sp in tree.splits)} solves, {sum(sp.steps for sp in tree.splits)} steps; "
               f"first beta_c/lambda_max - 1 = {tree.splits[0].beta / lam - 1:.1e}", flush=True)
     for cooling in (0.95, 0.99):
-        for threads in (1, 2):
+        for threads in args.blas_threads:
             with threadpool_limits(threads):
                 t0 = time.perf_counter()
                 base = numpy_anneal(x, max_clusters=64, cooling=cooling)
@@ -156,6 +156,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=["speed", "ari", "mnist", "peers", "ward"], required=True)
     p.add_argument("--n", type=int, default=10000, help="mnist: points of the test set used")
+    p.add_argument("--blas-threads", type=int, nargs="+", default=[1, 2],
+                   help="speed: BLAS threads of the NumPy baseline runs (each count one run per cooling factor)")
     args = p.parse_args()
     print(f"cpu: {vf.runs.cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}", flush=True)
     {"speed": part_speed, "ari": part_ari, "mnist": part_mnist, "peers": part_peers,

@@ -96,6 +96,10 @@ class Relaxed(Iteration):
     max_steps: int = 20_000
     init_noise: float = 0.1
 
+    @property
+    def step_limit(self):
+        return self.max_steps
+
     def resolved(self, dtype):
         return self
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_NOT_CONVERGED", "OneLineParser", "example",
            "positive_float", "positive_int"]
@@ -27,9 +28,10 @@ def example(action: argparse.Action, *valid: str, invalid: str | None = None, ne
     the other options it goes with (e.g. ``"--data {csv}"``). The test generated from the
     parsers (tests/test_cli_options.py) runs every option with them; values may name that
     test's files (``{csv}``, ``{npz}``, ``{tmp}``, …)."""
-    action.valid_examples = list(valid)
-    action.invalid_example = invalid
-    action.needs = needs
+    extended: Any = action   # argparse.Action declares none of these attributes: they are ours
+    extended.valid_examples = list(valid)
+    extended.invalid_example = invalid
+    extended.needs = needs
     return action
 
 

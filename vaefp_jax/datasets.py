@@ -6,6 +6,8 @@ shape (n, 2); the same arguments give the same points.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from vaefp_jax import _validate
@@ -72,7 +74,7 @@ def mixture_of_circles(n: int = 150, seed: int = 0, noise: float = 0.01) -> np.n
     return np.concatenate(pts, axis=0)
 
 
-DATASETS = {
+DATASETS: dict[str, Callable[..., np.ndarray]] = {
     "three-clusters": three_clusters,
     "blob": gaussian_blob,
     "lines": mixture_of_lines,

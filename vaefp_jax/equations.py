@@ -141,6 +141,7 @@ def squared_distances(x: jax.Array, psi: jax.Array) -> jax.Array:
         for k in range(d):
             diff = x[:, k][:, None] - psi[:, k][None, :]
             out = diff * diff if out is None else out + diff * diff
+        assert out is not None   # d ≥ 1 (points and decoders have at least one coordinate)
         return out
     if d <= DIRECT_MAX_D:
         diff = x[:, None, :] - psi[None, :, :]

@@ -218,8 +218,9 @@ def missing_labels(grid: TextGrid, j: int) -> np.ndarray:
 def label_values(grid: TextGrid, j: int) -> np.ndarray:
     """Column ``j`` as label strings; a scikit-learn class column gives the class names."""
     fields = [r[j] for r in grid.rows]
-    if grid.classes is not None and j == len(grid.names) - 1:
+    classes = grid.classes
+    if classes is not None and j == len(grid.names) - 1:
         def name(code: str) -> str:
-            return grid.classes[int(code)] if _CODE.fullmatch(code) and int(code) < len(grid.classes) else code
+            return classes[int(code)] if _CODE.fullmatch(code) and int(code) < len(classes) else code
         fields = [name(f) for f in fields]
     return np.array(fields, dtype=str)

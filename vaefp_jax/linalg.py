@@ -35,6 +35,8 @@ whatever the caller does.
 
 from __future__ import annotations
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 
@@ -69,7 +71,7 @@ def small_solve(a: jax.Array, b: jax.Array) -> jax.Array:
         factor = jnp.where(rows[None, :] > k, a[:, :, k] / a[:, k, k, None], 0.0)  # (B, m)
         a = a - factor[:, :, None] * a[:, k, None, :]
         b = b - factor[:, :, None] * b[:, k, None, :]
-    x = [None] * m  # back substitution on the upper-triangular a
+    x = cast("list[jax.Array]", [None] * m)  # back substitution on the upper-triangular a (x[j > k] set first)
     for k in reversed(range(m)):
         acc = b[:, k]
         for j in range(k + 1, m):

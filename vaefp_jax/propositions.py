@@ -243,7 +243,7 @@ def group_tiles(psi, log_prior, atol: float = 1e-5) -> TileGroups:
     if psi.ndim != 2 or lp.shape != (psi.shape[0],):
         raise ValueError("psi must be (K, d) and log_prior (K,)")
     labels = -np.ones(psi.shape[0], int)
-    firsts = []
+    firsts: list[int] = []
     for a in range(psi.shape[0]):
         if labels[a] >= 0:
             continue

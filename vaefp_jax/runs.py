@@ -83,7 +83,7 @@ def grid_from_record(rec: dict):
 def _strategy(obj) -> dict | None:
     if obj is None:
         return None
-    out = {"type": type(obj).__name__}
+    out: dict[str, object] = {"type": type(obj).__name__}
     if dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)

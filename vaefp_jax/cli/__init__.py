@@ -36,9 +36,9 @@ def build_parser() -> OneLineParser:
     figure.register(sub)
     try:
         from vaefp_jax.vae.cli import register as register_vae
-    except ImportError:
-        register_vae = None
-    if register_vae is not None:
+    except ImportError:   # the VAE's dependencies (flax, optax, orbax) are missing: no train-vae command
+        pass
+    else:
         register_vae(sub)
     for parser in sub.choices.values():   # defaults shown in every help
         parser.formatter_class = Formatter

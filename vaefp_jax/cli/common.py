@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 from vaefp_jax.cli_types import (
     EXIT_BAD_INPUT,
@@ -79,7 +80,8 @@ class StageBars:
 
     def __init__(self, quiet: bool):
         self.quiet = bool(quiet)
-        self.stage, self.bar = None, None
+        self.stage: str | None = None
+        self.bar: Any = None
         self.last = time.time()   # when the previous report came: where the next stage began
 
     def __call__(self, stage: str, done: int, total: int) -> None:

@@ -104,7 +104,8 @@ def sweep_command(args) -> int:
     width = setup.schedule.resolved(setup.num, setup.lane_shape, setup.itemsize).width
     chunk = min(len(betas), 4 * width)  # β per call (progress granularity); the pool refills within a call
     u_fn = jax.jit(jax.vmap(step_map.order_parameter, in_axes=(0, None, 0, None)))
-    parts, tol = [], None
+    parts: list[dict] = []
+    tol: float | None = None
     say(args, f"data: {n} points in {d}-D; grid: {K} tiles ({grid.kind}); {len(betas)} β in "
               f"[{args.beta_min:g}, {args.beta_max:g}]; protocol {args.protocol}; {np.dtype(dtype).name}")
     bars = StageBars(args.quiet)
@@ -124,9 +125,9 @@ def sweep_command(args) -> int:
     res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     merge_tol = default_merge_tol(x)
     record = make_record("sweep", data=data_record, grid=grid, iteration=iteration, step_map=step_map, dtype=dtype,
-                         seed=args.seed, betas=betas, tol=float(tol), merge_tol=merge_tol)
-    run = SweepRun(beta=betas, distinct=count_distinct(res["psi"], merge_tol), merge_tol=merge_tol, record=record,
-                   x=np.asarray(x, np.float64), log_prior=np.asarray(grid.log_prior), **res)
+                         seed=args.seed, betas=betas, tol=float(tol) if tol is not None else None, merge_tol=merge_tol)
+    run = SweepRun(beta=betas, distinct=np.asarray(count_distinct(res["psi"], merge_tol)), merge_tol=merge_tol,
+                   record=record, x=np.asarray(x, np.float64), log_prior=np.asarray(grid.log_prior), **res)
     paths = run.save(args.out)
     _print_table(run)
     bad = int((~run.converged).sum())

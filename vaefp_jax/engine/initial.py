@@ -33,6 +33,7 @@ def initial_psi(x, grid: LatentGrid, noise: float = 0.1, key=None) -> jax.Array:
     key = jax.random.PRNGKey(0) if key is None else key
     z = jnp.asarray(grid.z, dtype)
     n, d = x.shape
+    scale: float | jax.Array
     if d == grid.dim:
         centre, scale = z, 1.0
     else:

@@ -69,7 +69,7 @@ def iterate(iteration, problem, carry, record_every: int = 0) -> Loop:
 
     traj0 = jnp.broadcast_to(psi0, (n_rec,) + psi0.shape) if record_every else None
     carry, t, traj = jax.lax.while_loop(cond, body, (carry, jnp.int32(0), traj0))
-    if record_every:
+    if traj is not None:
         idx = jnp.arange(n_rec).reshape((-1,) + (1,) * psi0.ndim)
         traj = jnp.where(idx > t // record_every, carry.psi[None], traj)
     return Loop(carry=carry, steps=t, trajectory=traj)

@@ -15,12 +15,16 @@ constraint's report.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from vaefp_jax.equations import MapValue
+
+if TYPE_CHECKING:   # annotations only: importing them here would make an import cycle
+    from vaefp_jax.constraints.strategies import Constraint
+    from vaefp_jax.maps.base import StepMap
 
 __all__ = ["Problem", "ProblemState"]
 
@@ -34,8 +38,8 @@ class ProblemState(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    step_map: object
-    constraint: object
+    step_map: StepMap
+    constraint: Constraint
     x: jax.Array
     log_prior: jax.Array
     shared: dict

@@ -64,7 +64,8 @@ def default_batch_size(num_problems: int, num_points: int | None = None, num_til
 
 def _resolved_width(value, num, lane_shape, itemsize) -> int:
     """A schedule's width: as given or :func:`default_batch_size`, at most ``num``."""
-    return int(min(value or default_batch_size(num, *lane_shape, itemsize), num))
+    num_points, num_tiles = lane_shape
+    return int(min(value or default_batch_size(num, num_points, num_tiles, itemsize), num))
 
 
 def _check_width(name, value):
@@ -78,6 +79,10 @@ class Schedule:
 
     def check(self, iteration, record_every: int) -> None:
         pass
+
+    def resolved(self, num: int, lane_shape: tuple, itemsize: int) -> "Schedule":
+        """This schedule with its width fixed for ``num`` problems (the base: as it is)."""
+        return self
 
 
 @dataclasses.dataclass(frozen=True)

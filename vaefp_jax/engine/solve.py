@@ -175,6 +175,8 @@ def solve(x, betas, grid: LatentGrid, *, iteration: Iteration | None = None, ste
 
 
 def to_solution(setup: Setup, out) -> Solution:
+    tol = setup.iteration.tol
+    assert tol is not None, "prepare resolves the iteration's tol"
     return Solution(beta=setup.theta["beta"], psi=out["psi"], status=out["status"], steps=out["steps"],
                     residual=out["residual"], stats=out["stats"], trajectory=out["trajectory"],
-                    tol=float(setup.iteration.tol), setup=setup.describe())
+                    tol=float(tol), setup=setup.describe())

@@ -64,7 +64,9 @@ def compute_figure3(x=None, *, k: int = 32, betas=None, snapshot_betas=(3e-4, 3e
             refined.append(float("nan"))
     snaps = solve(x, np.asarray(snapshot_betas), grid, iteration=Damped.paper(), key=key,
                   record_every=1, throw=False)
-    snapshots = [(float(b), np.asarray(snaps.trajectory[j]), np.asarray(snaps.psi[j]))
+    trajectory = snaps.trajectory
+    assert trajectory is not None   # record_every=1
+    snapshots = [(float(b), np.asarray(trajectory[j]), np.asarray(snaps.psi[j]))
                  for j, b in enumerate(snapshot_betas)]
     return Figure3Data(x=x, sweep=res, peaks=peaks, refined=refined, snapshots=snapshots, variable=variable)
 

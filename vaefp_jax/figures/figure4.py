@@ -138,7 +138,8 @@ def _draw(ax, x, panel: Panel, lw: float, max_tracks: int):
     if K > max_tracks:  # an evenly spread subset of the tracks (the PNG stays small)
         traj = traj[:, np.linspace(0, K - 1, max_tracks).round().astype(int)]
     segs = np.transpose(traj, (1, 0, 2))                     # (tracks, T, 2)
-    ax.add_collection(LineCollection(segs, colors="0.55", linewidths=lw, alpha=0.5, zorder=1,
+    # matplotlib's stub wants a Sequence of segments; a (tracks, T, 2) array, which its docs allow, works
+    ax.add_collection(LineCollection(segs, colors="0.55", linewidths=lw, alpha=0.5, zorder=1,  # type: ignore[arg-type]
                                      rasterized=True))
     ax.scatter(x[:, 0], x[:, 1], s=2.5, color="tab:blue", zorder=2, linewidths=0)
     ax.scatter(panel.psi[:, 0], panel.psi[:, 1], s=2.5, color="tab:red", zorder=3, linewidths=0)

@@ -89,7 +89,7 @@ class AcceleratedCarry(NamedTuple):
     Newton phase (inf before the first); the problem's ``state`` (passed through) and PRNG
     ``key``; ``fpsi`` F(ψ) (Newton's); ``rho``, ``v`` the last certificate (ρ and its
     eigenvector); the counters ``evals`` (map evaluations), ``newton`` (accepted Newton
-    steps), ``escapes``; ``done`` (certified); ``phase`` and ``count`` (steps in it);
+    steps), ``escapes``; ``done`` (certified); ``phase`` and ``phase_steps`` (steps in it);
     ``rounds`` (Newton rounds so far) and ``fallback`` (−1 before the fallback, then its
     round); the extrapolation's ``xres``, ``ratio``, ``since``, ``cap`` and ``handoff``;
     Newton's ``rejects`` in a row; ``scale`` the data's RMS spread."""
@@ -106,7 +106,7 @@ class AcceleratedCarry(NamedTuple):
     escapes: jax.Array
     done: jax.Array
     phase: jax.Array
-    count: jax.Array
+    phase_steps: jax.Array
     rounds: jax.Array
     fallback: jax.Array
     xres: jax.Array
@@ -226,7 +226,7 @@ class Accelerated(Iteration):
             psi=psi0, residual=jnp.asarray(jnp.inf, dtype), state=state0,
             key=jax.random.PRNGKey(0) if key is None else key, fpsi=psi0,
             rho=jnp.asarray(jnp.nan, dtype), v=jnp.zeros_like(psi0), evals=i32, newton=i32, escapes=i32,
-            done=jnp.bool_(False), phase=jnp.int32(_EXTRAPOLATE), count=i32, rounds=i32, fallback=jnp.int32(-1),
+            done=jnp.bool_(False), phase=jnp.int32(_EXTRAPOLATE), phase_steps=i32, rounds=i32, fallback=jnp.int32(-1),
             xres=jnp.asarray(jnp.inf, dtype), ratio=zero, since=i32, rejects=i32, cap=jnp.int32(cap),
             handoff=jnp.bool_(True), scale=jnp.sqrt(jnp.sum(jnp.var(problem.x, axis=0))))
 
@@ -239,26 +239,27 @@ class Accelerated(Iteration):
         def extrapolate(c):
             def go(c):
                 psi, res, ratio, since, e = extrapolated_step(problem, c.psi, c.xres, c.ratio, c.since)
-                return c._replace(psi=psi, xres=res, ratio=ratio, since=since, evals=c.evals + e, count=c.count + 1)
+                return c._replace(psi=psi, xres=res, ratio=ratio, since=since, evals=c.evals + e,
+                                  phase_steps=c.phase_steps + 1)
 
-            more = jnp.where(c.handoff,
-                             extrapolation_goes_on(c.psi, c.count, c.xres, c.ratio, tol, c.cap, (self.warmup, budget)),
-                             extrapolation_goes_on(c.psi, c.count, c.xres, c.ratio, tol, c.cap, None))
+            args = (c.psi, c.phase_steps, c.xres, c.ratio, tol, c.cap)
+            more = jnp.where(c.handoff, extrapolation_goes_on(*args, (self.warmup, budget)),
+                             extrapolation_goes_on(*args, None))
             return jax.lax.cond(more, go, lambda c: c._replace(phase=jnp.int32(_NEWTON_START)), c)
 
         def newton_start(c):
             fpsi = map_step(problem, c.psi)
             return c._replace(fpsi=fpsi, residual=jnp.sqrt(jnp.sum((fpsi - c.psi) ** 2)), evals=c.evals + 1,
-                              count=jnp.int32(0), rejects=jnp.int32(0), phase=jnp.int32(_NEWTON))
+                              phase_steps=jnp.int32(0), rejects=jnp.int32(0), phase=jnp.int32(_NEWTON))
 
         def newton(c):
             def go(c):
                 psi, fpsi, res, e, ok = newton_step(problem, c.psi, c.fpsi, solve)
                 return c._replace(psi=psi, fpsi=fpsi, residual=res, evals=c.evals + e,
-                                  newton=c.newton + ok.astype(jnp.int32), count=c.count + 1,
+                                  newton=c.newton + ok.astype(jnp.int32), phase_steps=c.phase_steps + 1,
                                   rejects=jnp.where(ok, 0, c.rejects + 1))
 
-            more = (c.count < self.max_newton) & (c.residual >= tol) & (c.rejects < self.max_rejects)
+            more = (c.phase_steps < self.max_newton) & (c.residual >= tol) & (c.rejects < self.max_rejects)
             return jax.lax.cond(more, go, lambda c: c._replace(phase=jnp.int32(_CERTIFY)), c)
 
         def certify(c):
@@ -281,7 +282,7 @@ class Accelerated(Iteration):
                               fallback=nxt_fb.astype(jnp.int32))
 
         def extrapolate_from(c, psi, cap):
-            return c._replace(psi=psi, phase=jnp.int32(_EXTRAPOLATE), count=jnp.int32(0), cap=jnp.int32(cap),
+            return c._replace(psi=psi, phase=jnp.int32(_EXTRAPOLATE), phase_steps=jnp.int32(0), cap=jnp.int32(cap),
                               handoff=jnp.bool_(False), xres=jnp.asarray(jnp.inf, c.psi.dtype),
                               ratio=jnp.zeros_like(c.ratio), since=jnp.int32(0))
 

@@ -53,14 +53,13 @@ class Iteration:
     """Base class of the iterations (see the module docstring)."""
 
     tol: float | None = None
-    max_steps: int = 0
     init_noise: float = 0.1
     branches = False
 
     @property
     def step_limit(self) -> int:
-        """The most steps of the engine's loop (for a plain iteration, ``max_steps``)."""
-        return int(self.max_steps)
+        """The most steps of the engine's loop."""
+        raise NotImplementedError
 
     def resolved(self, dtype) -> "Iteration":
         raise NotImplementedError

@@ -81,6 +81,11 @@ class Damped(Iteration):
     def resolved(self, dtype) -> "Damped":
         return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))
 
+    @property
+    def step_limit(self) -> int:
+        """One map evaluation per step: ``max_steps``."""
+        return self.max_steps
+
     def init(self, problem, psi0, state0, key) -> DampedCarry:
         return DampedCarry(psi=psi0, state=state0, steps=jnp.int32(0), residual=jnp.asarray(jnp.inf, psi0.dtype))
 
@@ -91,6 +96,7 @@ class Damped(Iteration):
         return DampedCarry(psi=new, state=state, steps=carry.steps + 1, residual=residual(new, carry.psi))
 
     def terminate(self, problem, carry: DampedCarry) -> jax.Array:
+        assert self.tol is not None, "resolved() sets tol"
         return carry.residual < self.tol
 
     def postprocess(self, problem, carry: DampedCarry) -> Outcome:

@@ -290,7 +290,7 @@ def _build_in(folder: Path, name: str, cxx: str, note: str = ""):
         finally:
             os.close(dfd)
         built = fd is None
-        if built:
+        if fd is None:   # i.e. built
             _compile_into(folder, name, cxx, note)
             dfd = _open_folder(folder, note)  # checked again right before loading
             try:

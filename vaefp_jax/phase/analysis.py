@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ __all__ = ["phase_analysis", "prepare_data", "standardize"]
 # per cent of β on a default sweep) leave it ~1e-5 wide in ln β, beyond the four digits the
 # tables print, each halving a Newton solve; ρ by 48 Lanczos steps at Newton's fixed point
 # (resolves ρ near 1).
-REFINE = dict(iterations=14, spectral_iters=48, spectral="lanczos")
+REFINE: dict[str, Any] = dict(iterations=14, spectral_iters=48, spectral="lanczos")
 
 
 def standardize(x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -212,16 +213,16 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
               spectral_iters=REFINE["spectral_iters"], progress=progress)
     xs = np.asarray(x, np.float64)
 
-    critical = []
+    found: list[CriticalRow] = []
     peaks = sorted(critical_betas(r, top_k=top_k, variable="log_beta"), key=lambda p: p.beta)
     for i, p in enumerate(peaks):
         try:
             refined = refine_critical_beta(r, p, xs, grid, **REFINE)
         except ValueError:   # a peak next to the end of the sweep cannot be bracketed
             refined = float("nan")
-        critical.append(CriticalRow(beta=p.beta, refined=float(refined), height=p.height,
-                                    abs_d2u=float(abs(r.d2u[p.index])), jump=p.jump,
-                                    fixed_points_below=p.fixed_points_below, fixed_points_above=p.fixed_points_above))
+        found.append(CriticalRow(beta=p.beta, refined=float(refined), height=p.height,
+                                 abs_d2u=float(abs(r.d2u[p.index])), jump=p.jump,
+                                 fixed_points_below=p.fixed_points_below, fixed_points_above=p.fixed_points_above))
         if progress is not None:
             progress("peaks", i + 1, len(peaks))
 
@@ -253,7 +254,7 @@ def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: 
                          continuation=continuation, top_k=top_k, refine_merges=refine_merges,
                          merge_tol=merge_tol * unit)
     critical = tuple(dataclasses.replace(c, beta=c.beta * b2, refined=c.refined * b2, height=c.height * b2,
-                                         abs_d2u=c.abs_d2u / b2) for c in critical)
+                                         abs_d2u=c.abs_d2u / b2) for c in found)
     tree = dataclasses.replace(
         tree, beta=tree.beta * b2, linkage=tree.linkage * np.array([1.0, 1.0, b2, 1.0]),
         merges=tuple(dataclasses.replace(m, beta_low=m.beta_low * b2, beta_high=m.beta_high * b2,

@@ -101,8 +101,10 @@ class PhaseResult:
             return None
         classes = len(np.unique(self.true_labels))
         lev = self.tree.level(num_clusters=classes)
+        ari = self.ari
+        assert ari is not None   # true_labels is set
         return {"classes": classes, "level": lev, "beta": float(self.tree.beta[lev]),
-                "clusters": int(self.tree.counts[lev]), "ari": float(self.ari[lev])}
+                "clusters": int(self.tree.counts[lev]), "ari": float(ari[lev])}
 
     def beta_table(self) -> list[dict]:
         """One row per β: β, u, u′, u″, ρ, steps, status, residual, distinct fixed points, and the
@@ -161,8 +163,10 @@ class PhaseResult:
         arrays = {k: getattr(self, k) for k in (*_PER_BETA, "x", "log_prior", "psi")}
         extra = {} if self.true_labels is None else {"true_labels": np.asarray(self.true_labels).astype(str)}
         with atomic_path(npz) as tmp:
+            # numpy's stub matches **arrays against its own keyword arguments (allow_pickle: bool)
             np.savez_compressed(tmp, tree_beta=self.tree.beta, tree_labels=self.tree.labels,
-                                linkage=self.tree.linkage, merge_tol=self.merge_tol, **arrays, **extra)
+                                linkage=self.tree.linkage, merge_tol=self.merge_tol,
+                                **arrays, **extra)  # type: ignore[arg-type]
         paths.append(npz)
         for name, rows in (("betas", self.beta_table()), ("critical", self.critical_table()),
                            ("merges", self.merge_table())):

@@ -142,7 +142,7 @@ def _cross_check(xs, tree, per_level: int, progress, max_size):
     from vaefp_jax.phase.reduced_implicit import branch_derivatives
 
     xc = xs - xs.mean(axis=0)
-    out = [[], [], [], [], []]
+    out: list[list[np.ndarray]] = [[], [], [], [], []]
     at_read = []
     levels = [lev for lev in tree.levels if max_size is None or len(lev.nodes) * (xs.shape[1] + 1) <= max_size]
     for k, lev in enumerate(levels):
@@ -154,11 +154,11 @@ def _cross_check(xs, tree, per_level: int, progress, max_size):
         r = solve_reduced(jnp.asarray(xc), betas, psi, lm)
         # one β at a time: the dense Jacobian's forward pass holds m(d+1) tangents of the (n, m)
         # posteriors (250 MB at n = 10⁴, d = 784, m = 2), which a vmap over β would multiply
-        d = [branch_derivatives(jnp.asarray(xc), r.psi[j:j + 1], r.log_mass[j:j + 1], jnp.asarray(betas[j:j + 1]))
-             for j in range(betas.size)]
-        d = type(d[0])(*(np.concatenate([np.asarray(getattr(e, f)) for e in d]) for f in d[0]._fields))
+        parts = [branch_derivatives(jnp.asarray(xc), r.psi[j:j + 1], r.log_mass[j:j + 1], jnp.asarray(betas[j:j + 1]))
+                 for j in range(betas.size)]
+        joined = [np.concatenate([np.asarray(getattr(e, f)) for e in parts]) for f in ("u", "du", "d2u")]
         ok = np.asarray(r.converged)
-        u, du, d2u = (np.where(ok, np.asarray(a, np.float64), np.nan) for a in (d.u, d.du, d.d2u))
+        u, du, d2u = (np.where(ok, np.asarray(a, np.float64), np.nan) for a in joined)
         at_read.append((u[-1], du[-1]))
         out[0].append(betas[:-1])
         for lst, arr in zip(out[1:4], (u, du, d2u)):

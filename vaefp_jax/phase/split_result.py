@@ -206,8 +206,9 @@ class SplitResult:
         npz = os.path.join(folder, "tree.npz")
         extra = {} if self.true_labels is None else {"true_labels": np.asarray(self.true_labels).astype(str)}
         with atomic_path(npz) as tmp:
+            # numpy's stub matches **arrays against its own keyword arguments (allow_pickle: bool)
             np.savez_compressed(tmp, tree_beta=self.tree.beta, tree_labels=self.tree.labels, linkage=self.tree.linkage,
-                                **{k: getattr(self, k) for k in self._ARRAYS}, **extra)
+                                **{k: getattr(self, k) for k in self._ARRAYS}, **extra)  # type: ignore[arg-type]
         paths.append(npz)
         for name, rows, cls in (("splits", self.split_table(), SplitRow), ("levels", self.level_table(), LevelRow)):
             paths.append(write_csv(os.path.join(folder, f"{name}.csv"), rows,

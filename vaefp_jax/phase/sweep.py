@@ -285,7 +285,8 @@ def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constrai
     solution = jax.device_get(solution)
     merge_tol = default_merge_tol(np.asarray(xj))
     result = SweepResult(solution=solution, u=np.asarray(u), du=np.asarray(du), d2u=np.asarray(d2u),
-                         spectral_radius=np.asarray(rho), distinct=count_distinct(np.asarray(solution.psi), merge_tol),
+                         spectral_radius=np.asarray(rho),
+                         distinct=np.asarray(count_distinct(np.asarray(solution.psi), merge_tol)),  # (B,)
                          merge_tol=merge_tol)
     solution.check(throw, stacklevel=2)
     return result

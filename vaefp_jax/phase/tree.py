@@ -139,6 +139,7 @@ class MergeTree:
             if not beta >= self.beta[0]:
                 raise ValueError(f"β = {beta:g} is below the lowest level {self.beta[0]:g}")
             return int(np.searchsorted(self.beta, beta, side="right") - 1)
+        assert num_clusters is not None   # exactly one of the two is given
         if int(num_clusters) < 1:
             raise ValueError(f"num_clusters must be ≥ 1, got {num_clusters}")
         gap = np.abs(self.counts - int(num_clusters))
@@ -185,7 +186,7 @@ def build_tree(beta, labels, heights: dict[int, float] | None = None) -> MergeTr
         refined = h is not None
         if refined and not (lo <= h <= hi):
             raise ValueError(f"refined β_c {h:g} of level {lev} lies outside its bracket [{lo:g}, {hi:g}]")
-        h = float(h) if refined else float(np.sqrt(lo * hi))
+        h = float(h) if h is not None else float(np.sqrt(lo * hi))   # h is not None: refined
         upper = {}
         for c in range(labels[lev + 1].max() + 1):
             kids = np.unique(labels[lev][labels[lev + 1] == c])

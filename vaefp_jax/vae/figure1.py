@@ -84,7 +84,8 @@ def reconstruction_maps(decode: Callable[[jax.Array], jax.Array], x: np.ndarray,
         pad = chunk - block.shape[0]
         (m, i), g = value_and_grad(jnp.asarray(np.pad(block, ((0, pad), (0, 0)))))
         keep = slice(0, block.shape[0])
-        mse.append(np.asarray(m)[keep]), nearest.append(np.asarray(i)[keep])
+        mse.append(np.asarray(m)[keep])
+        nearest.append(np.asarray(i)[keep])
         grad.append(np.linalg.norm(np.asarray(g), axis=-1)[keep])
     shape = (resolution, resolution)
     return ReconstructionMaps(axis=axis, mse=np.concatenate(mse).reshape(shape),

@@ -119,7 +119,7 @@ def train_vae(config: VAEConfig | None = None, exemplars: Exemplars | None = Non
         raise ValueError("resume=True needs the run directory `out`")
     optimizer = make_optimizer(config)
 
-    if resume and ckpt.latest_step(out) is not None:
+    if resume and out is not None and ckpt.latest_step(out) is not None:   # resume implies out (checked above)
         exemplars, graphdef, params, opt_state, start, history = _resume_state(out, config, exemplars)
         ckpt.save_run_files(out, config, exemplars)
     else:
@@ -151,8 +151,9 @@ def train_vae(config: VAEConfig | None = None, exemplars: Exemplars | None = Non
                     bar.update(done - bar.n)
                 if mngr is not None and (done % config.checkpoint_every == 0 or done == end):
                     ckpt.save_checkpoint(mngr, done, params, opt_state)
+                    assert out is not None   # mngr exists only with out
                     ckpt.save_history(out, history)
-            if start == end and mngr is not None and ckpt.latest_step(out) is None:
+            if start == end and mngr is not None and out is not None and ckpt.latest_step(out) is None:
                 ckpt.save_checkpoint(mngr, end, params, opt_state)
     finally:
         if mngr is not None:

@@ -111,7 +111,6 @@ class TrainedVAE:
             raise ValueError(f"z must have last axis {self.config.latent_dim}, got shape {z.shape}")
         return _decode(self.graphdef, self.params, z)
 
-    @classmethod
     def __repr__(self) -> str:
         """One line: the model's size and the run, not its parameters."""
         num_params = sum(int(a.size) for a in jax.tree.leaves(self.params))
