@@ -35,6 +35,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from vaefp_jax import linalg, tile_jacobian
 
@@ -86,8 +87,9 @@ class GMRES:
         return jax.lax.custom_linear_solve(matvec, rhs, solve=self._gmres, transpose_solve=self._gmres)
 
 
-def implicit_fixed_point(F: Map, solve: Callable[..., jax.Array], theta,
-                         linear_solve=Dense(), *, psi_init=None) -> jax.Array:
+def implicit_fixed_point(F: Map, solve: Callable[..., jax.Array], theta: object,
+                         linear_solve: Callable[..., jax.Array] = Dense(), *,
+                         psi_init: ArrayLike | None = None) -> jax.Array:
     """ψ*(θ) = ``solve(θ)``, a fixed point of ``F(·, θ)``, differentiable in θ.
 
     Args:

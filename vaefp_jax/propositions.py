@@ -70,6 +70,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+from jax.typing import ArrayLike
 
 from vaefp_jax import _validate
 from vaefp_jax.equations import encoder, squared_distances
@@ -161,7 +162,7 @@ def expected_kl(masses) -> float:
 # ---------------------------------------------------------------- Proposition 3
 
 
-def blurred_reconstruction(z_memberships, prior_masses, x) -> np.ndarray:
+def blurred_reconstruction(z_memberships: ArrayLike, prior_masses: ArrayLike, x: ArrayLike) -> np.ndarray:
     """The optimal decoder of Proposition 3 (eq. 12) where supports overlap.
 
     Args:
@@ -312,8 +313,9 @@ def _em(log_k, log_gamma0, tol, floor, max_steps):
     return jax.lax.while_loop(cond_fn, body, init)
 
 
-def equipartition_masses(H, beta, *, log_gamma0=None, tol: float | None = None,
-                         max_steps: int = 200_000, floor: float = 1e-12) -> EquipartitionResult:
+def equipartition_masses(H: ArrayLike, beta: ArrayLike, *, log_gamma0: ArrayLike | None = None,
+                         tol: float | None = None, max_steps: int = 200_000,
+                         floor: float = 1e-12) -> EquipartitionResult:
     """Solve Σ_i e^{−H_ia/β} / Σ_b e^{−H_ib/β} γ_b = n for the masses γ (Prop. 5).
 
     EM for mixture weights with fixed components e^{−H_ia/β}, in log space:

@@ -17,6 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from vaefp_jax import _validate
 from vaefp_jax.constraints.strategies import Constraint, Unconstrained
@@ -137,9 +138,10 @@ def run(setup: Setup, psi0, key, record_every: int = 0):
     return solve_core(*args, schedule=schedule, **common)
 
 
-def solve(x, betas, grid: LatentGrid, *, iteration: Iteration | None = None, step_map: StepMap | None = None,
-          constraint: Constraint | None = None, schedule: Schedule | None = None, psi0=None, key=None,
-          record_every: int = 0, throw: bool | None = None) -> Solution:
+def solve(x: ArrayLike, betas: ArrayLike, grid: LatentGrid, *, iteration: Iteration | None = None,
+          step_map: StepMap | None = None, constraint: Constraint | None = None, schedule: Schedule | None = None,
+          psi0: ArrayLike | None = None, key: jax.Array | None = None, record_every: int = 0,
+          throw: bool | None = None) -> Solution:
     """Fixed points of eq. (15) for every β of ``betas``, in one jitted program.
 
     Args:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +43,13 @@ from vaefp_jax.phase.scales import default_beta_range
 from vaefp_jax.phase.sweep import sweep
 from vaefp_jax.phase.tree import build_tree, nested_levels, point_groups
 from vaefp_jax.runs import array_sha256, make_record
+
+if TYPE_CHECKING:   # annotations only: the module imports JAX and the iterations on use
+    import numpy.typing as npt
+    from jax.typing import ArrayLike
+
+    from vaefp_jax.iterations.base import Iteration
+    from vaefp_jax.maps.base import StepMap
 
 __all__ = ["phase_analysis", "prepare_data", "standardize"]
 
@@ -149,10 +157,12 @@ def prepare_data(x, *, standardize_data: bool = False, true_labels=None, drop_mi
     return np.asarray(x, dtype), true, data
 
 
-def phase_analysis(x, *, grid: LatentGrid | None = None, betas=None, num_betas: int = 48, beta_range=None,
-                   standardize_data: bool = False, true_labels=None, iteration=None, step_map=None,
-                   continuation: str | None = "cooling", top_k: int = 8, refine_merges: int = 6, seed: int = 0,
-                   data_record: dict | None = None, throw: bool | None = None, progress=None,
+def phase_analysis(x: ArrayLike, *, grid: LatentGrid | None = None, betas: ArrayLike | None = None,
+                   num_betas: int = 48, beta_range=None, standardize_data: bool = False,
+                   true_labels: npt.ArrayLike | None = None, iteration: Iteration | None = None,
+                   step_map: StepMap | None = None, continuation: str | None = "cooling", top_k: int = 8,
+                   refine_merges: int = 6, seed: int = 0, data_record: dict | None = None,
+                   throw: bool | None = None, progress: Callable[..., None] | None = None,
                    drop_missing: bool = False) -> PhaseResult:
     """Critical temperatures, merge tree and point labels of ``x`` (n, d).
 

@@ -65,6 +65,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
+from jax.typing import ArrayLike
 
 from vaefp_jax import linalg
 from vaefp_jax.phase import reduced
@@ -180,8 +181,9 @@ def _branch_derivatives(x, psi, log_mass, betas, opts):
     return BranchDerivatives(u=u, du=du, d2u=d2u)
 
 
-def branch_derivatives(x, psi, log_mass, betas, *, dense_max: int = DENSE_MAX, gmres_tol: float | None = None,
-                       restart: int = 50, cycles: int = 40, chunk: int | None = 8192) -> BranchDerivatives:
+def branch_derivatives(x: ArrayLike, psi: ArrayLike, log_mass: ArrayLike, betas: ArrayLike, *,
+                       dense_max: int = DENSE_MAX, gmres_tol: float | None = None, restart: int = 50,
+                       cycles: int = 40, chunk: int | None = 8192) -> BranchDerivatives:
     """u, du/dβ and d²u/dβ² along a branch of reduced fixed points, by implicit differentiation.
 
     Args:
@@ -191,8 +193,9 @@ def branch_derivatives(x, psi, log_mass, betas, *, dense_max: int = DENSE_MAX, g
       log_mass: (B, m) their log masses (normalised here; the map ignores the gauge).
       betas: (B,) the temperatures.
       dense_max: state sizes m(d+1) up to this use a dense Jacobian and LU; above, GMRES.
-      gmres_tol, restart, cycles: GMRES's relative residual (default 1e-12 in float64, 1e-5 in
-        float32), Krylov vectors per cycle, and cycles.
+      gmres_tol: GMRES's relative residual (default 1e-12 in float64, 1e-5 in float32).
+      restart: GMRES's Krylov vectors per cycle.
+      cycles: GMRES's cycles.
       chunk: points per block of the map's sums (None: one block), as in
         :func:`~vaefp_jax.phase.reduced.solve_reduced`; it also bounds the dense Jacobian's
         working memory (``jax.jacfwd`` carries m(d+1) tangents through each block).

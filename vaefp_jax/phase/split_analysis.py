@@ -19,6 +19,8 @@ the exact critical temperatures, and the paper's detection as a cross-check.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +29,10 @@ from vaefp_jax.phase.annealing import anneal
 from vaefp_jax.phase.split_result import EXACT, LevelRow, SplitResult, SplitRow, level_ari
 from vaefp_jax.phase.tree import build_tree
 from vaefp_jax.runs import make_record
+
+if TYPE_CHECKING:   # annotations only: the module imports JAX on use
+    import numpy.typing as npt
+    from jax.typing import ArrayLike
 
 __all__ = ["default_max_clusters", "split_analysis"]
 
@@ -38,11 +44,11 @@ def default_max_clusters(classes: int | None) -> int:
     return 16 if classes is None else max(16, 8 * int(classes))
 
 
-def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None = None,
-                   standardize_data: bool = False, true_labels=None, min_mass: float = 0.01, read: str = "low",
-                   cross_check: int = 12, cross_check_size: int = 2048, data_record: dict | None = None,
-                   progress=None, drop_missing: bool = False, tol: float | None = None,
-                   max_steps: int = 100_000) -> SplitResult:
+def split_analysis(x: ArrayLike, *, max_clusters: int | None = None, beta_min: float | None = None,
+                   standardize_data: bool = False, true_labels: npt.ArrayLike | None = None, min_mass: float = 0.01,
+                   read: str = "low", cross_check: int = 12, cross_check_size: int = 2048,
+                   data_record: dict | None = None, progress: Callable[..., None] | None = None,
+                   drop_missing: bool = False, tol: float | None = None, max_steps: int = 100_000) -> SplitResult:
     """The split tree of ``x`` (n, d) by the reduced model (module docstring).
 
     Args:
@@ -50,8 +56,10 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
       max_clusters: stop once the tree has this many clusters (default 16; with true labels, on
         until a level has as many significant clusters as classes, at least 2 × classes, at most
         :func:`default_max_clusters`); ``beta_min``: or at this β (default 1e-6 λ_max(Cov)).
-      standardize_data, true_labels, drop_missing, data_record: as in
-        :func:`~vaefp_jax.phase.analysis.phase_analysis`.
+      standardize_data: as in :func:`~vaefp_jax.phase.analysis.phase_analysis`.
+      true_labels: as in :func:`~vaefp_jax.phase.analysis.phase_analysis`.
+      drop_missing: as in :func:`~vaefp_jax.phase.analysis.phase_analysis`.
+      data_record: as in :func:`~vaefp_jax.phase.analysis.phase_analysis`.
       min_mass: a cluster holding at least this fraction of the points is significant; the score
         reads the coarsest level with as many significant clusters as there are classes.
       read: where each level's fixed point is read ("low": its low-β end, just above the next
@@ -63,7 +71,8 @@ def split_analysis(x, *, max_clusters: int | None = None, beta_min: float | None
         says how many levels it covered. None: every level.
       progress: None, or ``progress(stage, done, total)``: stage "splits" after each split
         (total = max_clusters), then "cross-check" after each level.
-      tol, max_steps: of the branch solves (see :func:`~vaefp_jax.phase.annealing.anneal`). A
+      tol: of the branch solves (see :func:`~vaefp_jax.phase.annealing.anneal`).
+      max_steps: of the branch solves (see :func:`~vaefp_jax.phase.annealing.anneal`). A
         solve that does not converge within max_steps does not stop the analysis: it is
         listed in ``record["unconverged"]`` (β, clusters, residual) and warned about.
     """

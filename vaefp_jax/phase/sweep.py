@@ -25,18 +25,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from vaefp_jax import _validate, tile_jacobian
 from vaefp_jax.clusters import count_distinct, default_merge_tol, rms_spread
-from vaefp_jax.constraints.strategies import Unconstrained
+from vaefp_jax.constraints.strategies import Constraint, Unconstrained
 from vaefp_jax.engine.core import run_problems
 from vaefp_jax.engine.initial import initial_batch
 from vaefp_jax.engine.problem import Problem
-from vaefp_jax.engine.schedules import Vmapped
+from vaefp_jax.engine.schedules import Schedule, Vmapped
 from vaefp_jax.engine.solution import Solution
 from vaefp_jax.engine.solve import prepare, run, to_solution
 from vaefp_jax.grid import LatentGrid
@@ -47,7 +49,9 @@ from vaefp_jax.implicit import (
     implicit_fixed_point,
     spectral_radius,
 )
+from vaefp_jax.iterations.base import Iteration
 from vaefp_jax.iterations.damped import Damped
+from vaefp_jax.maps.base import StepMap
 from vaefp_jax.maps.dense import DenseMap
 
 __all__ = ["SweepResult", "sweep", "order_parameter_at_fixed_point", "default_linear_solver"]
@@ -215,20 +219,28 @@ class SweepResult:
         return f"SweepResult({self.solution!r}, u ∈ [{np.min(self.u):.4g}, {np.max(self.u):.4g}])"
 
 
-def sweep(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constraint=None, schedule=None,
-          linear_solver=None, psi0=None, key=None, continuation: str | None = None, kick: float = 1e-4,
+def sweep(x: ArrayLike, betas: ArrayLike, grid: LatentGrid, *, iteration: Iteration | None = None,
+          step_map: StepMap | None = None, constraint: Constraint | None = None, schedule: Schedule | None = None,
+          linear_solver: Callable[..., jax.Array] | None = None, psi0: ArrayLike | None = None,
+          key: jax.Array | None = None, continuation: str | None = None, kick: float = 1e-4,
           spectral_iters: int = 300, spectral: str = "power", record_every: int = 0,
-          throw: bool | None = None, progress=None) -> SweepResult:
+          throw: bool | None = None, progress: Callable[..., None] | None = None) -> SweepResult:
     """Fixed points, u, u′, u″ and ρ for every β of ``betas`` (B,).
 
     Args:
       x: (n, d) data (float64 recommended for u″: enable JAX x64).
       betas: (B,) β > 0 (any order; sorted for the figures).
       grid: tile basis.
-      iteration, step_map, constraint, schedule, psi0, key, record_every, throw:
-        as in :func:`vaefp_jax.solve`; the default iteration is :meth:`Damped.tight`
-        (derivatives need accurate fixed points). The constraint must be smooth
+      iteration: as in :func:`vaefp_jax.solve`; the default iteration is :meth:`Damped.tight`
+        (derivatives need accurate fixed points).
+      step_map: as in :func:`vaefp_jax.solve`.
+      constraint: as in :func:`vaefp_jax.solve`. The constraint must be smooth
         (not :class:`LipschitzBound`).
+      schedule: as in :func:`vaefp_jax.solve`.
+      psi0: as in :func:`vaefp_jax.solve`.
+      key: as in :func:`vaefp_jax.solve`.
+      record_every: as in :func:`vaefp_jax.solve`.
+      throw: as in :func:`vaefp_jax.solve`.
       linear_solver: the solve of the implicit derivative; default
         :func:`default_linear_solver`.
       continuation: None (independent solves from ψ^0, the paper), "cooling" (β from
