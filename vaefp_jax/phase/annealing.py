@@ -93,8 +93,9 @@ class Level:
 class SplitTree:
     """The splits in descending β, the levels between them (level k has k + 1 clusters,
     ``levels[0]`` the single cluster), the nested labels (L, n) of the points, why it stopped
-    ("max_clusters" or "beta_min"), its wall time, and the branch solves that did not converge
-    within max_steps: (β, clusters, residual) each (empty when all did)."""
+    ("max_clusters" or "beta_min"), its wall time, the branch solves that did not converge
+    within max_steps: (β, clusters, residual) each (empty when all did), and ``tol``, the
+    tolerance of its branch solves."""
 
     splits: tuple[Split, ...]
     levels: tuple[Level, ...]
@@ -102,6 +103,7 @@ class SplitTree:
     stopped: str
     seconds: float
     unconverged: tuple[tuple[float, int, float], ...] = ()
+    tol: float = 0.0
 
     def labels_at(self, level: int) -> np.ndarray:
         """(n,) the cluster (0..k) of every point at ``level`` (k + 1 clusters)."""
@@ -350,7 +352,7 @@ def anneal(x, *, max_clusters: int = 10, beta_min: float | None = None, step: fl
     labels = _nested_labels(xc, levels, splits)
     levels = [dataclasses.replace(lev, psi=lev.psi + mean) for lev in levels]
     return SplitTree(tuple(splits), tuple(levels), labels, stopped, time.perf_counter() - start,
-                     tuple(branch.unconverged))
+                     tuple(branch.unconverged), float(tol))
 
 
 def _nested_labels(xc, levels, splits) -> np.ndarray:

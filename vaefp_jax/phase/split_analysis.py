@@ -118,7 +118,7 @@ def split_analysis(x: ArrayLike, *, max_clusters: int | None = None, beta_min: f
                for i in range(len(order) - 1)}
     merge_tree = build_tree(read_betas, tree.labels[order], heights)
     if cross_check:
-        *sweep, at_read = _cross_check(xs, tree, int(cross_check), progress, cross_check_size)
+        *sweep, at_read = _cross_check(xs, tree, int(cross_check), progress, cross_check_size, int(max_steps))
         if read == "low":   # level k is read at the stable end of the split that ends it
             splits = tuple(dataclasses.replace(s, u=float(at_read[k][0]), du_above=float(at_read[k][1]))
                            if k < len(at_read) else s for k, s in enumerate(splits))
@@ -141,10 +141,12 @@ def split_analysis(x: ArrayLike, *, max_clusters: int | None = None, beta_min: f
                        sweep_level=sweep[4], true_labels=true, min_mass=float(min_mass), record=record)
 
 
-def _cross_check(xs, tree, per_level: int, progress, max_size):
+def _cross_check(xs, tree, per_level: int, progress, max_size, max_steps: int):
     """(β, u, u′, u″, level) on ``per_level`` β strictly inside every level's interval (the root's
     from its split up to twice it), by implicit differentiation on the level's branch; and (u, u′)
-    at every level's read point."""
+    at every level's read point. The branch is solved to the tree's tolerance with the tree's
+    step limit (a tighter one cost up to 100,000 steps per β in narrow levels between close
+    splits)."""
     import jax.numpy as jnp
 
     from vaefp_jax.phase.reduced import solve_reduced
@@ -160,7 +162,8 @@ def _cross_check(xs, tree, per_level: int, progress, max_size):
         # unpadded: the state size m(d + 1) is the one the filter above admitted, so the dense
         # Jacobian serves (a padded branch could cross dense_max and fall to GMRES near the splits)
         psi, lm = lev.psi - xs.mean(axis=0), lev.log_mass
-        r = solve_reduced(jnp.asarray(xc), betas, psi, lm)
+        # the tree's own tolerance and step limit: the branch as the tree solved it
+        r = solve_reduced(jnp.asarray(xc), betas, psi, lm, tol=tree.tol, max_steps=max_steps)
         # one β at a time: the dense Jacobian's forward pass holds m(d+1) tangents of the (n, m)
         # posteriors (250 MB at n = 10⁴, d = 784, m = 2), which a vmap over β would multiply
         parts = [branch_derivatives(jnp.asarray(xc), r.psi[j:j + 1], r.log_mass[j:j + 1], jnp.asarray(betas[j:j + 1]))
