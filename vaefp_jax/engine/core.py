@@ -13,7 +13,7 @@ from typing import Callable, NamedTuple
 
 import jax
 
-from vaefp_jax.engine.loop import iterate, running
+from vaefp_jax.engine.loop import run, running
 from vaefp_jax.engine.problem import Problem
 from vaefp_jax.engine.solution import status_of
 
@@ -51,10 +51,7 @@ def run_problems(x, log_prior, shared, theta, psi0, key, *, iteration, step_map,
         return iteration.init(problem, p0, problem.init_state(p0), key)
 
     def one(th, p0):
-        problem = make(th)
-        out = iterate(iteration, problem, start(th, p0), record_every)
-        result = iteration.postprocess(problem, out.carry)._replace(trajectory=out.trajectory)
-        return _finish(constraint, iteration, th, shared, result)
+        return _finish(constraint, iteration, th, shared, run(iteration, make(th), start(th, p0), record_every))
 
     fns = StepFns(start=start, step=lambda th, c: iteration.step(make(th), c),
                   running=lambda th, c, t: running(iteration, make(th), c, t),

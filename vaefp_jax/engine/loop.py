@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Loop", "iterate", "running"]
+__all__ = ["Loop", "iterate", "run", "running"]
 
 
 def running(iteration, problem, carry, t) -> jax.Array:
@@ -73,3 +73,11 @@ def iterate(iteration, problem, carry, record_every: int = 0) -> Loop:
         idx = jnp.arange(n_rec).reshape((-1,) + (1,) * psi0.ndim)
         traj = jnp.where(idx > t // record_every, carry.psi[None], traj)
     return Loop(carry=carry, steps=t, trajectory=traj)
+
+
+def run(iteration, problem, carry, record_every: int = 0):
+    """``iteration.postprocess`` of :func:`iterate` from ``carry``: one problem's answer, with
+    the recorded trajectory in its ``trajectory`` field when ``record_every`` > 0."""
+    out = iterate(iteration, problem, carry, record_every)
+    result = iteration.postprocess(problem, out.carry)
+    return result._replace(trajectory=out.trajectory) if record_every else result

@@ -82,7 +82,6 @@ class Iteration:
     def run(self, problem, psi0, state0, key=None, record_every: int = 0) -> Outcome:
         """One problem from ψ0 through the engine's loop (:func:`vaefp_jax.engine.loop.iterate`):
         ``init``, the steps, ``postprocess``; with ``record_every`` > 0 the trajectory too."""
-        from vaefp_jax.engine.loop import iterate
+        from vaefp_jax.engine import loop
 
-        out = iterate(self, problem, self.init(problem, psi0, state0, key), record_every)
-        return self.postprocess(problem, out.carry)._replace(trajectory=out.trajectory)
+        return loop.run(self, problem, self.init(problem, psi0, state0, key), record_every)

@@ -74,9 +74,8 @@ class Damped(Iteration):
             raise ValueError(f"damping must be in [0, 1), got {self.damping}")
         if self.tol is not None:
             _validate.check_positive("tol", self.tol)
-        _validate.check_int("max_steps", self.max_steps)
+        object.__setattr__(self, "max_steps", _validate.check_int("max_steps", self.max_steps))
         _validate.check_positive("init_noise", self.init_noise, allow_zero=True)
-        object.__setattr__(self, "max_steps", int(self.max_steps))
 
     def resolved(self, dtype) -> "Damped":
         return self if self.tol is not None else dataclasses.replace(self, tol=default_tol(dtype))

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from vaefp_jax import linalg
-from vaefp_jax.engine.loop import iterate
+from vaefp_jax.engine import loop
 from vaefp_jax.precision import matmul
 
 __all__ = ["PlainEM", "ReducedFixedPoint", "ReducedProblem", "Squarem", "cluster_spectra", "critical_temperature",
@@ -366,7 +366,6 @@ class Squarem(PlainEM):
 def _solve(x, betas, psi0, log_mass0, iteration, free_masses, chunk):
     def one(beta):
         problem = ReducedProblem(x, beta, free_masses, chunk)
-        out = iterate(iteration, problem, iteration.init(problem, psi0, log_mass0))
-        return iteration.postprocess(problem, out.carry)
+        return loop.run(iteration, problem, iteration.init(problem, psi0, log_mass0))
 
     return jax.vmap(one)(betas)

@@ -149,24 +149,29 @@ def _cross_check(xs, tree, per_level: int, progress, max_size, max_steps: int):
     splits)."""
     import jax.numpy as jnp
 
+    from vaefp_jax.phase.annealing import pad_branch
     from vaefp_jax.phase.reduced import solve_reduced
     from vaefp_jax.phase.reduced_implicit import branch_derivatives
 
-    xc = xs - xs.mean(axis=0)
+    xc = jnp.asarray(xs - xs.mean(axis=0))           # on the device once, for every level and β
     out: list[list[np.ndarray]] = [[], [], [], [], []]
     at_read = []
     levels = [lev for lev in tree.levels if max_size is None or len(lev.nodes) * (xs.shape[1] + 1) <= max_size]
     for k, lev in enumerate(levels):
         hi = 2.0 * lev.beta_low if not np.isfinite(lev.beta_high) else lev.beta_high
         betas = np.append(np.geomspace(lev.beta_low, hi, per_level + 2)[1:-1], lev.beta_read)
-        # unpadded: the state size m(d + 1) is the one the filter above admitted, so the dense
-        # Jacobian serves (a padded branch could cross dense_max and fall to GMRES near the splits)
+        # padded to the tree's size classes (one compiled program per class, not per level)
+        # where the padded state stays within max_size, else as it is: the dense Jacobian then
+        # serves either way (a padded branch past dense_max would fall to GMRES near the splits)
         psi, lm = lev.psi - xs.mean(axis=0), lev.log_mass
+        padded = pad_branch(psi, lm)
+        if max_size is None or padded[0].shape[0] * (xs.shape[1] + 1) <= max_size:
+            psi, lm = padded
         # the tree's own tolerance and step limit: the branch as the tree solved it
-        r = solve_reduced(jnp.asarray(xc), betas, psi, lm, tol=tree.tol, max_steps=max_steps)
+        r = solve_reduced(xc, betas, psi, lm, tol=tree.tol, max_steps=max_steps)
         # one β at a time: the dense Jacobian's forward pass holds m(d+1) tangents of the (n, m)
         # posteriors (250 MB at n = 10⁴, d = 784, m = 2), which a vmap over β would multiply
-        parts = [branch_derivatives(jnp.asarray(xc), r.psi[j:j + 1], r.log_mass[j:j + 1], jnp.asarray(betas[j:j + 1]))
+        parts = [branch_derivatives(xc, r.psi[j:j + 1], r.log_mass[j:j + 1], jnp.asarray(betas[j:j + 1]))
                  for j in range(betas.size)]
         joined = [np.concatenate([np.asarray(getattr(e, f)) for e in parts]) for f in ("u", "du", "d2u")]
         ok = np.asarray(r.converged)
