@@ -158,3 +158,27 @@ def test_an_interrupt_swallowed_by_a_callback_is_raised_at_the_next_progress_rep
     assert "interrupted" in capsys.readouterr().err
     INTERRUPTED.clear()
     assert _run(types.SimpleNamespace(func=lambda args: StageBars(quiet=True)("sweep", 1, 10) or 0)) == 0
+
+
+def test_ctrl_c_inside_a_finalizer_prints_no_traceback():
+    """A Ctrl-C that lands in a finalizer or callback (JAX's gc callback) reaches Python's
+    unraisable hook: the CLI's hook drops it once the interrupt flag is set (the next progress
+    report raises it), and passes anything else on."""
+    import types
+
+    from vaefp_jax.cli.common import INTERRUPTED, quiet_unraisable
+
+    seen = []
+    hook = quiet_unraisable(seen.append)
+    interrupt = types.SimpleNamespace(exc_value=KeyboardInterrupt())
+    other = types.SimpleNamespace(exc_value=ValueError("a real bug"))
+    try:
+        INTERRUPTED.set()
+        hook(interrupt)
+        hook(other)
+        assert seen == [other]
+        INTERRUPTED.clear()
+        hook(interrupt)   # no Ctrl-C was pressed: not ours to hide
+        assert seen == [other, interrupt]
+    finally:
+        INTERRUPTED.clear()

@@ -79,11 +79,13 @@ def _run(args) -> int:
     import signal
     import threading
 
-    from vaefp_jax.cli.common import INTERRUPTED, on_sigint
+    from vaefp_jax.cli.common import INTERRUPTED, on_sigint, quiet_unraisable
 
     INTERRUPTED.clear()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = quiet_unraisable(previous_hook)
     try:
         return args.func(args)
     except KeyboardInterrupt:
@@ -105,6 +107,7 @@ def _run(args) -> int:
         print(f"vaefp: error: {_one_line(err)}", file=sys.stderr)
         return EXIT_NOT_CONVERGED
     finally:
+        sys.unraisablehook = previous_hook
         if main_thread and previous is not None:
             signal.signal(signal.SIGINT, previous)
 

@@ -70,6 +70,19 @@ def on_sigint(signum, frame):
     raise KeyboardInterrupt
 
 
+def quiet_unraisable(previous):
+    """A ``sys.unraisablehook`` that drops the KeyboardInterrupt of a Ctrl-C raised inside a
+    finalizer or callback (JAX's garbage-collection callback, say), which Python would print as
+    "Exception ignored … Traceback": the flag :data:`INTERRUPTED` carries it to the next
+    progress report instead. Anything else goes to ``previous``."""
+    def hook(unraisable):
+        if INTERRUPTED.is_set() and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return
+        previous(unraisable)
+
+    return hook
+
+
 class StageBars:
     """``progress(stage, done, total)`` for the library's long runs (and the CLI's own
     loops), drawn as one tqdm bar per stage on stderr; nothing when ``quiet``. ``close()``
