@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from sklearn import datasets  # noqa: E402
 
 import vaefp_jax as vf  # noqa: E402
-from vaefp_jax import tile_jacobian  # noqa: E402
+from vaefp_jax import operators, tile_jacobian  # noqa: E402
 from vaefp_jax.iterations import accelerated  # noqa: E402
 
 ENLARGED = accelerated.leading_eig
@@ -31,7 +31,7 @@ ENLARGED = accelerated.leading_eig
 def fixed_48(problem, psi, num_iter, key, method, threshold=1.0):
     """The certificate before issue 33: one estimate of ``num_iter`` steps, whatever it says."""
     factors = tile_jacobian.jacobian_factors(psi, problem.x, problem.beta, problem.log_prior)
-    return tile_jacobian.SPECTRAL[method](factors, psi, num_iter, key)
+    return operators.SPECTRAL[method](factors, psi, num_iter, key)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import vaefp_jax as vf  # noqa: E402
-from vaefp_jax import tile_jacobian  # noqa: E402
+from vaefp_jax import operators, tile_jacobian  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from sweep import best_time, cpu_name  # noqa: E402
@@ -56,7 +56,8 @@ def main(argv=None):
         jax.block_until_ready(acc().psi)
         tp, rp = best_time(lambda: plain(), args.repeats)
         ta, ra = best_time(lambda: acc(), args.repeats)
-        rho_p = float(tile_jacobian.spectral_radius(rp.psi[0], jnp.asarray(x), b[0], lp, num_iter=1000))
+        rho_p = float(operators.power_iteration(
+            tile_jacobian.jacobian_factors(rp.psi[0], jnp.asarray(x), b[0], lp), rp.psi[0], 1000)[0])
         up = float(vf.order_parameter(rp.psi[0], x, b[0], grid.log_prior))
         ua = float(vf.order_parameter(ra.psi[0], x, b[0], grid.log_prior))
         dpsi = float(np.max(np.abs(np.sort(np.asarray(rp.psi[0]), axis=0) - np.sort(np.asarray(ra.psi[0]), axis=0))))

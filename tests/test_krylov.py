@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import vaefp_jax as vf
-from vaefp_jax import equations, tile_jacobian
+from vaefp_jax import equations, operators, tile_jacobian
 from vaefp_jax.implicit import GMRES, Woodbury, jacobian_matrix
 
 
@@ -31,7 +31,7 @@ def test_krylov_solve_against_dense_lu(beta_factor, x64):
     A = np.eye(J.shape[0]) - J
     exact = np.linalg.solve(A, np.asarray(r).ravel())
     for rtol in (1e-6, 1e-11):
-        v = np.asarray(tile_jacobian.krylov_solve_factors(f, r, rtol=rtol, restart=2 * K * 2)).ravel()
+        v = np.asarray(operators.krylov_solve(f, r, rtol=rtol, restart=2 * K * 2)).ravel()
         res = np.linalg.norm(A @ v - np.asarray(r).ravel()) / np.linalg.norm(np.asarray(r))
         assert res <= 10 * rtol
         # the error is bounded by the condition number times the residual
@@ -47,16 +47,16 @@ def test_krylov_stops_within_its_product_budget(x64):
     psi = jnp.asarray(grid.z)
     f = tile_jacobian.jacobian_factors(psi, xj, beta, lp)
     r = equations.step(psi, xj, beta, lp) - psi
-    v = tile_jacobian.krylov_solve_factors(f, r, rtol=1e-300, restart=5, cycles=2)
+    v = operators.krylov_solve(f, r, rtol=1e-300, restart=5, cycles=2)
     assert np.all(np.isfinite(np.asarray(v)))
 
 
 def test_solve_choice_by_size():
-    assert not tile_jacobian.prefers_krylov(120, 1024, 2)      # the paper's size
-    assert not tile_jacobian.prefers_krylov(178, 144, 13)      # wine
-    assert tile_jacobian.prefers_krylov(1797, 144, 64)         # digits
-    assert tile_jacobian.newton_solve_name("auto", 1797, 144, 64) == "krylov"
-    assert tile_jacobian.newton_solve_name("auto", 150, 144, 4) == "woodbury"
+    assert not operators.prefers_krylov(120, 1024, 2)      # the paper's size
+    assert not operators.prefers_krylov(178, 144, 13)      # wine
+    assert operators.prefers_krylov(1797, 144, 64)         # digits
+    assert operators.newton_solve_name("auto", 1797, 144, 64) == "krylov"
+    assert operators.newton_solve_name("auto", 150, 144, 4) == "woodbury"
     with pytest.raises(ValueError, match="newton_solve must be"):
         vf.Accelerated(newton_solve="lu")
     from vaefp_jax.iterations.accelerated import newton_cost

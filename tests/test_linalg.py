@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vaefp_jax import constraints, equations, implicit, linalg, phase, tile_jacobian
+from vaefp_jax import constraints, equations, implicit, linalg, operators, phase, tile_jacobian
 from vaefp_jax.grid import LatentGrid
 
 LAPACK_CALL = re.compile(r"custom_call @(lapack_\w+)\(.*?num_batch_dims = \"(\d+)\"")
@@ -116,7 +116,7 @@ def test_no_batched_lapack_call_in_the_cpu_lowering_of_the_solvers(x64):
     dense = lambda p: implicit.Dense()(None, p, tile_map, p, theta)
     assert_unbatched(lapack_batch_dims(jax.vmap(dense), psi))
     # Lanczos' tridiagonal eigenproblem
-    lanczos = lambda p, b: tile_jacobian.lanczos(tile_jacobian.jacobian_factors(p, x, b, lp), p, 12)[0]
+    lanczos = lambda p, b: operators.lanczos(tile_jacobian.jacobian_factors(p, x, b, lp), p, 12)[0]
     assert_unbatched(lapack_batch_dims(jax.vmap(lanczos), psi, betas))
     # the Lipschitz projection (K × K) and the barrier's SPD Newton systems
     grid = LatentGrid.uniform(3)

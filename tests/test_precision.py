@@ -36,7 +36,7 @@ from flax import nnx
 from jax._src.lax import lax as _lax  # dot_general_p: the primitive every matrix product binds
 
 import vaefp_jax as vf
-from vaefp_jax import equations, native, precision, propositions, tile_jacobian
+from vaefp_jax import equations, native, operators, precision, propositions, tile_jacobian
 from vaefp_jax.mnist import Exemplars
 from vaefp_jax.vae.config import VAEConfig
 from vaefp_jax.vae.model import build_vae
@@ -290,8 +290,8 @@ def test_jaxpr_walker_sees_every_product():
         "solve_lipschitz_bound": jax.make_jaxpr(
             lambda: vf.solve(X, BETAS, LIP_GRID, constraint=vf.LipschitzBound(1.0, r=1.0),
                              iteration=vf.Damped.paper(), throw=False).psi)(),
-        "power": jax.make_jaxpr(lambda: tile_jacobian.power_iteration(f, psi, 4))(),
-        "lanczos": jax.make_jaxpr(lambda: tile_jacobian.lanczos(f, psi, 4))(),
+        "power": jax.make_jaxpr(lambda: operators.power_iteration(f, psi, 4))(),
+        "lanczos": jax.make_jaxpr(lambda: operators.lanczos(f, psi, 4))(),
         "woodbury": jax.make_jaxpr(lambda r: tile_jacobian.woodbury_solve_factors(f, r))(psi),
         "u'' (Woodbury)": jax.make_jaxpr(_second_derivative(psi, lp, vf.Woodbury()))(beta),
         "u'' (GMRES)": jax.make_jaxpr(_second_derivative(psi, lp, vf.GMRES()))(beta),

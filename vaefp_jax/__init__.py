@@ -24,10 +24,10 @@ One entry point per problem, with the ways of solving it as strategy objects:
   :func:`load`).
 
 Packages: ``equations`` (eq. 14–15, the reference), ``maps``, ``constraints``
-(Appendix B), ``iterations``, ``engine``, ``implicit`` and ``tile_jacobian``
-(derivatives), ``phase``, ``linalg`` (every dense solve; never a batched LAPACK
-call on CPU), ``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``,
-``runs`` (saved results), ``mnist`` and ``vae`` (Figure 1), ``figures``, ``native`` (the C++
+(Appendix B), ``iterations``, ``engine``, ``operators`` (a step map's Jacobian, its
+solves and spectral estimates), ``implicit`` and ``tile_jacobian`` (derivatives),
+``phase``, ``linalg`` (every dense solve; never a batched LAPACK call on CPU),
+``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``, ``runs`` (saved results), ``mnist`` and ``vae`` (Figure 1), ``figures``, ``native`` (the C++
 CPU kernel of the dense map's one pass, compiled on first use; ``native.status()``).
 
 Attributes are imported on first use, so that ``import vaefp_jax`` (and the
@@ -84,8 +84,8 @@ _EXPORTS = {
     "load": "vaefp_jax.results",
 }
 _SUBMODULES = ("clusters", "constraints", "datasets", "engine", "equations", "figures", "grid", "implicit", "io",
-               "iterations", "linalg", "maps", "mnist", "native", "phase", "precision", "propositions", "results",
-               "runs", "tile_jacobian", "vae")
+               "iterations", "linalg", "maps", "mnist", "native", "operators", "phase", "precision", "propositions",
+               "results", "runs", "tile_jacobian", "vae")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

@@ -17,11 +17,12 @@ through ``lax.stop_gradient``.
 
 The linear solve is a strategy object (a callable ``(matvec, rhs, F, psi, theta) -> v``):
 
-* :class:`Dense` — builds ∂F/∂ψ with ``jax.jacfwd`` ((K·d)² entries, K·d JVPs of
+* :class:`Dense` — builds ∂F/∂ψ from K·d JVPs ((K·d)² entries, K·d JVPs of
   F, through whatever step map and constraint F uses) and solves by LU. Exact;
   right for K·d up to a few thousand.
-* :class:`Woodbury` — the unconstrained tile map's exact structured solve
-  (:mod:`vaefp_jax.tile_jacobian`), O(K d n² + n³); needs θ = {"x", "beta", "log_prior", …}.
+* :class:`Woodbury` — the unconstrained tile map's exact structured solve, from the step
+  map's Jacobian factors (:meth:`vaefp_jax.maps.DenseMap.jacobian`), O(K d n² + n³); needs
+  θ = {"x", "beta", "log_prior", …}.
 * :class:`GMRES` — matrix-free, one JVP of F per Krylov vector; for large
   problems. Near a phase transition I − ∂F/∂ψ is nearly singular and Krylov
   methods need many iterations: prefer the exact solves there.
@@ -37,7 +38,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from vaefp_jax import linalg, tile_jacobian
+from vaefp_jax import linalg, operators
+from vaefp_jax.maps.base import StepMap
+from vaefp_jax.maps.dense import DenseMap
 
 __all__ = ["implicit_fixed_point", "Dense", "Woodbury", "GMRES", "jacobian_matrix", "spectral_radius"]
 
@@ -45,9 +48,8 @@ Map = Callable[[jax.Array, object], jax.Array]
 
 
 def jacobian_matrix(F: Map, psi: jax.Array, theta) -> jax.Array:
-    """∂F/∂ψ at (ψ, θ) as a dense (ψ.size, ψ.size) matrix."""
-    flat = lambda v: F(v.reshape(psi.shape), theta).reshape(-1)
-    return jax.jacfwd(flat)(psi.reshape(-1))
+    """∂F/∂ψ at (ψ, θ) as a dense (ψ.size, ψ.size) matrix (ψ.size JVPs of F)."""
+    return operators.dense_matrix(operators.LinearizedJacobian(lambda p: F(p, theta), psi), psi.shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,11 +65,19 @@ class Dense:
 @dataclasses.dataclass(frozen=True)
 class Woodbury:
     """The exact structured solve of the unconstrained tile map, θ = {"x", "beta", "log_prior", …}:
-    ∂F/∂ψ = blockdiag(A) − U Vᵀ in closed form (:mod:`vaefp_jax.tile_jacobian`)."""
+    ∂F/∂ψ = blockdiag(A) − U Vᵀ in closed form, the factors of ``step_map``'s Jacobian (a map
+    with ``factored``, the dense map by default; :func:`vaefp_jax.operators.woodbury_solve`)."""
+
+    step_map: StepMap = DenseMap()
+
+    def __post_init__(self):
+        if not (isinstance(self.step_map, StepMap) and self.step_map.factored):
+            raise ValueError(f"Woodbury needs a step map whose Jacobian has the Woodbury factors (DenseMap), got "
+                             f"{self.step_map!r}; use GMRES or Dense")
 
     def __call__(self, matvec, rhs, F, psi, theta):
-        f = tile_jacobian.jacobian_factors(psi, theta["x"], theta["beta"], theta["log_prior"])
-        return tile_jacobian.woodbury_solve_factors(f, rhs)
+        op = self.step_map.jacobian(psi, theta["x"], theta["beta"], theta["log_prior"])
+        return operators.woodbury_solve(op, rhs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,24 +140,7 @@ def _implicit_jvp(F, solve, linear_solve, primals, tangents):
 
 
 def spectral_radius(F: Map, psi: jax.Array, theta, *, num_iter: int = 200, key=None) -> jax.Array:
-    """Spectral radius of ∂F/∂ψ at (ψ, θ) by power iteration with JVPs of F.
-
-    Returns the geometric-mean growth rate of ‖J^k v‖ over the last half of
-    ``num_iter`` iterations (robust to complex or nearly equal-modulus top
-    eigenvalues); each iteration costs one JVP of F.
-    """
-    key = jax.random.PRNGKey(0) if key is None else key
-    v = jax.random.normal(key, psi.shape, psi.dtype)
-    v = v / jnp.linalg.norm(v)
-    jvp = lambda u: jax.jvp(lambda p: F(p, theta), (psi,), (u,))[1]
-    half = num_iter // 2
-
-    def body(i, carry):
-        v, acc = carry
-        w = jvp(v)
-        nw = jnp.linalg.norm(w)
-        acc = acc + jnp.where(i >= half, jnp.log(jnp.maximum(nw, jnp.finfo(psi.dtype).tiny)), 0.0)
-        return w / jnp.maximum(nw, jnp.finfo(psi.dtype).tiny), acc
-
-    _, acc = jax.lax.fori_loop(0, num_iter, body, (v, jnp.zeros((), psi.dtype)))
-    return jnp.exp(acc / (num_iter - half))
+    """Spectral radius of ∂F/∂ψ at (ψ, θ): :func:`vaefp_jax.operators.power_iteration` with JVPs
+    of F (one per iteration; robust to complex or nearly equal-modulus top eigenvalues)."""
+    op = operators.LinearizedJacobian(lambda p: F(p, theta), psi)
+    return operators.power_iteration(op, psi, num_iter, key)[0]

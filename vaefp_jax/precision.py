@@ -30,7 +30,7 @@ The products that need it, and why a 1e-3 error is not acceptable in them:
   two such sums and a fixed point is resolved to the iteration's tolerance (down to
   1e-6 relative and below with ``Damped.tight`` and ``Accelerated``), which TF32 could
   not reach (the residual would stall near 1e-3);
-* the Jacobian products (:mod:`vaefp_jax.tile_jacobian`: J v, the Woodbury factors,
+* the Jacobian products (:mod:`vaefp_jax.tile_jacobian`, :mod:`vaefp_jax.operators`: J v, the Woodbury factors,
   the reorthogonalisation of Lanczos) and the implicit derivatives u′, u″ built on
   them (:mod:`vaefp_jax.implicit`, :mod:`vaefp_jax.phase`): a derivative of a
   fixed point solves (I − J) v = r, whose error is that of J amplified by

@@ -1,4 +1,7 @@
-r"""The Jacobian of the tile map F (eq. 15) in closed form, and fast solves with it.
+r"""The Jacobian of the dense tile map F (eq. 15) in closed form, and its exact Woodbury solve.
+
+This is :meth:`vaefp_jax.maps.DenseMap.jacobian`: an operator of :mod:`vaefp_jax.operators`
+(products J v from (K, n) weights, no exponential) that also carries the factors below.
 
 Write L_jb = ℓ_jb − log c_j (ℓ_jb = −‖x_j − ψ_b‖²/2β), w_jb = softmax_j(L_jb) (the
 weights of eq. 15, each column sums to 1), q_ja = softmax_a(ℓ_ja + log π_a)
@@ -36,12 +39,9 @@ import jax.numpy as jnp
 
 from vaefp_jax import linalg
 from vaefp_jax.equations import DIRECT_MAX_D, tile_weights
-from vaefp_jax.precision import einsum, matmul, tensordot, vdot
+from vaefp_jax.precision import einsum, matmul
 
-__all__ = ["JacobianFactors", "jacobian_factors", "matvec", "power_iteration", "lanczos",
-           "spectral_radius", "SPECTRAL", "spectral_estimate", "woodbury_solve_factors", "krylov_solve_factors",
-           "NEWTON_SOLVES", "product_cost", "solve_costs", "prefers_krylov", "newton_solve", "newton_solve_name",
-           "check_newton_solve"]
+__all__ = ["JacobianFactors", "jacobian_factors", "matvec", "woodbury_solve_factors"]
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -57,7 +57,7 @@ class JacobianFactors:
     The (K, n, d) factors U_bj = w_jb (x_j − ψ'_b), V_aj = q_ja (x_j − ψ_a)/β and
     D_bj = (x_j − ψ_b)/β, and the (K, d, d) blocks A_b = Σ_j U_bj D_bjᵀ, are
     properties, formed only by the solves that need them (:func:`woodbury_solve_factors`):
-    :func:`matvec`, and with it :func:`power_iteration` and :func:`lanczos`, works on
+    :func:`matvec`, and with it the spectral estimates of :mod:`vaefp_jax.operators`, works on
     the (K, n) weights alone, so a spectral estimate never holds three (K, n, d)
     arrays in memory (at n = 1797, K = 144, d = 64 they are 400 MB in float64, and
     reading them made a product cost ten map evaluations)."""
@@ -70,8 +70,22 @@ class JacobianFactors:
     beta: jax.Array
 
     @property
+    def factors(self) -> "JacobianFactors":
+        """Itself: the structured factors of the Woodbury solve (:mod:`vaefp_jax.operators`)."""
+        return self
+
+    def mv(self, v: jax.Array) -> jax.Array:
+        """J v (:func:`matvec`), v (K, d)."""
+        return matvec(self, v)
+
+    def rmv(self, v: jax.Array) -> jax.Array:
+        """Jᵀ v: the transpose of :func:`matvec`, which is linear in v."""
+        return jax.linear_transpose(self.mv, v)(v)[0]
+
+    @property
     def tile_mass(self) -> jax.Array:
-        """s_a = Σ_i q_ia (K,), the scaling that makes J symmetric at a fixed point (see :func:`lanczos`)."""
+        """s_a = Σ_i q_ia (K,), the scaling that makes J symmetric at a fixed point
+        (:func:`vaefp_jax.operators.lanczos`)."""
         return jnp.sum(self.q, axis=1)
 
     @property
@@ -156,177 +170,3 @@ def woodbury_solve_factors(f: JacobianFactors, rhs: jax.Array) -> jax.Array:
     t = einsum("bjd,bd->j", V, Minv_r)
     y = linalg.solve(cap, t)
     return Minv_r - einsum("bdk,k->bd", Minv_U, y)
-
-
-KRYLOV_RTOL = 1e-6
-"""Relative residual of a Newton step's Krylov solve: each inexact Newton step then
-contracts the residual by about this factor (a linear rate of 1e-6 a step), and a
-step near a transition (ρ ≈ 0.995 at digits' β_c) takes ~50 products, not ~120."""
-KRYLOV_RESTART, KRYLOV_CYCLES = 100, 3
-
-
-def krylov_solve_factors(f: JacobianFactors, rhs: jax.Array, *, rtol: float = KRYLOV_RTOL,
-                         restart: int = KRYLOV_RESTART, cycles: int = KRYLOV_CYCLES) -> jax.Array:
-    """v with ‖(I − J) v − rhs‖ ≤ ``rtol`` ‖rhs‖, rhs (K, d): restarted GMRES on :func:`matvec`.
-
-    Matrix-free: O(K n d) a product and no (K, n, d) or (n, n) array, against the
-    2 n² K d operations of the Woodbury capacity matrix, so it is the cheaper solve
-    for large n (:func:`prefers_krylov`). Iterations are bounded (``restart`` ×
-    ``cycles`` products), so a solve never hangs; one that stops short returns
-    GMRES's best iterate, which the caller checks (the Newton steps of
-    :class:`~vaefp_jax.Accelerated` accept a candidate only if it lowers the free
-    energy, and the branch Newton of :func:`~vaefp_jax.refine_bracket` reports its
-    residual). Near a transition I − J has one eigenvalue 1 − ρ → 0, isolated: the
-    Krylov space finds it in a few products, which is why GMRES needs tens, not
-    thousands, of products there."""
-    return linalg.gmres(lambda u: u - matvec(f, u), rhs, tol=rtol, restart=restart, cycles=cycles)
-
-
-NEWTON_SOLVES = {"woodbury": woodbury_solve_factors, "krylov": krylov_solve_factors}
-"""The solves of a Newton step (I − J) v = r from :class:`JacobianFactors`, by name."""
-
-KRYLOV_PRODUCTS = 150   # products J·v assumed per Krylov solve in :func:`prefers_krylov`
-
-
-def product_cost(num_points: int, num_tiles: int, dim: int) -> float:
-    """Operations of one product J·v (or one map JVP): ~6 n K d (distances, weights, sums)."""
-    return 6.0 * num_points * num_tiles * dim
-
-
-def solve_costs(num_points: int, num_tiles: int, dim: int) -> dict[str, float]:
-    """Operations of one solve (I − J) v = r by each of :data:`NEWTON_SOLVES`.
-
-    Woodbury: the (n, n) capacity matrix (2 n² K d), the K blocks A_b (2 K d² n), their
-    LU and the capacity LU (K d³/3 + n³/3); Krylov: :data:`KRYLOV_PRODUCTS` products
-    (:func:`product_cost`)."""
-    n, K, d = float(num_points), float(num_tiles), float(dim)
-    return {"woodbury": 2 * n * n * K * d + 2 * K * d * d * n + K * d ** 3 / 3 + n ** 3 / 3,
-            "krylov": KRYLOV_PRODUCTS * product_cost(num_points, num_tiles, dim)}
-
-
-def prefers_krylov(num_points: int, num_tiles: int, dim: int) -> bool:
-    """Whether a Krylov solve is cheaper than the exact Woodbury solve (:func:`solve_costs`).
-    Krylov wins for n above ~450: not at the paper's size (n = 120), iris or wine; at
-    scikit-learn's digits (n = 1797, K = 144, d = 64) it is ~4× cheaper on that count."""
-    cost = solve_costs(num_points, num_tiles, dim)
-    return cost["woodbury"] > cost["krylov"]
-
-
-def check_newton_solve(method: str) -> str:
-    """``method`` if it is ``"auto"`` or names a solve of :data:`NEWTON_SOLVES`, else a
-    one-line ``ValueError`` (the check that needs no problem size)."""
-    if method != "auto" and method not in NEWTON_SOLVES:
-        raise ValueError(f"newton_solve must be 'auto', 'woodbury' or 'krylov', got {method!r}")
-    return method
-
-
-def newton_solve_name(method: str, num_points: int, num_tiles: int, dim: int) -> str:
-    """``method`` if it names a solve of :data:`NEWTON_SOLVES`; for ``"auto"`` the cheaper
-    one at this size (:func:`prefers_krylov`); ``ValueError`` for any other name."""
-    if check_newton_solve(method) == "auto":
-        return "krylov" if prefers_krylov(num_points, num_tiles, dim) else "woodbury"
-    return method
-
-
-def newton_solve(method: str, num_points: int, num_tiles: int, dim: int):
-    """The solve ``(factors, rhs) -> v`` that :func:`newton_solve_name` names."""
-    return NEWTON_SOLVES[newton_solve_name(method, num_points, num_tiles, dim)]
-
-
-def power_iteration(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None) -> tuple[jax.Array, jax.Array]:
-    """(ρ, v): the geometric-mean growth rate of ‖J^k v‖ over the last half of
-    ``num_iter`` power iterations with the factored J (O(K n d) a step), and the
-    last normalised iterate (the leading eigenvector when it is real and isolated).
-    Exact in the limit whatever the phases of the top eigenvalues; error
-    ~ log(gap)/num_iter for close ones."""
-    key = jax.random.PRNGKey(0) if key is None else key
-    v = jax.random.normal(key, psi.shape, psi.dtype)
-    v = v / jnp.linalg.norm(v)
-    half = num_iter // 2
-    tiny = jnp.finfo(psi.dtype).tiny
-
-    def body(i, carry):
-        v, acc = carry
-        w = matvec(f, v)
-        nw = jnp.linalg.norm(w)
-        acc = acc + jnp.where(i >= half, jnp.log(jnp.maximum(nw, tiny)), 0.0)
-        return w / jnp.maximum(nw, tiny), acc
-
-    v, acc = jax.lax.fori_loop(0, num_iter, body, (v, jnp.zeros((), psi.dtype)))
-    return jnp.exp(acc / (num_iter - half)), v
-
-
-def spectral_radius(psi, x, beta, log_prior, *, num_iter: int = 500, key=None) -> jax.Array:
-    """ρ(∂F/∂ψ) at ψ by :func:`power_iteration` with the factored Jacobian."""
-    return power_iteration(jacobian_factors(psi, x, beta, log_prior), psi, num_iter, key)[0]
-
-
-def lanczos(f: JacobianFactors, psi: jax.Array, num_iter: int, key=None) -> tuple[jax.Array, jax.Array]:
-    r"""(ρ, v) like :func:`power_iteration`, from ``num_iter`` Lanczos steps:
-    valid at a fixed point, where J is similar to a symmetric matrix.
-
-    Why J is symmetrisable there: the map is a preconditioned gradient step on
-    the free energy f(ψ) = −(β/n) Σ_i log c_i, F(ψ)_a − ψ_a = −(n/s_a) ∂f/∂ψ_a
-    with s_a = Σ_i q_ia (``tile_mass``), for every ψ. Differentiating, at a fixed
-    point (∇f = 0) J = I − D H with D = diag(n/s) ⊗ I_d and H = ∇²f symmetric, so
-
-        S = D^{−1/2} J D^{1/2} = I − D^{1/2} H D^{1/2}
-
-    is symmetric and has J's (real) eigenvalues; J's eigenvectors are D^{1/2}
-    times S's. Lanczos with full reorthogonalisation on S gives the extreme
-    eigenvalues in O(1/√gap) products J·v where power iteration needs
-    O(1/gap) (near a transition the gap 1 − ρ → 0).
-
-    Returns ρ = max(|θ_max| + r_max, |θ_min| + r_min), the extreme Ritz values
-    θ widened by their residual bounds r = β_m |y_m| (for a symmetric S an
-    eigenvalue lies within r of each Ritz value, so this does not undershoot the
-    extreme eigenvalues the Krylov space has found), and v the Ritz vector of
-    the Ritz value of largest modulus, mapped back to J's coordinates and
-    normalised. Away from a fixed point S is only nearly symmetric (by
-    O(‖F(ψ) − ψ‖)); use :func:`power_iteration` there.
-
-    Tiles with no posterior mass (s_a underflows at small β) have their s_a
-    raised to √tiny: their rows and columns of S are then O(√tiny) or exact.
-    """
-    key = jax.random.PRNGKey(0) if key is None else key
-    dtype = psi.dtype
-    m = int(num_iter)
-    s = jnp.maximum(f.tile_mass, jnp.sqrt(jnp.finfo(dtype).tiny))
-    root = jnp.sqrt(s / jnp.sum(s))[:, None]          # D^{-1/2} up to a constant factor, (K, 1)
-    op = lambda u: matvec(f, u / root) * root          # S u = D^{-1/2} J D^{1/2} u
-    q0 = jax.random.normal(key, psi.shape, dtype)
-    Q = jnp.zeros((m + 1,) + psi.shape, dtype).at[0].set(q0 / jnp.linalg.norm(q0))
-    eps = jnp.finfo(dtype).eps
-
-    def body(j, carry):
-        Q, alpha, beta = carry
-        w = op(Q[j])
-        a = vdot(Q[j], w)
-        for _ in range(2):  # full reorthogonalisation, twice ("twice is enough")
-            w = w - tensordot(tensordot(Q, w, axes=w.ndim), Q, axes=1)
-        b = jnp.linalg.norm(w)
-        # breakdown (an invariant subspace found): stop growing the basis
-        ok = b > eps * (jnp.abs(a) + 1)
-        Q = Q.at[j + 1].set(jnp.where(ok, w / jnp.where(ok, b, 1), 0))
-        return Q, alpha.at[j].set(a), beta.at[j].set(jnp.where(ok, b, 0))
-
-    Q, alpha, beta = jax.lax.fori_loop(0, m, body, (Q, jnp.zeros(m, dtype), jnp.zeros(m, dtype)))
-    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-    theta, Y = linalg.eigh(T)                      # ascending; an m × m problem
-    r = jnp.abs(beta[-1] * Y[-1, :])                   # residual bounds of the Ritz pairs
-    rho = jnp.maximum(jnp.abs(theta[-1]) + r[-1], jnp.abs(theta[0]) + r[0])
-    top = jnp.where(jnp.abs(theta[-1]) >= jnp.abs(theta[0]), m - 1, 0)
-    u = tensordot(Y[:, top], Q[:m], axes=1)
-    v = u / root
-    return rho, v / jnp.linalg.norm(v)
-
-
-SPECTRAL = {"lanczos": lanczos, "power": power_iteration}
-"""The spectral estimates by name, each ``(factors, psi, num_iter, key=None) -> (ρ, v)``."""
-
-
-def spectral_estimate(method: str):
-    """The estimate of :data:`SPECTRAL` called ``method``; ``ValueError`` for any other name."""
-    if method not in SPECTRAL:
-        raise ValueError(f"spectral must be 'lanczos' or 'power', got {method!r}")
-    return SPECTRAL[method]

@@ -53,6 +53,10 @@ class Problem:
         """The map of eq. (14)–(15) at ψ (K, d), by this problem's step map."""
         return self.step_map.evaluate(psi, self.x, self.beta, self.log_prior)
 
+    def jacobian(self, psi):
+        """∂F/∂ψ of the unconstrained map at ψ, as the step map gives it (:mod:`vaefp_jax.operators`)."""
+        return self.step_map.jacobian(psi, self.x, self.beta, self.log_prior)
+
     def init_state(self, psi0) -> ProblemState:
         """The state before the first step from ψ0 (K, d)."""
         return ProblemState(aux=self.constraint.init_aux(psi0),

@@ -17,7 +17,7 @@ the local minima of f, unstable ones its saddles. The solver here:
 1. ``warmup`` plain steps (the fast modes contract), with Aitken-type
    extrapolation of the slowest mode once its rate has settled;
 2. safeguarded Newton: ψ ← ψ + (I − J)⁻¹ (F(ψ) − ψ) with the structured
-   Jacobian (:mod:`vaefp_jax.tile_jacobian`): the exact Woodbury solve, or for
+   Jacobian (the step map's, :mod:`vaefp_jax.operators`): the exact Woodbury solve, or for
    large n (where its (n, n) capacity matrix costs hundreds of map evaluations)
    matrix-free GMRES to a relative residual of 1e-6 (an inexact Newton step);
    accepted only when it lowers the free energy below a plain step's, else plain steps;
@@ -51,9 +51,10 @@ or power step is *not* counted as a map evaluation (a structured J·v costs
 O(K n d) multiply-adds and no exponential, far less).
 
 The plain steps, the free energies and the extrapolation use the problem's step
-map (dense, blocked or Pallas); the Newton step and the spectral certificate use
-the map's Jacobian in factored form (:mod:`vaefp_jax.tile_jacobian`, (K, n, d)
-arrays), which exists for the unconstrained map only.
+map (dense, blocked, Pallas or a user's); so do the Newton step and the spectral
+certificate, through the map's Jacobian operator (:meth:`vaefp_jax.maps.StepMap.jacobian`:
+the dense map's closed form, or for any other map products by JVP of its own evaluation,
+which never form a (K, n) array). They need the unconstrained map.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vaefp_jax import _validate, tile_jacobian
+from vaefp_jax import _validate, operators
 from vaefp_jax.constraints.strategies import Unconstrained
 from vaefp_jax.iterations.base import Iteration, Outcome, default_tol
 from vaefp_jax.iterations.phases import (
@@ -131,14 +132,16 @@ class Accelerated(Iteration):
         (:func:`newton_cost`). Off by default: with 3 it left 2 of 48 β of standardised
         wine unconverged that the default converges (benchmarks/RESULTS.md);
       max_newton: Newton steps per round;
-      newton_solve: the linear solve of a Newton step: "woodbury" (exact), "krylov"
-        (GMRES on products J·v, inexact) or "auto" (the cheaper at the problem's size,
-        :func:`vaefp_jax.tile_jacobian.prefers_krylov`: Krylov for n above ~450);
+      newton_solve: the linear solve of a Newton step: "woodbury" (exact; the dense map's),
+        "krylov" (GMRES on products J·v, inexact), "dense" (J from K d products, LU) or
+        "auto" (the cheaper of the first two at the problem's size,
+        :func:`vaefp_jax.operators.prefers_krylov`: Krylov for n above ~450, and always
+        for a map without factors);
       max_rejects: rejected Newton candidates in a row that end a round;
       rounds: saddle escapes allowed;
       spectral: how ρ(∂F/∂ψ) and its eigenvector are estimated: "lanczos" (on the
         symmetrised Jacobian, exact at a fixed point, see
-        :func:`vaefp_jax.tile_jacobian.lanczos`) or "power" (no symmetry assumed);
+        :func:`vaefp_jax.operators.lanczos`) or "power" (no symmetry assumed);
       spectral_iters: their steps (``None``: 48 / 1000);
       margin: stable means ρ < 1 − margin; line_points: step sizes per escape direction;
       fallback_steps: extrapolated plain steps (per fallback round) for a β Newton could not certify;
@@ -173,8 +176,8 @@ class Accelerated(Iteration):
                 object.__setattr__(self, name, float(getattr(self, name)))
         if self.tol is not None:
             _validate.check_positive("tol", self.tol)
-        tile_jacobian.spectral_estimate(self.spectral)
-        tile_jacobian.check_newton_solve(self.newton_solve)
+        operators.spectral_estimate(self.spectral)
+        operators.check_newton_solve(self.newton_solve)
         if self.spectral_iters is not None:
             _validate.check_int("spectral_iters", self.spectral_iters, 2)
         for name in ("warmup", "max_newton", "max_rejects", "rounds", "line_points", "fallback_steps",
@@ -207,13 +210,17 @@ class Accelerated(Iteration):
             raise ValueError(f"Accelerated needs the unconstrained map (its Newton step and stability "
                              f"certificate use the factored Jacobian of eq. 15), got {constraint!r}; "
                              "use Damped with a constraint")
+        if self.newton_solve == "woodbury" and not step_map.factored:
+            raise ValueError(f"Accelerated(newton_solve='woodbury') needs a step map whose Jacobian has the "
+                             f"Woodbury factors (DenseMap), got {step_map!r}; use 'krylov' or 'auto'")
 
     def _plan(self, problem, psi):
         """Static pieces of a problem: the Newton solve, the hand-off budget and the first
         extrapolation's cap."""
         (K, d), n = psi.shape, problem.x.shape[0]
-        solve = tile_jacobian.newton_solve(self.newton_solve, n, K, d)
-        budget = self.handoff * newton_cost(n, K, d, self.newton_solve)
+        factored = problem.step_map.factored
+        solve = operators.newton_solve(self.newton_solve, n, K, d, factored)
+        budget = self.handoff * newton_cost(n, K, d, self.newton_solve, factored)
         return solve, budget, self.warmup + int(min(budget, self.fallback_steps))
 
     def init(self, problem, psi0, state0, key) -> AcceleratedCarry:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vaefp_jax import tile_jacobian
+from vaefp_jax import operators
 
 __all__ = ["SPECTRAL_ITERS", "escape", "extrapolated_step", "extrapolation_goes_on", "leading_eig", "map_step",
            "newton_cost", "newton_step", "step_and_free_energy"]
@@ -35,8 +35,9 @@ def newton_step(problem, psi, fpsi, solve, plain_after_reject: int = 4):
     neither does the Newton phase, and once a saddle has been escaped below its free
     energy it cannot be reached again.
 
-    ``solve(factors, r)`` is the linear solve of the step (:data:`vaefp_jax.tile_jacobian.NEWTON_SOLVES`).
-    Cost in map evaluations: the Jacobian factors (counted as one), F and f at the candidate
+    ``solve(op, r)`` is the linear solve of the step (:data:`vaefp_jax.operators.NEWTON_SOLVES`) on
+    the step map's Jacobian at ψ (:meth:`vaefp_jax.maps.StepMap.jacobian`).
+    Cost in map evaluations: the Jacobian (counted as one), F and f at the candidate
     (one: :func:`step_and_free_energy` shares the logits), F and f at the plain step (one).
     F at the accepted point is carried into the next step, so a step costs 3. A rejected
     candidate means the iterate is not yet in the stable point's Newton basin:
@@ -45,8 +46,7 @@ def newton_step(problem, psi, fpsi, solve, plain_after_reject: int = 4):
     an escape, or plain iteration, come next): where n is large a Newton step costs hundreds
     of plain steps (its O(K d n²) capacity matrix), and a point outside the basin rejects
     every candidate."""
-    f = tile_jacobian.jacobian_factors(psi, problem.x, problem.beta, problem.log_prior)
-    cand = psi + solve(f, fpsi - psi)
+    cand = psi + solve(problem.jacobian(psi), fpsi - psi)
     f_cand, e_c = step_and_free_energy(problem, cand)
     f_plain, e_p = step_and_free_energy(problem, fpsi)
     ok = jnp.all(jnp.isfinite(cand)) & jnp.all(jnp.isfinite(f_cand)) & (e_c <= e_p + 1e-13 * jnp.abs(e_p))
@@ -61,7 +61,7 @@ def newton_step(problem, psi, fpsi, solve, plain_after_reject: int = 4):
     return new, f_new, res, 3 + jnp.where(ok, 0, plain_after_reject), ok
 
 
-def newton_cost(num_points: int, num_tiles: int, dim: int, solve: str = "woodbury") -> float:
+def newton_cost(num_points: int, num_tiles: int, dim: int, solve: str = "woodbury", factored: bool = True) -> float:
     """The cost of one Newton step in map evaluations (≥ 3, see :func:`_newton_phase`).
 
     One evaluation is ~(5 d + 10) n K operations (distances, one exponential, the
@@ -69,12 +69,13 @@ def newton_cost(num_points: int, num_tiles: int, dim: int, solve: str = "woodbur
     (2 n² K d), the K blocks A_b (2 K d² n) and their LU and the capacity LU
     (K d³/3 + n³/3). At the paper's size (n = 120, K = 1024, d = 2) that is ~25
     evaluations; at scikit-learn's digits (n = 1797, K = 144, d = 64) ~750.
-    ``solve="krylov"``: :data:`~vaefp_jax.tile_jacobian.KRYLOV_PRODUCTS` products of
+    ``solve="krylov"``: :data:`~vaefp_jax.operators.KRYLOV_PRODUCTS` products of
     ~6 n K d operations instead (~125 evaluations at digits' size); "auto" as in
-    :func:`~vaefp_jax.tile_jacobian.newton_solve`.
+    :func:`~vaefp_jax.operators.newton_solve` (``factored``: whether the map's Jacobian has
+    the Woodbury factors).
     ``Accelerated(handoff=h)`` weighs plain steps against h such steps."""
-    name = tile_jacobian.newton_solve_name(solve, num_points, num_tiles, dim)
-    cost = tile_jacobian.solve_costs(num_points, num_tiles, dim)[name]
+    name = operators.newton_solve_name(solve, num_points, num_tiles, dim, factored)
+    cost = operators.solve_costs(num_points, num_tiles, dim)[name]
     return 3.0 + cost / ((5.0 * dim + 10) * num_points * num_tiles)
 
 
@@ -128,8 +129,8 @@ def leading_eig(problem, psi, num_iter, key, method, threshold=1.0):
     resolved to 0.99929 by 96 steps). So where the bound is not below ``threshold``
     the Krylov space is enlarged (2×, then 4× the steps) before the point is called
     unstable; a genuinely unstable point keeps its Ritz value, a lower bound, above 1."""
-    factors = tile_jacobian.jacobian_factors(psi, problem.x, problem.beta, problem.log_prior)
-    estimate = tile_jacobian.SPECTRAL[method]
+    factors = problem.jacobian(psi)
+    estimate = operators.SPECTRAL[method]
     rho, v = estimate(factors, psi, num_iter, key)
     if method != "lanczos":
         return rho, v

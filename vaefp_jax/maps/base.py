@@ -13,7 +13,13 @@ A step map is an immutable, hashable object (a static argument of ``jit``) with
   is explicit: the iteration carries it (:class:`vaefp_jax.engine.problem.ProblemState`);
   by default it is ``()`` and ``evaluate_warm`` is ``evaluate``;
 * ``lane_shape(n, K)``: the logits one β holds at once (sizes the default batch);
-* ``check(n, K, d)``: raises ``ValueError`` for a problem the map cannot do.
+* ``check(n, K, d)``: raises ``ValueError`` for a problem the map cannot do;
+* ``jacobian(psi, x, beta, log_prior)``: ∂F/∂ψ at ψ as an operator of
+  :mod:`vaefp_jax.operators` (J v, Jᵀ v, the tile masses, and where ``factored`` the
+  structured factors of the Woodbury solve). By default products are derivatives of
+  ``evaluate`` (:class:`~vaefp_jax.operators.LinearizedJacobian`), so a new map needs nothing
+  more to reach Newton steps, stability certificates, refinement and implicit derivatives;
+  the dense map overrides it with its closed form.
 
 All are traceable and differentiable (forward and reverse, to any order), so
 the implicit derivatives of :mod:`vaefp_jax.implicit` use the same map as the
@@ -24,15 +30,22 @@ and tests/test_pallas_map.py test the blocked and Pallas maps pass by pass).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 
 from vaefp_jax.equations import MapValue, validated
+from vaefp_jax.operators import LinearizedJacobian
 
 __all__ = ["StepMap"]
 
 
 class StepMap:
     """Base class of the step maps (see the module docstring)."""
+
+    factored: ClassVar[bool] = False
+    """Whether :meth:`jacobian` carries the Woodbury factors (a static fact: solvers are chosen
+    before tracing)."""
 
     def evaluate(self, psi, x, beta, log_prior) -> MapValue:
         raise NotImplementedError
@@ -54,6 +67,13 @@ class StepMap:
         """(MapValue, state'): ``evaluate`` at ψ, helped by ``state`` from the previous
         evaluation of the same problem (the value does not depend on it, to rounding)."""
         return self.evaluate(psi, x, beta, log_prior), state
+
+    def jacobian(self, psi, x, beta, log_prior):
+        """∂F/∂ψ at ψ (K, d): products by JVPs and VJPs of :meth:`evaluate` (memory of one
+        evaluation each), tile masses s_b = π_b Σ_i m_ib from the value at ψ (XLA drops that
+        evaluation where no consumer reads them)."""
+        mass = self.evaluate(psi, x, beta, log_prior).tile_mass(log_prior)
+        return LinearizedJacobian(lambda p: self.evaluate(p, x, beta, log_prior).psi, psi, mass)
 
     def lane_shape(self, num_points: int, num_tiles: int) -> tuple[int, int]:
         return num_points, num_tiles

@@ -7,7 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from vaefp_jax import equations, native
+from vaefp_jax import equations, native, tile_jacobian
 from vaefp_jax.maps.base import StepMap
 
 __all__ = ["DenseMap"]
@@ -46,6 +46,8 @@ class DenseMap(StepMap):
     form: str = "one_exponential"
     reuse_shifts: bool = True
     kernel: str = "auto"
+
+    factored = True
 
     def __post_init__(self):
         if self.form not in FORMS:
@@ -117,6 +119,11 @@ class DenseMap(StepMap):
 
         value, _ = jax.lax.while_loop(lambda carry: ~carry[1], recompute, (value, ok))
         return value, (value.log_c, value.log_mass)
+
+    def jacobian(self, psi, x, beta, log_prior):
+        """The closed form of ∂F/∂ψ (:func:`vaefp_jax.tile_jacobian.jacobian_factors`): products
+        from the (K, n) weights with no exponential, and the Woodbury factors."""
+        return tile_jacobian.jacobian_factors(psi, x, beta, log_prior)
 
     def order_parameter(self, psi, x, beta, log_prior):
         return equations.order_parameter(psi, x, beta, log_prior)

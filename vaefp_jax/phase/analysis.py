@@ -252,7 +252,8 @@ def phase_analysis(x: ArrayLike, *, grid: LatentGrid | None = None, betas: Array
     chosen = brackets[::-1][:max(int(refine_merges), 0)]
     for i, lev in enumerate(chosen):
         lo, hi = ok[lev], ok[lev + 1]
-        beta_c, _ = refine_bracket(xs, grid, float(r.beta[lo]), float(r.beta[hi]), r.psi[hi], **REFINE)
+        beta_c, _ = refine_bracket(xs, grid, float(r.beta[lo]), float(r.beta[hi]), r.psi[hi], step_map=r.step_map,
+                                   **REFINE)
         heights[lev] = beta_c
         if progress is not None:
             progress("merges", i + 1, len(chosen))

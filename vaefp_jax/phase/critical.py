@@ -16,10 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaefp_jax import equations, tile_jacobian
+from vaefp_jax import operators
 from vaefp_jax.clusters import count_distinct, default_merge_tol
 from vaefp_jax.equations import working_dtype
 from vaefp_jax.grid import LatentGrid
+from vaefp_jax.maps.base import StepMap
+from vaefp_jax.maps.dense import DenseMap
 
 __all__ = ["CriticalPoint", "critical_betas", "curvature", "refine_bracket", "refine_critical_beta"]
 
@@ -117,34 +119,35 @@ def critical_betas(result, top_k: int = 3, variable: str = "beta") -> list[Criti
     return peaks[:top_k]
 
 
-@functools.partial(jax.jit, static_argnames=("newton_steps", "spectral_iters", "spectral", "newton_solve"))
-def _branch_point(x, beta, log_prior, psi, newton_steps, spectral_iters, spectral, newton_solve="woodbury"):
+@functools.partial(jax.jit, static_argnames=("newton_steps", "spectral_iters", "spectral", "newton_solve", "step_map"))
+def _branch_point(x, beta, log_prior, psi, newton_steps, spectral_iters, spectral, newton_solve, step_map):
     """Newton's method on ψ − F(ψ) = 0 from ψ (stays on that branch even where
     it is unstable), at most ``newton_steps`` steps and none once ‖F(ψ) − ψ‖_F is at
     the rounding level of the map (100 eps max|x| √(K d)); then ρ(∂F/∂ψ) there (power
-    iteration, or Lanczos, valid at a fixed point). ``newton_solve``: the name of the step's
-    linear solve in :data:`~vaefp_jax.tile_jacobian.NEWTON_SOLVES` (an inexact Krylov step
-    contracts the residual ~1e-6-fold, so the stop is reached in a step or two more)."""
-    solve = tile_jacobian.NEWTON_SOLVES[newton_solve]
+    iteration, or Lanczos, valid at a fixed point). F and its Jacobian are ``step_map``'s;
+    ``newton_solve``: the name of the step's linear solve in
+    :data:`~vaefp_jax.operators.NEWTON_SOLVES` (an inexact Krylov step contracts the residual
+    ~1e-6-fold, so the stop is reached in a step or two more)."""
+    solve = operators.NEWTON_SOLVES[newton_solve]
     tol = 100 * jnp.finfo(x.dtype).eps * jnp.max(jnp.abs(x)) * jnp.sqrt(psi.size)
+    F = lambda p: step_map.evaluate(p, x, beta, log_prior).psi
+    jacobian = lambda p: step_map.jacobian(p, x, beta, log_prior)
 
     def newton(s):   # carries r = F(p) − p: one map evaluation per step
         p, r, k = s
-        f = tile_jacobian.jacobian_factors(p, x, beta, log_prior)
-        p = p + solve(f, r)
-        return p, equations.step(p, x, beta, log_prior) - p, k + 1
+        p = p + solve(jacobian(p), r)
+        return p, F(p) - p, k + 1
 
     norm = lambda r: jnp.sqrt(jnp.sum(r ** 2))
     p, r, _ = jax.lax.while_loop(lambda s: (s[2] < newton_steps) & ~(norm(s[1]) <= tol), newton,
-                                 (psi, equations.step(psi, x, beta, log_prior) - psi, jnp.int32(0)))
+                                 (psi, F(psi) - psi, jnp.int32(0)))
     res = norm(r)
-    estimate = tile_jacobian.SPECTRAL[spectral]
-    return p, res, estimate(tile_jacobian.jacobian_factors(p, x, beta, log_prior), p, spectral_iters)[0]
+    return p, res, operators.SPECTRAL[spectral](jacobian(p), p, spectral_iters)[0]
 
 
 def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_high, *,
                    iterations: int = 30, newton_steps: int = 8, spectral_iters: int = 48,
-                   spectral: str = "lanczos", newton_solve: str = "auto"):
+                   spectral: str = "lanczos", newton_solve: str = "auto", step_map: StepMap | None = None):
     """β_c between ``beta_low`` < ``beta_high`` by bisection on stability.
 
     ``psi_high`` (K, d) is the (merged) stable fixed point at ``beta_high``. At
@@ -161,14 +164,21 @@ def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_h
     Newton ends at a fixed point; ~50 steps resolve ρ near 1 where power iteration
     needs thousands) or "power" (power iterations, no symmetry assumed).
     ``newton_solve``: the linear solve of each Newton step, as in :class:`~vaefp_jax.Accelerated`
-    ("auto": Woodbury, or GMRES for n above ~450).
+    ("auto": Woodbury, or GMRES for n above ~450 or a map without factors).
+    ``step_map``: the map whose branch is followed, and whose Jacobian the Newton steps and ρ
+    use (default :class:`~vaefp_jax.maps.DenseMap`; as in :func:`vaefp_jax.solve`).
     ``iterations`` halvings: 30 take a bracket of one sweep spacing to ~1e-10
     relative.
     """
     if not (0 < beta_low < beta_high):
         raise ValueError(f"need 0 < beta_low < beta_high, got {beta_low}, {beta_high}")
-    tile_jacobian.spectral_estimate(spectral)
-    solve_name = tile_jacobian.newton_solve_name(newton_solve, np.shape(x)[0], *np.shape(psi_high))
+    operators.spectral_estimate(spectral)
+    step_map = DenseMap() if step_map is None else step_map
+    if not isinstance(step_map, StepMap):
+        raise ValueError(f"step_map must be a StepMap, got {step_map!r}")
+    (n, _), (K, d) = np.shape(x), np.shape(psi_high)
+    step_map.check(n, K, d)
+    solve_name = operators.newton_solve_name(newton_solve, n, K, d, step_map.factored)
     dtype = working_dtype(jnp.asarray(x).dtype)
     x = jnp.asarray(x, dtype)
     lp = jnp.asarray(grid.log_prior, dtype)
@@ -179,7 +189,7 @@ def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_h
     for _ in range(iterations):
         mid = float(np.sqrt(lo * hi))
         p, res, rho = _branch_point(x, jnp.asarray(mid, dtype), lp, psi, newton_steps, spectral_iters, spectral,
-                                     solve_name)
+                                     solve_name, step_map)
         # Near a pitchfork I − ∂F/∂ψ is nearly singular and Newton can jump to
         # the bifurcating (split) branch, which is stable: a change in the number
         # of distinct fixed points means the merged branch was not followed.
@@ -202,5 +212,6 @@ def refine_critical_beta(result, point: CriticalPoint, x, grid: LatentGrid, **kw
     if pos == 0 or pos == len(order) - 1:
         raise ValueError("a peak at the end of the sweep cannot be bracketed")
     lo, hi = order[pos - 1], order[pos + 1]
+    kwargs.setdefault("step_map", getattr(result, "step_map", None))
     beta_c, _ = refine_bracket(x, grid, float(result.beta[lo]), float(result.beta[hi]), result.psi[hi], **kwargs)
     return beta_c

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from vaefp_jax import _validate, tile_jacobian
+from vaefp_jax import _validate, operators
 from vaefp_jax.clusters import count_distinct, default_merge_tol, rms_spread
 from vaefp_jax.constraints.strategies import Constraint, Unconstrained
 from vaefp_jax.engine.core import run_problems
@@ -59,24 +59,29 @@ __all__ = ["SweepResult", "sweep", "order_parameter_at_fixed_point", "default_li
 DENSE_MAX_SIZE = 4096   # K·d up to which the dense Jacobian (K·d JVPs, one LU) is affordable
 
 
-def default_linear_solver(constraint, num_points: int, num_tiles: int, dim: int, dtype=None):
-    """The solve of least cost: :class:`Woodbury` (unconstrained map only, exact; its
-    operations as :func:`vaefp_jax.tile_jacobian.solve_costs` counts them) or
-    :class:`Dense` (an LU of the (K d)² Jacobian, 2(K d)³/3, after K d map JVPs,
-    :func:`~vaefp_jax.tile_jacobian.product_cost` each; exact); :class:`GMRES` (map
-    JVPs; a relative residual of 1e-10 in float64, 1e-5 in float32, at most 600 products)
-    for the unconstrained map where Woodbury's (n, n) capacity matrix costs more than
-    ~150 products (:func:`vaefp_jax.tile_jacobian.prefers_krylov`: n above ~450), and for
-    a constrained map with K d > ``DENSE_MAX_SIZE``."""
+def default_linear_solver(constraint, num_points: int, num_tiles: int, dim: int, dtype=None,
+                          step_map: StepMap | None = None):
+    """The solve of least cost: :class:`Woodbury` (unconstrained map with the Woodbury factors,
+    the dense map's, exact; its operations as :func:`vaefp_jax.operators.solve_costs` counts
+    them) or :class:`Dense` (an LU of the (K d)² Jacobian, 2(K d)³/3, after K d map JVPs,
+    :func:`~vaefp_jax.operators.product_cost` each; exact); :class:`GMRES` (map JVPs; a
+    relative residual of 1e-10 in float64, 1e-5 in float32, at most 600 products) for the
+    unconstrained map where Woodbury's (n, n) capacity matrix costs more than ~150 products
+    (:func:`vaefp_jax.operators.prefers_krylov`: n above ~450), for a constrained map with
+    K d > ``DENSE_MAX_SIZE``, and for any map without factors (``step_map``, default the dense
+    map: the blocked map and a user's; K d JVPs at once would hold K d of its evaluations)."""
     n, K, d = num_points, num_tiles, dim
+    step_map = DenseMap() if step_map is None else step_map
     tol = 1e-5 if dtype is not None and jnp.finfo(dtype).bits < 64 else 1e-10
     gmres = GMRES(tol=tol, restart=150, maxiter=4)
-    dense_cost = 2 * float(K * d) ** 3 / 3 + K * d * tile_jacobian.product_cost(n, K, d)
+    dense_cost = operators.solve_costs(n, K, d)["dense"]
     if isinstance(constraint, Unconstrained):
-        woodbury_cost = tile_jacobian.solve_costs(n, K, d)["woodbury"]
+        if not step_map.factored:
+            return gmres
+        woodbury_cost = operators.solve_costs(n, K, d)["woodbury"]
         if K * d <= DENSE_MAX_SIZE and dense_cost < woodbury_cost:
             return Dense()
-        return gmres if tile_jacobian.prefers_krylov(n, K, d) else Woodbury()
+        return gmres if operators.prefers_krylov(n, K, d) else Woodbury(step_map)
     return Dense() if K * d <= DENSE_MAX_SIZE else gmres
 
 
@@ -101,7 +106,7 @@ def order_parameter_at_fixed_point(beta, x, log_prior, psi_star, *, step_map=Non
     """
     step_map = DenseMap() if step_map is None else step_map
     constraint = Unconstrained() if constraint is None else constraint
-    linear_solver = Woodbury() if linear_solver is None else linear_solver
+    linear_solver = Woodbury(step_map) if linear_solver is None else linear_solver
     theta = {"x": x, "beta": beta, "log_prior": log_prior, **(params or {})}
     psi = implicit_fixed_point(_smooth_map(step_map, constraint, shared or {}), lambda t, p: p, theta,
                                linear_solver, psi_init=psi_star)
@@ -124,9 +129,9 @@ def _derivatives(x, log_prior, shared, theta, psi, step_map, constraint, linear_
         (u, du), (_, d2u) = jax.jvp(du_fn, (beta,), (jnp.ones_like(beta),))
         if not spectral_iters:
             rho = jnp.asarray(jnp.nan, x.dtype)
-        elif isinstance(constraint, Unconstrained):   # the factored Jacobian: O(K n d) a product, no exp
-            f = tile_jacobian.jacobian_factors(psi_star, x, beta, log_prior)
-            rho = tile_jacobian.SPECTRAL[spectral](f, psi_star, spectral_iters)[0]
+        elif isinstance(constraint, Unconstrained):   # the map's Jacobian (the dense map's: O(K n d), no exp)
+            op = step_map.jacobian(psi_star, x, beta, log_prior)
+            rho = operators.SPECTRAL[spectral](op, psi_star, spectral_iters)[0]
         else:                                          # JVPs of the constrained map
             rho = spectral_radius(G, psi_star, {"x": x, "log_prior": log_prior, **th}, num_iter=spectral_iters)
         return u, du, d2u, rho
@@ -197,6 +202,8 @@ class SweepResult:
       spectral_radius: (B,) ρ(∂G/∂ψ) at the fixed point (NaN when not computed).
       distinct: (B,) distinct fixed points (groups of ψ_a closer than ``merge_tol``).
       merge_tol: the distance under which two ψ_a count as the same fixed point.
+      step_map: the step map that found the fixed points (the default resolved), which a
+        refinement of β_c should follow (:func:`~vaefp_jax.refine_bracket`).
     """
 
     solution: Solution
@@ -206,6 +213,7 @@ class SweepResult:
     spectral_radius: np.ndarray
     distinct: np.ndarray
     merge_tol: float
+    step_map: StepMap | None = None
 
     beta = property(lambda self: self.solution.beta)
     psi = property(lambda self: self.solution.psi)
@@ -250,7 +258,7 @@ def sweep(x: ArrayLike, betas: ArrayLike, grid: LatentGrid, *, iteration: Iterat
       spectral_iters: steps of the estimate of ρ (0 to skip).
       spectral: "power" (power iteration, any ψ) or "lanczos" (Lanczos on the symmetrised
         Jacobian of the unconstrained map, exact at a fixed point: ~50 steps resolve ρ
-        near 1 where power iteration needs thousands; see :func:`vaefp_jax.tile_jacobian.lanczos`).
+        near 1 where power iteration needs thousands; see :func:`vaefp_jax.operators.lanczos`).
       progress: None, or a callable ``progress(stage, done, total)`` told of each β of a
         continuation as it ends (stage "sweep") and of the derivative pass (stage
         "derivatives", as each of its chunks of β ends), e.g. to drive a progress bar.
@@ -261,7 +269,7 @@ def sweep(x: ArrayLike, betas: ArrayLike, grid: LatentGrid, *, iteration: Iterat
     if continuation is not None and schedule is not None:
         raise ValueError("a continuation visits β one after another: leave schedule=None")
     _validate.check_positive("kick", kick, allow_zero=True)
-    tile_jacobian.spectral_estimate(spectral)
+    operators.spectral_estimate(spectral)
     s = prepare(x, betas, grid, iteration=iteration, step_map=step_map, constraint=constraint, schedule=schedule,
                 record_every=record_every)
     if not s.constraint.smooth:
@@ -269,7 +277,8 @@ def sweep(x: ArrayLike, betas: ArrayLike, grid: LatentGrid, *, iteration: Iterat
                          "LipschitzStrength, or solve() for the fixed points alone)")
     xj, dtype, B = s.x, s.dtype, s.num
     (n, d), K = xj.shape, grid.num_tiles
-    linear_solver = default_linear_solver(s.constraint, n, K, d, dtype) if linear_solver is None else linear_solver
+    if linear_solver is None:
+        linear_solver = default_linear_solver(s.constraint, n, K, d, dtype, s.step_map)
     key = jax.random.PRNGKey(0) if key is None else key
     static_c = s.constraint.static()
     if continuation is None:
@@ -299,6 +308,6 @@ def sweep(x: ArrayLike, betas: ArrayLike, grid: LatentGrid, *, iteration: Iterat
     result = SweepResult(solution=solution, u=np.asarray(u), du=np.asarray(du), d2u=np.asarray(d2u),
                          spectral_radius=np.asarray(rho),
                          distinct=np.asarray(count_distinct(np.asarray(solution.psi), merge_tol)),  # (B,)
-                         merge_tol=merge_tol)
+                         merge_tol=merge_tol, step_map=s.step_map)
     solution.check(throw, stacklevel=2)
     return result
