@@ -27,8 +27,9 @@ Packages: ``equations`` (eq. 14–15, the reference), ``maps``, ``constraints``
 (Appendix B), ``iterations``, ``engine``, ``operators`` (a step map's Jacobian, its
 solves and spectral estimates), ``implicit`` and ``tile_jacobian`` (derivatives),
 ``phase``, ``linalg`` (every dense solve; never a batched LAPACK call on CPU),
-``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``, ``runs`` (saved results), ``mnist`` and ``vae`` (Figure 1), ``figures``, ``native`` (the C++
-CPU kernel of the dense map's one pass, compiled on first use; ``native.status()``).
+``propositions`` (Props. 2–5), ``datasets``, ``io``, ``clusters``, ``runs`` (saved
+results), ``mnist`` and ``vae`` (Figure 1), ``figures``, ``native`` (the C++ CPU kernel of
+the dense map's one pass, compiled on first use; ``native.status()``).
 
 Attributes are imported on first use, so that ``import vaefp_jax`` (and the
 ``vaefp`` command line) does not import JAX until something needs it.
