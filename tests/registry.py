@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from toy_map import ToyMap
 
 import vaefp_jax as vf
 
@@ -17,6 +18,7 @@ MAPS = {
     "dense": vf.DenseMap(),
     "blocked": vf.BlockedMap(tile_chunk=4, data_chunk=8),     # chunks that do not divide K = 9, n = 20
     "pallas": vf.PallasMap(data_block=8, tile_block=4, interpret=True),
+    "toy": ToyMap(),                                           # defined in the tests only (tests/toy_map.py)
 }
 ITERATIONS = {
     "damped": vf.Damped(damping=0.0, tol=1e-12, max_steps=5000),

@@ -90,7 +90,7 @@ def test_sweep_step_maps_agree(tmp_path, step_map):
 def test_map_choices_build_the_step_maps():
     import vaefp_jax as vf
 
-    assert cli.STEP_MAPS["auto"]() is None  # solve's default_step_map
-    assert cli.STEP_MAPS["dense"]() == vf.DenseMap()
-    assert cli.STEP_MAPS["blocked"]() == vf.BlockedMap()
-    assert cli.STEP_MAPS["pallas"]() == vf.PallasMap() and "fused" not in cli.STEP_MAPS
+    assert cli.STEP_MAPS["auto"].make() is None  # solve's default_step_map
+    assert cli.STEP_MAPS["dense"].make() == vf.DenseMap()
+    assert cli.STEP_MAPS["blocked"].make() == vf.BlockedMap()
+    assert cli.STEP_MAPS["pallas"].make() == vf.PallasMap() and "fused" not in cli.STEP_MAPS

@@ -216,3 +216,31 @@ def test_phase_reads_idx_files(tmp_path, capsys):
 
     res = vf.load(tmp_path / "o")
     assert res.x.shape == (24, 16) and sorted(set(res.true_labels)) == ["0", "1", "2"]
+
+
+def test_a_new_step_map_is_one_registry_entry_away_from_vaefp_phase(tmp_path, monkeypatch, capsys):
+    """The tests' own map (tests/toy_map.py, nothing but evaluate and order_parameter), added to
+    the command line's map table, runs the whole grid analysis: sweep with Accelerated (Newton
+    and certificate through its default Jacobian), u′ and u″, the refinements. Its answer is
+    the dense map's: the same u at every β and the same refined β_c."""
+    from vaefp_jax.cli import strategies
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    monkeypatch.setitem(strategies.STEP_MAPS, "toy", strategies.Strategy("toy", "toy_map:ToyMap", "the tests' map"))
+    argv = ["phase", "--n", "40", "--k", "4", "--num-betas", "8", "--top-k", "2", "--refine-merges", "2", "--quiet",
+            "--model", "grid"]
+    assert cli.main(argv + ["--map", "toy", "--out", str(tmp_path / "toy")]) == 0
+    assert cli.main(argv + ["--map", "dense", "--out", str(tmp_path / "dense")]) == 0
+    toy, dense = vf.load(tmp_path / "toy"), vf.load(tmp_path / "dense")
+    assert "ToyMap" in str(toy.record["step_map"]) and "DenseMap" in str(dense.record["step_map"])
+    assert toy.converged.all() and dense.converged.all()
+    np.testing.assert_allclose(toy.u, dense.u, rtol=1e-7)
+    np.testing.assert_allclose(toy.du, dense.du, rtol=1e-5, atol=1e-8 * np.abs(dense.du).max())
+    np.testing.assert_allclose(toy.tree.beta, dense.tree.beta, rtol=1e-12)
+    heights = lambda r: np.array([m.height for m in r.tree.merges])
+    np.testing.assert_allclose(heights(toy), heights(dense), rtol=1e-7)
+    with pytest.raises(SystemExit) as e:   # argparse's one-line usage error
+        cli.main(argv + ["--map", "nosuch", "--out", str(tmp_path / "x")])
+    assert e.value.code == EXIT_BAD_INPUT and "invalid choice: 'nosuch'" in capsys.readouterr().err
+    assert cli.main(["phase", "--map", "dense", "--out", str(tmp_path / "y"), "--quiet"]) == EXIT_BAD_INPUT
+    assert "--map applies to --model grid" in capsys.readouterr().err

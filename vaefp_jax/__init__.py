@@ -69,6 +69,7 @@ _EXPORTS = {
     "Damped": "vaefp_jax.iterations",
     "BlockedMap": "vaefp_jax.maps",
     "DenseMap": "vaefp_jax.maps",
+    "StepMap": "vaefp_jax.maps",
     "PallasMap": "vaefp_jax.maps",
     "CriticalPoint": "vaefp_jax.phase",
     "SweepResult": "vaefp_jax.phase",

@@ -19,7 +19,7 @@ import sys
 import warnings
 
 from vaefp_jax.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_NOT_CONVERGED, Formatter, OneLineParser
-from vaefp_jax.cli.sweep import STEP_MAPS as STEP_MAPS
+from vaefp_jax.cli.strategies import STEP_MAPS as STEP_MAPS
 
 __all__ = ["STEP_MAPS", "build_parser", "console_main", "main"]
 

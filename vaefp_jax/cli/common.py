@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+from vaefp_jax.cli.strategies import PROTOCOLS, STEP_MAPS, add_choice, add_overrides, build
 from vaefp_jax.cli_types import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -31,11 +32,13 @@ __all__ = [
     "OneLineParser",
     "add_data_arguments",
     "add_grid_arguments",
+    "add_map_argument",
     "add_output_arguments",
     "add_solver_arguments",
     "load_data",
     "make_grid",
     "make_iteration",
+    "make_step_map",
     "not_converged_exit",
     "say",
 ]
@@ -208,38 +211,27 @@ def make_grid(args):
 
 
 def add_solver_arguments(p: argparse.ArgumentParser, protocol: str = "paper", choices=("paper", "tight")) -> None:
+    """``--protocol`` (the iteration, from :data:`~vaefp_jax.cli.strategies.PROTOCOLS`) and the
+    overrides its strategies take."""
     g = p.add_argument_group("solver")
-    g.add_argument("--protocol", choices=list(choices), default=protocol,
-                   help="paper: Appendix A (α = 0.9 smoothing, tol 1e-3, 400 steps); tight: undamped, tol ~ "
-                        "precision" + ("; accelerated: extrapolation, safeguarded Newton and a stability check "
-                                       "(fast near β_c)" if "accelerated" in choices else ""))
-    example(g.add_argument("--damping", type=float,
-                           help="override: weight of the previous iterate, in [0, 1) (paper and tight protocols)"),
-            "0.5", invalid="1", needs=f"--protocol {'paper' if 'paper' in choices else choices[0]}")
-    example(g.add_argument("--tol", type=positive_float, help="override: tolerance on ‖ψ^{t+1} − ψ^t‖_F"), "1e-4")
-    example(g.add_argument("--max-steps", type=positive_int,
-                           help="override: iteration cap (accelerated: the plain steps of its fallback, "
-                                "Accelerated.fallback_steps)"), "50")
+    add_choice(g, "--protocol", PROTOCOLS, protocol, names=choices)
+    add_overrides(g, PROTOCOLS, choices, "--protocol")
 
 
 def make_iteration(args):
-    """The iteration of ``--protocol`` with the ``--damping``, ``--tol`` and ``--max-steps`` overrides."""
-    import dataclasses
+    """The iteration of ``--protocol`` with the overrides given (``--damping``, ``--tol``,
+    ``--max-steps``: each sets the field its strategy declares)."""
+    return build(PROTOCOLS, args.protocol, args, "--protocol")
 
-    from vaefp_jax.iterations import Accelerated, Damped
 
-    if args.protocol == "accelerated":
-        if args.damping is not None:
-            raise ValueError("--damping applies to the paper and tight protocols, not to accelerated")
-        base = Accelerated()
-        overrides = {k: v for k, v in (("tol", args.tol), ("fallback_steps", args.max_steps)) if v is not None}
-        return dataclasses.replace(base, **overrides)
-    if args.damping is not None and not 0 <= args.damping < 1:
-        raise ValueError(f"--damping must be in [0, 1), got {args.damping}")
-    base = Damped.paper() if args.protocol == "paper" else Damped.tight()
-    overrides = {k: v for k, v in (("damping", args.damping), ("tol", args.tol), ("max_steps", args.max_steps))
-                 if v is not None}
-    return dataclasses.replace(base, **overrides)
+def add_map_argument(g) -> None:
+    """``--map``, the step map (:data:`~vaefp_jax.cli.strategies.STEP_MAPS`)."""
+    add_choice(g, "--map", STEP_MAPS, "auto", what="how F(ψ) and its Jacobian are computed: ")
+
+
+def make_step_map(args):
+    """The step map of ``--map`` (None: the library's default for the problem's size)."""
+    return build(STEP_MAPS, args.map, args, "--map")
 
 
 def add_output_arguments(p: argparse.ArgumentParser, out: str, figures: bool = True) -> None:

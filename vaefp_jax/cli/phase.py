@@ -30,11 +30,13 @@ from vaefp_jax.cli.common import (
     StageBars,
     add_data_arguments,
     add_grid_arguments,
+    add_map_argument,
     add_output_arguments,
     add_solver_arguments,
     load_data,
     make_grid,
     make_iteration,
+    make_step_map,
     not_converged_exit,
     say,
 )
@@ -46,7 +48,7 @@ __all__ = ["phase_command", "register"]
 # options of the tile analysis only: refused with --model reduced (their defaults are filled in
 # for --model grid, so that a value given to the wrong model is never silently ignored)
 GRID_ONLY = ("beta_max", "num_betas", "continuation", "top_k", "refine_merges", "k", "prior", "low", "high", "limit",
-             "protocol", "damping")
+             "protocol", "damping", "map")
 REDUCED_ONLY = ("max_clusters", "min_mass", "cross_check", "read")
 GRID_DEFAULTS: dict[str, tuple] = {}   # dest → (default, option string), filled by register
 
@@ -88,6 +90,7 @@ def register(sub) -> None:
     example(g.add_argument("--refine-merges", type=int, default=6, help="highest brackets of the merge tree refined"),
             "0", invalid="-1")
     g.add_argument("--float32", action="store_true", help="compute in float32 (u″ is noisier)")
+    add_map_argument(g)
     add_grid_arguments(p, k=12)
     add_solver_arguments(p, protocol="accelerated", choices=("accelerated", "paper", "tight"))
     add_output_arguments(p, "runs/phase")
@@ -131,6 +134,7 @@ def phase_command(args) -> int:
     if args.refine_merges < 0:
         raise ValueError(f"--refine-merges must be ≥ 0, got {args.refine_merges}")
     iteration = make_iteration(args)
+    step_map = make_step_map(args)
     grid = make_grid(args)
     x, labels, data_record = load_data(args)
     if x.shape[0] < 2:
@@ -148,12 +152,13 @@ def phase_command(args) -> int:
     say(args, f"data: {n} points in {d}-D{' (standardised)' if args.standardize else ''}"
               f"{'; ' + str(len(np.unique(labels))) + ' classes' if labels is not None else ''}; "
               f"grid: {grid.num_tiles} tiles; {args.num_betas} β on {args.continuation}; "
-              f"iteration {args.protocol}; {np.dtype(dtype).name}")
+              f"iteration {args.protocol}; map {args.map}; {np.dtype(dtype).name}")
     bars = StageBars(args.quiet)
     try:
         result = phase_analysis(np.asarray(x, dtype), grid=grid, num_betas=args.num_betas,
                                 beta_range=(args.beta_min, args.beta_max),
                                 standardize_data=args.standardize, true_labels=labels, iteration=iteration,
+                                step_map=step_map,
                                 continuation=None if args.continuation == "none" else args.continuation,
                                 top_k=args.top_k, refine_merges=args.refine_merges, seed=args.seed,
                                 data_record=data_record, throw=False, progress=bars)

@@ -10,39 +10,19 @@ from vaefp_jax.cli.common import (
     StageBars,
     add_data_arguments,
     add_grid_arguments,
+    add_map_argument,
     add_output_arguments,
     add_solver_arguments,
     load_data,
     make_grid,
     make_iteration,
+    make_step_map,
     not_converged_exit,
     say,
 )
 from vaefp_jax.cli_types import example, positive_float, positive_int
 
-__all__ = ["STEP_MAPS", "register"]
-
-
-def _dense_map():
-    from vaefp_jax.maps import DenseMap
-
-    return DenseMap()
-
-
-def _blocked_map():
-    from vaefp_jax.maps import BlockedMap
-
-    return BlockedMap()  # the blocks solve's default blocked map uses
-
-
-def _pallas_map():
-    from vaefp_jax.maps import PallasMap
-
-    return PallasMap()
-
-
-# ``--map``: the step map, built on use (imports stay lazy for --help); "auto" is solve's default.
-STEP_MAPS = {"auto": lambda: None, "dense": _dense_map, "blocked": _blocked_map, "pallas": _pallas_map}
+__all__ = ["register"]
 
 
 def register(sub) -> None:
@@ -60,11 +40,7 @@ def register(sub) -> None:
                    help="β iterated together (slots of the pool schedule); default on CPU as many (≤ 8) as keep "
                         "their (n, K) arrays in a 2 MB cache budget (1 at 32 × 32 tiles, n = 120); "
                         "on GPU all (memory permitting)"), "2")
-    g.add_argument("--map", choices=sorted(STEP_MAPS), default="auto",
-                   help="how F(ψ) is computed: auto (dense, or on CPU blocked when its (n, K) arrays would take "
-                        "over an eighth of the RAM), "
-                        "dense (DenseMap), blocked (BlockedMap: 1024 × 1024 blocks of the n × K logits), "
-                        "pallas (PallasMap: fused Pallas kernels; GPU, d ≤ 8)")
+    add_map_argument(g)
     add_output_arguments(s, "runs/sweep", figures=False)
     s.set_defaults(func=sweep_command)
 
@@ -98,7 +74,7 @@ def sweep_command(args) -> int:
     psi0 = initial_psi(xj, grid, iteration.init_noise, jax.random.PRNGKey(args.seed))
     (n, d), K = x.shape, grid.num_tiles
     # the map and slot count the engine resolves (needed here for the chunks and u)
-    setup = prepare(xj, betas, grid, iteration=iteration, step_map=STEP_MAPS[args.map](),
+    setup = prepare(xj, betas, grid, iteration=iteration, step_map=make_step_map(args),
                     schedule=Pool(width=args.batch_size))
     step_map = setup.step_map
     width = setup.schedule.resolved(setup.num, setup.lane_shape, setup.itemsize).width

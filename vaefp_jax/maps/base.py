@@ -70,9 +70,9 @@ class StepMap:
 
     def jacobian(self, psi, x, beta, log_prior):
         """∂F/∂ψ at ψ (K, d): products by JVPs and VJPs of :meth:`evaluate` (memory of one
-        evaluation each), tile masses s_b = π_b Σ_i m_ib from the value at ψ (XLA drops that
-        evaluation where no consumer reads them)."""
-        mass = self.evaluate(psi, x, beta, log_prior).tile_mass(log_prior)
+        evaluation each), tile masses s_b = Σ_i q_ib = π_b Σ_i m_ib from the value at ψ (XLA drops
+        that evaluation where no consumer reads them)."""
+        mass = self.evaluate(psi, x, beta, log_prior).tile_mass(log_prior) * x.shape[0]
         return LinearizedJacobian(lambda p: self.evaluate(p, x, beta, log_prior).psi, psi, mass)
 
     def lane_shape(self, num_points: int, num_tiles: int) -> tuple[int, int]:

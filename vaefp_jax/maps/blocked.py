@@ -21,6 +21,12 @@ formulas of :func:`~vaefp_jax.equations.squared_distances` (differences for
 d ≤ 64, the matrix-product form centred on the *full* data mean for d > 64), so
 the result equals the dense map's up to floating-point reassociation.
 
+The running maxima are shifts only: the results do not depend on them (log Σ e^v =
+m + log Σ e^{v − m} for any m), so they carry no derivative (``stop_gradient``). Besides
+saving work, this keeps the derivatives finite: the derivative of a maximum is spread over
+the entries equal to it, and where XLA computes a block's logits in two fusions that round
+differently, no entry equals the maximum and the derivative would be 0/0.
+
 Chunks need not divide n or K: the tiles are padded with log π = −∞ (they add
 nothing to c_i; their columns are computed and dropped) and the data with
 log c = +∞ (so log m = −∞: they add nothing to any column).
@@ -99,7 +105,7 @@ def _log_c(xd_blocks, pd_blocks, lp_blocks, beta):
             run_max, run_sum = carry                                  # (nc,), (nc,)
             pb, lpb = tiles
             v = -_block_squared_distances(xb, pb) / (2 * beta) + lpb[None, :]   # (nc, kc)
-            new_max = jnp.maximum(run_max, jnp.max(v, axis=1))
+            new_max = jnp.maximum(run_max, jax.lax.stop_gradient(jnp.max(v, axis=1)))
             shift = _safe_max(new_max)
             run_sum = run_sum * jnp.exp(run_max - shift) + jnp.sum(jnp.exp(v - shift[:, None]), axis=1)
             return (new_max, run_sum), None
@@ -122,7 +128,7 @@ def _weighted_means(xd_blocks, x_blocks, log_c_blocks, pd_blocks, beta):
             run_max, run_sum, run_acc = carry                         # (kc,), (kc,), (kc, d)
             xdb, xb, lcb = rows
             lm = -_block_squared_distances(xdb, pb) / (2 * beta) - lcb[:, None]  # log m, (nc, kc)
-            new_max = jnp.maximum(run_max, jnp.max(lm, axis=0))
+            new_max = jnp.maximum(run_max, jax.lax.stop_gradient(jnp.max(lm, axis=0)))
             shift = _safe_max(new_max)
             rescale = jnp.exp(run_max - shift)
             w = jnp.exp(lm - shift[None, :])

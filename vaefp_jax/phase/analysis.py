@@ -260,7 +260,7 @@ def phase_analysis(x: ArrayLike, *, grid: LatentGrid | None = None, betas: Array
     tree = build_tree(r.beta[ok], labels, heights)
 
     b2 = unit**2   # back to the data's units (see the module docstring)
-    record = make_record("phase", data=data, grid=grid, iteration=iteration, step_map=step_map,
+    record = make_record("phase", data=data, grid=grid, iteration=iteration, step_map=r.step_map,
                          dtype=np.asarray(r.psi).dtype, seed=int(seed), betas=betas * b2,
                          continuation=continuation, top_k=top_k, refine_merges=refine_merges,
                          merge_tol=merge_tol * unit)

@@ -106,7 +106,9 @@ def order_parameter_at_fixed_point(beta, x, log_prior, psi_star, *, step_map=Non
     """
     step_map = DenseMap() if step_map is None else step_map
     constraint = Unconstrained() if constraint is None else constraint
-    linear_solver = Woodbury(step_map) if linear_solver is None else linear_solver
+    if linear_solver is None:
+        (n, d), K = jnp.shape(x), jnp.shape(psi_star)[0]
+        linear_solver = default_linear_solver(constraint, n, K, d, jnp.result_type(psi_star), step_map)
     theta = {"x": x, "beta": beta, "log_prior": log_prior, **(params or {})}
     psi = implicit_fixed_point(_smooth_map(step_map, constraint, shared or {}), lambda t, p: p, theta,
                                linear_solver, psi_init=psi_star)
