@@ -87,8 +87,8 @@ _EXTRAPOLATE, _NEWTON_START, _NEWTON, _CERTIFY, _ESCAPE, _KICK, _GIVE_UP = range
 
 class AcceleratedCarry(NamedTuple):
     """One problem's state between steps: ψ (K, d); ``residual`` ‖F(ψ) − ψ‖_F from the last
-    Newton phase (inf before the first); the problem's ``state`` (passed through) and PRNG
-    ``key``; ``fpsi`` F(ψ) (Newton's); ``rho``, ``v`` the last certificate (ρ and its
+    Newton phase (inf before the first); the problem's ``state`` (the step map's, from the last
+    plain step) and PRNG ``key``; ``fpsi`` F(ψ) (Newton's); ``rho``, ``v`` the last certificate (ρ and its
     eigenvector); the counters ``evals`` (map evaluations), ``newton`` (accepted Newton
     steps), ``escapes``; ``done`` (certified); ``phase`` and ``phase_steps`` (steps in it);
     ``rounds`` (Newton rounds so far) and ``fallback`` (−1 before the fallback, then its
@@ -245,8 +245,9 @@ class Accelerated(Iteration):
 
         def extrapolate(c):
             def go(c):
-                psi, res, ratio, since, e = extrapolated_step(problem, c.psi, c.xres, c.ratio, c.since)
-                return c._replace(psi=psi, xres=res, ratio=ratio, since=since, evals=c.evals + e,
+                psi, state, res, ratio, since, e = extrapolated_step(problem, c.psi, c.state, c.xres, c.ratio,
+                                                                     c.since)
+                return c._replace(psi=psi, state=state, xres=res, ratio=ratio, since=since, evals=c.evals + e,
                                   phase_steps=c.phase_steps + 1)
 
             args = (c.psi, c.phase_steps, c.xres, c.ratio, tol, c.cap)
