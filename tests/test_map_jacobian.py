@@ -114,7 +114,8 @@ def test_blocked_map_jacobian_programs_hold_no_tile_by_point_array(x64):
     u = lambda b: vf.phase.order_parameter_at_fixed_point(b, x, lp, psi, step_map=blocked)
     d2u = jax.jit(lambda b: jax.jvp(lambda c: jax.jvp(u, (c,), (1.0,))[1], (b,), (1.0,))[1])
     rho = jax.jit(lambda p: operators.lanczos(blocked.jacobian(p, x, 0.01, lp), p, 24)[0])
-    branch = jax.jit(lambda p: vf.phase.critical._branch_point(x, 0.01, lp, p, 4, 24, "lanczos", "krylov", blocked))
+    newton = vf.Newton(max_steps=4, spectral_iters=24)
+    branch = jax.jit(lambda p: vf.solve(x, [0.01], grid, iteration=newton, step_map=blocked, psi0=p, throw=False).psi)
     programs = {"solve": solve.lower(x), "u''": d2u.lower(0.01), "rho": rho.lower(psi), "refinement": branch.lower(psi)}
     # the same programs with the dense map do hold (K, n) arrays: the check can fail
     dense = jax.jit(lambda p: operators.lanczos(vf.DenseMap().jacobian(p, x, 0.01, lp), p, 24)[0])

@@ -87,3 +87,30 @@ def test_default_schedule_is_pool_without_trajectories(x64):
     assert recorded.trajectory is not None and auto.trajectory is None
     with pytest.raises(ValueError, match="record_every"):
         vf.solve(x, betas, grid, schedule=vf.Pool(), record_every=2)
+
+
+@pytest.mark.parametrize("order", ["cooling", "heating"])
+def test_continuation_schedule_is_a_chain_of_one_beta_solves(order, x64):
+    """Continuation(kick=0) is, β by β, the solve of that β alone from the previous β's answer
+    (in the order's direction), returned in the order of ``betas``; ``sweep(continuation=)`` is
+    that schedule plus the derivatives."""
+    x = vf.datasets.three_clusters(40, seed=5)
+    grid = vf.LatentGrid.uniform(4)
+    betas = np.array([0.02, 0.3, 0.005, 0.08])                     # not sorted: the order is the schedule's
+    it = vf.Damped.tight()
+    chain = vf.solve(x, betas, grid, iteration=it, schedule=vf.Continuation(order, kick=0.0))
+    visit = np.argsort(betas)[::-1] if order == "cooling" else np.argsort(betas)
+    first = vf.solve(x, betas[visit[:1]], grid, iteration=it)        # the first β from the grid's start
+    psi = first.psi[0]
+    np.testing.assert_allclose(chain.psi[visit[0]], psi, atol=1e-12)
+    for j in visit[1:]:
+        psi = vf.solve(x, betas[j:j + 1], grid, iteration=it, psi0=psi).psi[0]
+        np.testing.assert_allclose(chain.psi[j], psi, atol=1e-12)
+    swept = vf.sweep(x, betas, grid, iteration=it, continuation=order, kick=0.0, spectral_iters=0)
+    np.testing.assert_allclose(swept.psi, chain.psi, atol=1e-12)
+    with pytest.raises(ValueError, match="record_every"):
+        vf.solve(x, betas, grid, schedule=vf.Continuation(order), record_every=2)
+    with pytest.raises(ValueError, match="one psi0"):
+        vf.solve(x, betas, grid, schedule=vf.Continuation(order), psi0=np.stack([grid.z] * len(betas)))
+    with pytest.raises(ValueError, match="cooling"):
+        vf.Continuation("sideways")

@@ -74,8 +74,13 @@ def _check_width(name, value):
 
 
 class Schedule:
-    """Base class: ``resolved(num_problems, lane_shape, itemsize)`` fixes the width;
-    ``run(one, step_one, theta, psi0, num)`` maps the problems (traceable)."""
+    """Base class. ``execute(setup, psi0, key, record_every, progress)`` runs a prepared solve
+    (a :class:`~vaefp_jax.engine.solve.Setup`) and returns its per-problem outputs: by default
+    one jitted program (:func:`~vaefp_jax.engine.core.solve_core`) in which ``run(one, step_fns,
+    theta, psi0, num)`` maps the problems (traceable), after ``resolved(num_problems,
+    lane_shape, itemsize)`` has fixed the width. A schedule that works across programs or
+    devices overrides ``execute`` (:class:`~vaefp_jax.engine.sharded.Sharded`,
+    :class:`~vaefp_jax.engine.continuation.Continuation`)."""
 
     def check(self, iteration, record_every: int) -> None:
         pass
@@ -83,6 +88,17 @@ class Schedule:
     def resolved(self, num: int, lane_shape: tuple, itemsize: int) -> "Schedule":
         """This schedule with its width fixed for ``num`` problems (the base: as it is)."""
         return self
+
+    def execute(self, setup, psi0, key, record_every: int = 0, progress=None) -> dict:
+        """The outputs (dict of (B, …) arrays) of ``setup`` from ψ^0 ((K, d) or (B, K, d)).
+        ``progress(stage, done, total)``: told as work ends, where the schedule can say (this
+        one runs one program: it cannot)."""
+        from vaefp_jax.engine.core import solve_core
+
+        s = setup
+        return solve_core(s.x, s.log_prior, s.shared, s.theta, psi0, key, iteration=s.iteration,
+                          step_map=s.step_map, constraint=s.constraint.static(),
+                          schedule=self.resolved(s.num, s.lane_shape, s.itemsize), record_every=int(record_every))
 
 
 @dataclasses.dataclass(frozen=True)

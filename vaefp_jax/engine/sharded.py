@@ -47,7 +47,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vaefp_jax.engine.core import run_problems
-from vaefp_jax.engine.schedules import Schedule
+from vaefp_jax.engine.schedules import Schedule, default_schedule
 
 __all__ = ["BETA_AXIS", "Sharded", "beta_mesh", "padded_size"]
 
@@ -126,20 +126,22 @@ class Sharded(Schedule):
         if self.inner is not None:
             self.inner.check(iteration, record_every)
 
-    def run_host(self, x, log_prior, shared, theta, psi0, key, *, iteration, step_map, constraint, inner,
-                 record_every, lane_shape, itemsize):
-        """Pad, place, run on every device, gather, drop the padding: (B, …) outputs."""
+    def execute(self, setup, psi0, key, record_every: int = 0, progress=None) -> dict:
+        """Pad, place, run ``inner`` on every device, gather, drop the padding: (B, …) outputs."""
+        s = setup
+        inner = self.inner or default_schedule(s.iteration, s.constraint, record_every)
         mesh = beta_mesh(self.devices)
-        num = theta["beta"].shape[0]
+        num = s.num
         size = padded_size(num, mesh.size)
         per_beta_psi = np.ndim(psi0) == 3
         psi_spec = P(BETA_AXIS) if per_beta_psi else P()
         psi0 = np.asarray(psi0)
         rep = lambda a: _global_array(np.asarray(a), mesh, P())
-        args = (rep(x), rep(log_prior), jax.tree.map(rep, shared),
-                {k: _global_array(_pad_edge(np.asarray(v), size), mesh, P(BETA_AXIS)) for k, v in theta.items()},
+        args = (rep(s.x), rep(s.log_prior), jax.tree.map(rep, s.shared),
+                {k: _global_array(_pad_edge(np.asarray(v), size), mesh, P(BETA_AXIS)) for k, v in s.theta.items()},
                 _global_array(_pad_edge(psi0, size) if per_beta_psi else psi0, mesh, psi_spec), rep(key))
-        local_inner = inner.resolved(size // mesh.size, lane_shape, itemsize)
-        out = _sharded_runner(mesh, psi_spec, iteration, step_map, constraint, local_inner, record_every)(*args)
+        local_inner = inner.resolved(size // mesh.size, s.lane_shape, s.itemsize)
+        out = _sharded_runner(mesh, psi_spec, s.iteration, s.step_map, s.constraint.static(), local_inner,
+                              int(record_every))(*args)
         out = _to_host(out)
         return jax.tree.map(lambda a: a[:num], out) if size != num else out

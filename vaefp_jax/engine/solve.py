@@ -21,10 +21,8 @@ from jax.typing import ArrayLike
 
 from vaefp_jax import _validate
 from vaefp_jax.constraints.strategies import Constraint, Unconstrained
-from vaefp_jax.engine.core import solve_core
 from vaefp_jax.engine.initial import initial_batch
 from vaefp_jax.engine.schedules import Schedule, default_schedule
-from vaefp_jax.engine.sharded import Sharded
 from vaefp_jax.engine.solution import Solution
 from vaefp_jax.equations import working_dtype
 from vaefp_jax.grid import LatentGrid
@@ -124,18 +122,10 @@ def prepare(x, betas, grid: LatentGrid, *, iteration=None, step_map=None, constr
                  lane_shape=tuple(step_map.lane_shape(n, K)), itemsize=int(jnp.dtype(dtype).itemsize), num=B)
 
 
-def run(setup: Setup, psi0, key, record_every: int = 0):
-    """Run a prepared solve from ψ^0 ((K, d) shared or (B, K, d)); the raw outputs."""
-    s = setup
-    common = dict(iteration=s.iteration, step_map=s.step_map, constraint=s.constraint.static(),
-                  record_every=int(record_every))
-    args = (s.x, s.log_prior, s.shared, s.theta, psi0, key)
-    schedule = s.schedule
-    if isinstance(schedule, Sharded):
-        inner = schedule.inner or default_schedule(s.iteration, s.constraint, record_every)
-        return schedule.run_host(*args, inner=inner, lane_shape=s.lane_shape, itemsize=s.itemsize, **common)
-    schedule = schedule.resolved(s.num, s.lane_shape, s.itemsize)
-    return solve_core(*args, schedule=schedule, **common)
+def run(setup: Setup, psi0, key, record_every: int = 0, progress=None):
+    """Run a prepared solve from ψ^0 ((K, d) shared or (B, K, d)) by its schedule's ``execute``;
+    the raw outputs. ``progress(stage, done, total)`` is told what the schedule can report."""
+    return setup.schedule.execute(setup, psi0, key, record_every, progress)
 
 
 def solve(x: ArrayLike, betas: ArrayLike, grid: LatentGrid, *, iteration: Iteration | None = None,

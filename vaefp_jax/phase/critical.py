@@ -10,16 +10,16 @@ uses to locate β_c beyond the sweep's resolution.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vaefp_jax import operators
 from vaefp_jax.clusters import count_distinct, default_merge_tol
+from vaefp_jax.engine.solve import solve
 from vaefp_jax.equations import working_dtype
 from vaefp_jax.grid import LatentGrid
+from vaefp_jax.iterations.newton import Newton
 from vaefp_jax.maps.base import StepMap
 from vaefp_jax.maps.dense import DenseMap
 
@@ -119,32 +119,6 @@ def critical_betas(result, top_k: int = 3, variable: str = "beta") -> list[Criti
     return peaks[:top_k]
 
 
-@functools.partial(jax.jit, static_argnames=("newton_steps", "spectral_iters", "spectral", "newton_solve", "step_map"))
-def _branch_point(x, beta, log_prior, psi, newton_steps, spectral_iters, spectral, newton_solve, step_map):
-    """Newton's method on ψ − F(ψ) = 0 from ψ (stays on that branch even where
-    it is unstable), at most ``newton_steps`` steps and none once ‖F(ψ) − ψ‖_F is at
-    the rounding level of the map (100 eps max|x| √(K d)); then ρ(∂F/∂ψ) there (power
-    iteration, or Lanczos, valid at a fixed point). F and its Jacobian are ``step_map``'s;
-    ``newton_solve``: the name of the step's linear solve in
-    :data:`~vaefp_jax.operators.NEWTON_SOLVES` (an inexact Krylov step contracts the residual
-    ~1e-6-fold, so the stop is reached in a step or two more)."""
-    solve = operators.NEWTON_SOLVES[newton_solve]
-    tol = 100 * jnp.finfo(x.dtype).eps * jnp.max(jnp.abs(x)) * jnp.sqrt(psi.size)
-    F = lambda p: step_map.evaluate(p, x, beta, log_prior).psi
-    jacobian = lambda p: step_map.jacobian(p, x, beta, log_prior)
-
-    def newton(s):   # carries r = F(p) − p: one map evaluation per step
-        p, r, k = s
-        p = p + solve(jacobian(p), r)
-        return p, F(p) - p, k + 1
-
-    norm = lambda r: jnp.sqrt(jnp.sum(r ** 2))
-    p, r, _ = jax.lax.while_loop(lambda s: (s[2] < newton_steps) & ~(norm(s[1]) <= tol), newton,
-                                 (psi, F(psi) - psi, jnp.int32(0)))
-    res = norm(r)
-    return p, res, operators.SPECTRAL[spectral](jacobian(p), p, spectral_iters)[0]
-
-
 def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_high, *,
                    iterations: int = 30, newton_steps: int = 8, spectral_iters: int = 48,
                    spectral: str = "lanczos", newton_solve: str = "auto", step_map: StepMap | None = None):
@@ -154,7 +128,10 @@ def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_h
     each midpoint the branch through it is continued by Newton's method (which
     converges to the branch's root whether or not it is stable) and declared
     stable when ρ(∂F/∂ψ) < 1 and Newton stayed on the branch (the same number of
-    distinct fixed points as ``psi_high``). Returns (β_c, ρ at the upper end of the final
+    distinct fixed points as ``psi_high``). Each midpoint is one :func:`vaefp_jax.solve` with
+    the :class:`~vaefp_jax.iterations.Newton` iteration (at most ``newton_steps`` steps, none
+    once ‖F(ψ) − ψ‖_F is at the rounding level of the map, 100 eps max|x| √(K d)), which
+    reports ρ at its answer. Returns (β_c, ρ at the upper end of the final
     bracket): the β where the merged branch loses stability on cooling — for the
     collapse of a Gaussian blob exactly λ_max of its covariance; for a
     discontinuous transition, the lower edge of the merged branch's range.
@@ -181,15 +158,16 @@ def refine_bracket(x, grid: LatentGrid, beta_low: float, beta_high: float, psi_h
     solve_name = operators.newton_solve_name(newton_solve, n, K, d, step_map.factored)
     dtype = working_dtype(jnp.asarray(x).dtype)
     x = jnp.asarray(x, dtype)
-    lp = jnp.asarray(grid.log_prior, dtype)
     psi = jnp.asarray(psi_high, dtype)
     lo, hi, rho_hi = float(beta_low), float(beta_high), float("nan")
     merge_tol = default_merge_tol(np.asarray(x))
     groups = count_distinct(np.asarray(psi_high, np.float64), merge_tol)
+    newton = Newton(tol=float(100 * np.finfo(dtype).eps * np.max(np.abs(np.asarray(x))) * np.sqrt(K * d)),
+                    max_steps=newton_steps, newton_solve=solve_name, spectral=spectral, spectral_iters=spectral_iters)
     for _ in range(iterations):
         mid = float(np.sqrt(lo * hi))
-        p, res, rho = _branch_point(x, jnp.asarray(mid, dtype), lp, psi, newton_steps, spectral_iters, spectral,
-                                     solve_name, step_map)
+        sol = solve(x, jnp.asarray([mid], dtype), grid, iteration=newton, step_map=step_map, psi0=psi, throw=False)
+        p, res, rho = sol.psi[0], sol.residual[0], sol.stats["spectral_radius"][0]
         # Near a pitchfork I − ∂F/∂ψ is nearly singular and Newton can jump to
         # the bifurcating (split) branch, which is stable: a change in the number
         # of distinct fixed points means the merged branch was not followed.

@@ -33,12 +33,12 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from vaefp_jax import _validate, operators
-from vaefp_jax.clusters import count_distinct, default_merge_tol, rms_spread
+from vaefp_jax.clusters import count_distinct, default_merge_tol
 from vaefp_jax.constraints.strategies import Constraint, Unconstrained
-from vaefp_jax.engine.core import run_problems
+from vaefp_jax.engine.continuation import Continuation
 from vaefp_jax.engine.initial import initial_batch
 from vaefp_jax.engine.problem import Problem
-from vaefp_jax.engine.schedules import Schedule, Vmapped
+from vaefp_jax.engine.schedules import Schedule
 from vaefp_jax.engine.solution import Solution
 from vaefp_jax.engine.solve import prepare, run, to_solution
 from vaefp_jax.grid import LatentGrid
@@ -143,37 +143,6 @@ def _derivatives(x, log_prior, shared, theta, psi, step_map, constraint, linear_
     return jax.lax.map(one, (theta, psi))
 
 
-@functools.partial(jax.jit, static_argnames=("iteration", "step_map", "constraint"))
-def _continuation_step(x, log_prior, shared, th, psi, key, kick, *, iteration, step_map, constraint):
-    """One β of a continuation: from ``psi`` plus uniform noise of half-width ``kick``.
-    Returns (the next key, the problem's outcome)."""
-    key, sub = jax.random.split(key)
-    start = psi + kick * jax.random.uniform(sub, psi.shape, psi.dtype, -1.0, 1.0)
-    one = jax.tree.map(lambda a: a[None], th)
-    out = run_problems(x, log_prior, shared, one, start[None], sub, iteration=iteration, step_map=step_map,
-                       constraint=constraint, schedule=Vmapped(batch_size=1), record_every=0)
-    return key, jax.tree.map(lambda a: a[0], out)
-
-
-def _continuation(x, log_prior, shared, theta, psi0, kick, key, *, iteration, step_map, constraint,
-                  progress=None):
-    """β in the given order, each from the previous answer plus uniform noise of half-width
-    ``kick``. One jitted step per β (compiled once), so that ``progress("sweep", j, B)``
-    can report each β as it ends: a β near β_c of a large data set takes a minute on CPU."""
-    num = int(jax.tree.leaves(theta)[0].shape[0])
-    psi, outs = psi0, []
-    for j in range(num):
-        th = jax.tree.map(lambda a: a[j], theta)
-        key, out = _continuation_step(x, log_prior, shared, th, psi, key, kick, iteration=iteration,
-                                      step_map=step_map, constraint=constraint)
-        psi = out["psi"]
-        outs.append(out)
-        if progress is not None:
-            jax.block_until_ready(psi)
-            progress("sweep", j + 1, num)
-    return jax.tree.map(lambda *a: jnp.stack(a), *outs)
-
-
 def _derivatives_in_chunks(x, setup, psi, constraint, linear_solver, spectral_iters, spectral, progress,
                            chunks: int = 8):
     """:func:`_derivatives` over the β in about ``chunks`` calls of one compiled shape (the last
@@ -254,7 +223,8 @@ def sweep(x: ArrayLike, betas: ArrayLike, grid: LatentGrid, *, iteration: Iterat
       linear_solver: the solve of the implicit derivative; default
         :func:`default_linear_solver`.
       continuation: None (independent solves from ψ^0, the paper), "cooling" (β from
-        largest to smallest, each from the previous fixed point) or "heating".
+        largest to smallest, each from the previous fixed point) or "heating": the
+        schedule :class:`~vaefp_jax.engine.continuation.Continuation` (``schedule`` must be None).
       kick: half-width of the perturbation at each continuation step, relative to
         the data's RMS spread.
       spectral_iters: steps of the estimate of ρ (0 to skip).
@@ -266,10 +236,10 @@ def sweep(x: ArrayLike, betas: ArrayLike, grid: LatentGrid, *, iteration: Iterat
         "derivatives", as each of its chunks of β ends), e.g. to drive a progress bar.
     """
     iteration = Damped.tight() if iteration is None else iteration
-    if continuation not in (None, "cooling", "heating"):
-        raise ValueError(f"continuation must be None, 'cooling' or 'heating', got {continuation!r}")
-    if continuation is not None and schedule is not None:
-        raise ValueError("a continuation visits β one after another: leave schedule=None")
+    if continuation is not None:
+        if schedule is not None:
+            raise ValueError("a continuation visits β one after another: leave schedule=None")
+        schedule = Continuation(continuation, kick)
     _validate.check_positive("kick", kick, allow_zero=True)
     operators.spectral_estimate(spectral)
     s = prepare(x, betas, grid, iteration=iteration, step_map=step_map, constraint=constraint, schedule=schedule,
@@ -277,31 +247,14 @@ def sweep(x: ArrayLike, betas: ArrayLike, grid: LatentGrid, *, iteration: Iterat
     if not s.constraint.smooth:
         raise ValueError(f"u′ and u″ need a map that is smooth in β: {s.constraint!r} is not (use "
                          "LipschitzStrength, or solve() for the fixed points alone)")
-    xj, dtype, B = s.x, s.dtype, s.num
+    xj, dtype = s.x, s.dtype
     (n, d), K = xj.shape, grid.num_tiles
     if linear_solver is None:
         linear_solver = default_linear_solver(s.constraint, n, K, d, dtype, s.step_map)
     key = jax.random.PRNGKey(0) if key is None else key
     static_c = s.constraint.static()
-    if continuation is None:
-        psi0 = initial_batch(xj, grid, psi0, s.iteration.init_noise, key, B, dtype, broadcast=False)
-        out = run(s, psi0, key, record_every)
-    else:
-        if record_every:
-            raise ValueError("record_every needs independent solves (continuation=None)")
-        start = initial_batch(xj, grid, psi0, s.iteration.init_noise, key, B, dtype, broadcast=False)
-        if start.ndim != 2:
-            raise ValueError("continuation needs one psi0 of shape (K, d)")
-        beta_np = np.asarray(betas, np.float64)
-        order = np.argsort(beta_np)[::-1] if continuation == "cooling" else np.argsort(beta_np)
-        spread = rms_spread(xj)
-        theta_o = jax.tree.map(lambda a: a[order], s.theta)
-        out = _continuation(xj, s.log_prior, s.shared, theta_o, start, jnp.asarray(kick * spread, dtype),
-                            jax.random.fold_in(key, 1), iteration=s.iteration, step_map=s.step_map,
-                            constraint=static_c, progress=progress)
-        inv = np.argsort(order)
-        out = jax.tree.map(lambda a: a[inv], out)
-        out["trajectory"] = None
+    psi0 = initial_batch(xj, grid, psi0, s.iteration.init_noise, key, s.num, dtype, broadcast=False)
+    out = run(s, psi0, key, record_every, progress)
     solution = to_solution(s, out)
     u, du, d2u, rho = _derivatives_in_chunks(xj, s, solution.psi, static_c, linear_solver, int(spectral_iters),
                                              spectral, progress)
