@@ -50,7 +50,6 @@ __all__ = ["phase_command", "register"]
 GRID_ONLY = ("beta_max", "num_betas", "continuation", "top_k", "refine_merges", "k", "prior", "low", "high", "limit",
              "protocol", "damping", "map")
 REDUCED_ONLY = ("max_clusters", "min_mass", "cross_check", "read")
-GRID_DEFAULTS: dict[str, tuple] = {}   # dest → (default, option string), filled by register
 
 
 def register(sub) -> None:
@@ -94,29 +93,30 @@ def register(sub) -> None:
     add_grid_arguments(p, k=12)
     add_solver_arguments(p, protocol="accelerated", choices=("accelerated", "paper", "tight"))
     add_output_arguments(p, "runs/phase")
+    grid_defaults = {}   # dest → (default, option string): the parser's own, carried by the parsed args
     for action in p._actions:
         if action.dest in GRID_ONLY:
             default = action.default
-            GRID_DEFAULTS[action.dest] = (default, action.option_strings[-1])
+            grid_defaults[action.dest] = (default, action.option_strings[-1])
             action.default = None
             if not getattr(action, "valid_examples", None) and not action.choices and default is not None:
                 action.valid_examples = [str(default)]   # the value the test of every option tries
             action.needs = ("--model grid " + getattr(action, "needs", "")).strip()
             action.help = f"grid: {action.help}" + (f" (default: {default})" if default is not None else "")
-    p.set_defaults(func=phase_command)
+    p.set_defaults(func=phase_command, grid_defaults=grid_defaults)
 
 
 def _check_model(args) -> None:
     """Refuse the options of the other model; fill in the grid options' defaults."""
     if args.model == "reduced":
-        given = [opt for dest, (_, opt) in GRID_DEFAULTS.items() if getattr(args, dest) is not None]
+        given = [opt for dest, (_, opt) in args.grid_defaults.items() if getattr(args, dest) is not None]
     else:
         given = [f"--{dest.replace('_', '-')}" for dest in REDUCED_ONLY if getattr(args, dest) is not None]
     if given:
         other = "grid" if args.model == "reduced" else "reduced"
         raise ValueError(f"{given[0]} applies to --model {other}, not to --model {args.model}")
     if args.model == "grid":
-        for dest, (default, _) in GRID_DEFAULTS.items():
+        for dest, (default, _) in args.grid_defaults.items():
             if getattr(args, dest) is None:
                 setattr(args, dest, default)
 
