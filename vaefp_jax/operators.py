@@ -12,12 +12,13 @@ branch Newton of :func:`~vaefp_jax.refine_bracket`) asks the problem's step map 
 * ``factors``: the structured factors J = blockdiag(A) − U Vᵀ of the Woodbury solve
   (:class:`~vaefp_jax.tile_jacobian.JacobianFactors`, which is itself such an operator), or None.
 
-Two kinds exist. The dense map returns its closed-form factors
+Three kinds exist. The dense map returns its closed-form factors
 (:func:`vaefp_jax.tile_jacobian.jacobian_factors`: (K, n) weights, O(K n d) a product, no
-exponential). Any other map, and any map a user adds, gets :class:`LinearizedJacobian`:
-products by forward- and reverse-mode differentiation of the map's own ``evaluate``, recomputed
-at every product, so they hold no more memory than one evaluation (the blocked map never forms
-a (K, n) or (K, n, d) array) and cost about two to three evaluations each.
+exponential). The blocked map returns the same closed form computed block by block
+(:class:`MatrixFreeJacobian`: about one evaluation a product, no (K, n) array). Any other map,
+and any map a user adds, gets :class:`LinearizedJacobian`: products by forward- and
+reverse-mode differentiation of the map's own ``evaluate``, recomputed at every product, so
+they hold no more memory than one evaluation and cost a few evaluations each.
 
 The solves of (I − J) v = r (:data:`NEWTON_SOLVES`): "woodbury" (exact, needs ``factors``),
 "krylov" (restarted GMRES on ``mv``, any operator) and "dense" (J formed from K d products,
@@ -37,8 +38,8 @@ import jax.numpy as jnp
 from vaefp_jax import linalg, tile_jacobian
 from vaefp_jax.precision import tensordot, vdot
 
-__all__ = ["LinearizedJacobian", "dense_matrix", "krylov_solve", "woodbury_solve", "dense_solve", "NEWTON_SOLVES",
-           "KRYLOV_RTOL", "product_cost", "solve_costs", "prefers_krylov", "check_newton_solve",
+__all__ = ["LinearizedJacobian", "MatrixFreeJacobian", "dense_matrix", "krylov_solve", "woodbury_solve", "dense_solve",
+           "NEWTON_SOLVES", "KRYLOV_RTOL", "product_cost", "solve_costs", "prefers_krylov", "check_newton_solve",
            "newton_solve_name", "newton_solve", "power_iteration", "lanczos", "SPECTRAL", "spectral_estimate"]
 
 
@@ -62,6 +63,26 @@ class LinearizedJacobian:
 
     def rmv(self, v: jax.Array) -> jax.Array:
         return jax.vjp(self.fn, self.psi)[1](v)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixFreeJacobian:
+    """J given by its product ``matvec(v)`` (linear in v, the Jacobian's data closed over: a
+    map's own structured product, such as the blocked map's); ``rmv`` is its transpose
+    (``jax.linear_transpose``). ``psi`` (K, d) the point, ``tile_mass`` as in
+    :class:`LinearizedJacobian`. Built and used inside one trace."""
+
+    matvec: Callable[[jax.Array], jax.Array]
+    psi: jax.Array
+    tile_mass: jax.Array | None = None
+
+    factors = None
+
+    def mv(self, v: jax.Array) -> jax.Array:
+        return self.matvec(v)
+
+    def rmv(self, v: jax.Array) -> jax.Array:
+        return jax.linear_transpose(self.matvec, v)(v)[0]
 
 
 def dense_matrix(op, shape: tuple[int, ...]) -> jax.Array:

@@ -19,7 +19,7 @@ A step map is an immutable, hashable object (a static argument of ``jit``) with
   structured factors of the Woodbury solve). By default products are derivatives of
   ``evaluate`` (:class:`~vaefp_jax.operators.LinearizedJacobian`), so a new map needs nothing
   more to reach Newton steps, stability certificates, refinement and implicit derivatives;
-  the dense map overrides it with its closed form.
+  the dense and blocked maps override it with their closed forms.
 
 All are traceable and differentiable (forward and reverse, to any order), so
 the implicit derivatives of :mod:`vaefp_jax.implicit` use the same map as the

@@ -39,7 +39,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from vaefp_jax import _validate
+from vaefp_jax import _validate, operators
 from vaefp_jax.equations import DIRECT_MAX_D, MapValue, squared_distances
 from vaefp_jax.maps.base import StepMap
 from vaefp_jax.precision import matmul
@@ -164,6 +164,59 @@ def _order_parameter_pass(xd_blocks, pd_blocks, lp_blocks, log_c_blocks, beta):
     return jnp.sum(jax.lax.map(one_data_block, (xd_blocks, log_c_blocks)))
 
 
+def _block_dv(xb, pb, vb):
+    """(x_i − ψ_b)·v_b for a block, (nc, kc), rows in distance coordinates: from differences for
+    d ≤ 64 (full relative precision where x_i is near ψ_b, like the dense map's product), from
+    products for larger d."""
+    if xb.shape[-1] <= DIRECT_MAX_D:
+        return jnp.sum((xb[:, None, :] - pb[None, :, :]) * vb[None, :, :], axis=-1)
+    return matmul(xb, vb.T) - jnp.sum(pb * vb, axis=1)[None, :]
+
+
+def _jacobian_product(xd_blocks, x_blocks, pd_blocks, lp_blocks, log_c_blocks, lm_blocks, new_blocks, v_blocks,
+                      beta):
+    r"""J v block by block (the closed form of :mod:`vaefp_jax.tile_jacobian`),
+
+        (J v)_b = Σ_j w_jb (x_j − ψ'_b) s_bj,   s_bj = ((x_j − ψ_b)·v_b − t_j)/β,
+        t_j = Σ_a q_ja (x_j − ψ_a)·v_a,
+
+    with q_ja = exp(ℓ_ja + log π_a − log c_j) and w_jb = exp(ℓ_jb − log c_j − log Σ_i m_ib) both
+    ≤ 1 (no running maximum), from the normalisers of one evaluation. Two passes like the map's:
+    t over tile blocks for each data block, then the sums over data blocks for each tile block.
+    ``x_blocks`` and ``new_blocks`` (ψ') are centred on the data mean. Padding: log c = +∞ on
+    padded rows, log π = −∞ and log Σ m = +∞ on padded tiles (zero weights)."""
+
+    def t_of_rows(rows):
+        xdb, lcb = rows
+
+        def add(acc, tiles):
+            pb, lpb, vb = tiles
+            q = jnp.exp(-_block_squared_distances(xdb, pb) / (2 * beta) + lpb[None, :] - lcb[:, None])
+            return acc + jnp.sum(q * _block_dv(xdb, pb, vb), axis=1), None
+
+        t, _ = jax.lax.scan(add, jnp.zeros(xdb.shape[:1], xdb.dtype), (pd_blocks, lp_blocks, v_blocks))
+        return t
+
+    t_blocks = jax.lax.map(t_of_rows, (xd_blocks, log_c_blocks))               # (Nd, nc)
+
+    def out_of_tiles(tiles):
+        pb, lmb, newb, vb = tiles
+
+        def add(carry, rows):
+            acc, total = carry
+            xdb, xb, lcb, tb = rows
+            w = jnp.exp(-_block_squared_distances(xdb, pb) / (2 * beta) - lcb[:, None] - lmb[None, :])
+            ws = w * (_block_dv(xdb, pb, vb) - tb[:, None]) / beta          # (nc, kc)
+            return (acc + matmul(ws.T, xb), total + jnp.sum(ws, axis=0)), None
+
+        init = (jnp.zeros(pb.shape[:1] + x_blocks.shape[-1:], x_blocks.dtype), jnp.zeros(pb.shape[:1], pb.dtype))
+        (acc, total), _ = jax.lax.scan(add, init, (xd_blocks, x_blocks, log_c_blocks, t_blocks))
+        return acc - newb * total[:, None]
+
+    out = jax.lax.map(out_of_tiles, (pd_blocks, lm_blocks, new_blocks, v_blocks))
+    return out.reshape((-1, out.shape[-1]))
+
+
 def _blocked_parts(psi, x, beta, log_prior, tile_chunk: int, data_chunk: int):
     (K, _), (n, _) = psi.shape, x.shape
     kc, nc = min(tile_chunk, K), min(data_chunk, n)
@@ -200,6 +253,24 @@ class BlockedMap(StepMap):
             psi, x, beta, log_prior, self.tile_chunk, self.data_chunk)
         new, log_mass = _weighted_means(xd_blocks, _blocks(x, nc, 0), log_c_blocks, pd_blocks, beta)
         return MapValue(psi=new[:K], log_c=log_c, log_mass=log_mass[:K])
+
+    def jacobian(self, psi, x, beta, log_prior):
+        """∂F/∂ψ at ψ, matrix-free and blocked (:func:`_jacobian_product`): one evaluation gives
+        the normalisers, then each product costs about one evaluation (two passes over the
+        blocks, no exponential that can overflow) and holds no (K, n) array; Jᵀ v by transposing
+        that linear product."""
+        K = psi.shape[0]
+        value = self.evaluate(psi, x, beta, log_prior)
+        xd_blocks, pd_blocks, lp_blocks, _, log_c_blocks, nc = _blocked_parts(
+            psi, x, beta, log_prior, self.tile_chunk, self.data_chunk)
+        kc = pd_blocks.shape[1]
+        lm_blocks = _blocks(value.log_mass, kc, jnp.inf)
+        mu = jnp.mean(x, axis=0)   # Σ_j ws_jb (x_j − ψ'_b) from data centred on its mean (the dense product's rule)
+        new_blocks = _blocks(value.psi - mu, kc, 0)
+        x_blocks = _blocks(x - mu, nc, 0)
+        product = lambda v: _jacobian_product(xd_blocks, x_blocks, pd_blocks, lp_blocks, log_c_blocks, lm_blocks,
+                                              new_blocks, _blocks(v, kc, 0), beta)[:K]
+        return operators.MatrixFreeJacobian(product, psi, value.tile_mass(log_prior) * x.shape[0])
 
     def order_parameter(self, psi, x, beta, log_prior):
         xd_blocks, pd_blocks, lp_blocks, _, log_c_blocks, _ = _blocked_parts(
