@@ -76,6 +76,7 @@ def default_linear_solver(constraint, num_points: int, num_tiles: int, dim: int,
     gmres = GMRES(tol=tol, restart=150, maxiter=4)
     dense_cost = operators.solve_costs(n, K, d)["dense"]
     if isinstance(constraint, Unconstrained):
+        gmres = dataclasses.replace(gmres, step_map=step_map)   # products by the map's own Jacobian
         if not step_map.factored:
             return gmres
         woodbury_cost = operators.solve_costs(n, K, d)["woodbury"]
