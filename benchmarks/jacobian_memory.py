@@ -14,7 +14,8 @@ arguments, x and ψ, come on top):
 
 With ``--time``: also the time of one evaluation and of one product J·v by each map's operator
 (best of 5, after compilation; a product is the difference between 11 and 1 products from one
-operator, over 10, so that making the operator, an evaluation, is not counted). The data are random points (the memory does not depend on them).
+operator, over 10, so that making the operator, an evaluation, is not counted). The data are
+random points (the memory does not depend on them).
 """
 
 from __future__ import annotations
