@@ -49,7 +49,7 @@ Map = Callable[[jax.Array, object], jax.Array]
 
 def jacobian_matrix(F: Map, psi: jax.Array, theta) -> jax.Array:
     """∂F/∂ψ at (ψ, θ) as a dense (ψ.size, ψ.size) matrix (ψ.size JVPs of F)."""
-    return operators.dense_matrix(operators.LinearizedJacobian(lambda p: F(p, theta), psi), psi.shape)
+    return operators.dense_matrix(operators.linearized(lambda p: F(p, theta), psi), psi.shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,5 +149,5 @@ def _implicit_jvp(F, solve, linear_solve, primals, tangents):
 def spectral_radius(F: Map, psi: jax.Array, theta, *, num_iter: int = 200, key=None) -> jax.Array:
     """Spectral radius of ∂F/∂ψ at (ψ, θ): :func:`vaefp_jax.operators.power_iteration` with JVPs
     of F (one per iteration; robust to complex or nearly equal-modulus top eigenvalues)."""
-    op = operators.LinearizedJacobian(lambda p: F(p, theta), psi)
+    op = operators.linearized(lambda p: F(p, theta), psi)
     return operators.power_iteration(op, psi, num_iter, key)[0]

@@ -16,7 +16,7 @@ Three kinds exist. The dense map returns its closed-form factors
 (:func:`vaefp_jax.tile_jacobian.jacobian_factors`: (K, n) weights, O(K n d) a product, no
 exponential). The blocked map returns the same closed form computed block by block
 (:class:`MatrixFreeJacobian`: about one evaluation a product, no (K, n) array). Any other map,
-and any map a user adds, gets :class:`LinearizedJacobian`: products by forward- and
+and any map a user adds, gets :func:`linearized`: products by forward- and
 reverse-mode differentiation of the map's own ``evaluate``, recomputed at every product, so
 they hold no more memory than one evaluation and cost a few evaluations each.
 
@@ -38,39 +38,16 @@ import jax.numpy as jnp
 from vaefp_jax import linalg, tile_jacobian
 from vaefp_jax.precision import tensordot, vdot
 
-__all__ = ["LinearizedJacobian", "MatrixFreeJacobian", "dense_matrix", "krylov_solve", "woodbury_solve", "dense_solve",
+__all__ = ["MatrixFreeJacobian", "linearized", "dense_matrix", "krylov_solve", "woodbury_solve", "dense_solve",
            "NEWTON_SOLVES", "KRYLOV_RTOL", "product_cost", "solve_costs", "prefers_krylov", "check_newton_solve",
            "newton_solve_name", "newton_solve", "power_iteration", "lanczos", "SPECTRAL", "spectral_estimate"]
 
 
 @dataclasses.dataclass(frozen=True)
-class LinearizedJacobian:
-    """J = ∂fn/∂ψ at ``psi`` by automatic differentiation: ``mv`` a JVP of ``fn``, ``rmv`` a VJP.
-
-    ``fn``: ψ (K, d) ↦ F(ψ) (K, d), any differentiable map (a step map's ``evaluate``, or a
-    constrained map); ``tile_mass``: s_a (K,) for :func:`lanczos`, or None. Each product
-    re-evaluates ``fn`` with its tangent, so nothing of size (K, n) outlives one product. Built
-    and used inside one trace (it is not a pytree)."""
-
-    fn: Callable[[jax.Array], jax.Array]
-    psi: jax.Array
-    tile_mass: jax.Array | None = None
-
-    factors = None
-
-    def mv(self, v: jax.Array) -> jax.Array:
-        return jax.jvp(self.fn, (self.psi,), (v,))[1]
-
-    def rmv(self, v: jax.Array) -> jax.Array:
-        return jax.vjp(self.fn, self.psi)[1](v)[0]
-
-
-@dataclasses.dataclass(frozen=True)
 class MatrixFreeJacobian:
-    """J given by its product ``matvec(v)`` (linear in v, the Jacobian's data closed over: a
-    map's own structured product, such as the blocked map's); ``rmv`` is its transpose
-    (``jax.linear_transpose``). ``psi`` (K, d) the point, ``tile_mass`` as in
-    :class:`LinearizedJacobian`. Built and used inside one trace."""
+    """J given by its product ``matvec(v)`` (linear in v, the Jacobian's data closed over); ``rmv``
+    is its transpose (``jax.linear_transpose``). ``psi`` (K, d) the point; ``tile_mass`` s_a (K,)
+    for :func:`lanczos`, or None. Built and used inside one trace (it is not a pytree)."""
 
     matvec: Callable[[jax.Array], jax.Array]
     psi: jax.Array
@@ -83,6 +60,14 @@ class MatrixFreeJacobian:
 
     def rmv(self, v: jax.Array) -> jax.Array:
         return jax.linear_transpose(self.matvec, v)(v)[0]
+
+
+def linearized(fn: Callable[[jax.Array], jax.Array], psi: jax.Array,
+               tile_mass: jax.Array | None = None) -> MatrixFreeJacobian:
+    """J = ∂fn/∂ψ at ``psi`` by automatic differentiation: each product is a JVP of ``fn`` (any
+    differentiable ψ (K, d) ↦ (K, d), a step map's ``evaluate`` or a constrained map), recomputed
+    every time, so nothing of size (K, n) outlives one product; Jᵀ v is its transpose (reverse mode)."""
+    return MatrixFreeJacobian(lambda v: jax.jvp(fn, (psi,), (v,))[1], psi, tile_mass)
 
 
 def dense_matrix(op, shape: tuple[int, ...]) -> jax.Array:
@@ -160,11 +145,15 @@ def prefers_krylov(num_points: int, num_tiles: int, dim: int) -> bool:
     return cost["woodbury"] > cost["krylov"]
 
 
-def check_newton_solve(method: str) -> str:
-    """``method`` if it is ``"auto"`` or names a solve of :data:`NEWTON_SOLVES`, else a
-    one-line ``ValueError`` (the check that needs no problem size)."""
+def check_newton_solve(method: str, factored: bool = True) -> str:
+    """``method`` if it is ``"auto"`` or names a solve of :data:`NEWTON_SOLVES` that a map whose
+    Jacobian has (``factored``) or lacks the Woodbury factors can do, else a one-line
+    ``ValueError`` (the check that needs no problem size)."""
     if method != "auto" and method not in NEWTON_SOLVES:
         raise ValueError(f"newton_solve must be 'auto', 'woodbury', 'krylov' or 'dense', got {method!r}")
+    if method == "woodbury" and not factored:
+        raise ValueError("newton_solve='woodbury' needs a step map whose Jacobian has the Woodbury factors "
+                         "(DenseMap); use 'krylov' or 'auto'")
     return method
 
 
@@ -173,12 +162,9 @@ def newton_solve_name(method: str, num_points: int, num_tiles: int, dim: int, fa
     Woodbury and Krylov at this size (:func:`prefers_krylov`) where the map's Jacobian has
     factors (``factored``), else Krylov; ``ValueError`` for any other name, and for
     "woodbury" on a map without factors."""
-    if check_newton_solve(method) == "auto":
+    if method == "auto":
         return "krylov" if not factored or prefers_krylov(num_points, num_tiles, dim) else "woodbury"
-    if method == "woodbury" and not factored:
-        raise ValueError("newton_solve='woodbury' needs a step map whose Jacobian has the Woodbury factors "
-                         "(DenseMap); use 'krylov' or 'auto'")
-    return method
+    return check_newton_solve(method, factored)
 
 
 def newton_solve(method: str, num_points: int, num_tiles: int, dim: int, factored: bool = True):

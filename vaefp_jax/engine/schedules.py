@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from vaefp_jax import _validate
+from vaefp_jax.engine.core import solve_core
 
 __all__ = ["Schedule", "Vmapped", "Pool", "default_schedule", "default_batch_size", "dense_bytes", "DENSE_COPIES",
            "CPU_CACHE_BYTES"]
@@ -93,8 +94,6 @@ class Schedule:
         """The outputs (dict of (B, …) arrays) of ``setup`` from ψ^0 ((K, d) or (B, K, d)).
         ``progress(stage, done, total)``: told as work ends, where the schedule can say (this
         one runs one program: it cannot)."""
-        from vaefp_jax.engine.core import solve_core
-
         s = setup
         return solve_core(s.x, s.log_prior, s.shared, s.theta, psi0, key, iteration=s.iteration,
                           step_map=s.step_map, constraint=s.constraint.static(),

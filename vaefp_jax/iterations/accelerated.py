@@ -210,9 +210,7 @@ class Accelerated(Iteration):
             raise ValueError(f"Accelerated needs the unconstrained map (its Newton step and stability "
                              f"certificate use the factored Jacobian of eq. 15), got {constraint!r}; "
                              "use Damped with a constraint")
-        if self.newton_solve == "woodbury" and not step_map.factored:
-            raise ValueError(f"Accelerated(newton_solve='woodbury') needs a step map whose Jacobian has the "
-                             f"Woodbury factors (DenseMap), got {step_map!r}; use 'krylov' or 'auto'")
+        operators.check_newton_solve(self.newton_solve, step_map.factored)
 
     def _plan(self, problem, psi):
         """Static pieces of a problem: the Newton solve, the hand-off budget and the first

@@ -80,9 +80,7 @@ class Newton(Iteration):
     def check(self, step_map, constraint) -> None:
         if not isinstance(constraint, Unconstrained):
             raise ValueError(f"Newton continues a branch of the unconstrained map, got {constraint!r}")
-        if self.newton_solve == "woodbury" and not step_map.factored:
-            raise ValueError(f"Newton(newton_solve='woodbury') needs a step map whose Jacobian has the Woodbury "
-                             f"factors (DenseMap), got {step_map!r}; use 'krylov' or 'auto'")
+        operators.check_newton_solve(self.newton_solve, step_map.factored)
 
     def init(self, problem, psi0, state0, key) -> NewtonCarry:
         fpsi = problem.evaluate(psi0).psi

@@ -17,7 +17,7 @@ A step map is an immutable, hashable object (a static argument of ``jit``) with
 * ``jacobian(psi, x, beta, log_prior)``: ∂F/∂ψ at ψ as an operator of
   :mod:`vaefp_jax.operators` (J v, Jᵀ v, the tile masses, and where ``factored`` the
   structured factors of the Woodbury solve). By default products are derivatives of
-  ``evaluate`` (:class:`~vaefp_jax.operators.LinearizedJacobian`), so a new map needs nothing
+  ``evaluate`` (:func:`~vaefp_jax.operators.linearized`), so a new map needs nothing
   more to reach Newton steps, stability certificates, refinement and implicit derivatives;
   the dense and blocked maps override it with their closed forms.
 
@@ -35,7 +35,7 @@ from typing import ClassVar
 import jax
 
 from vaefp_jax.equations import MapValue, validated
-from vaefp_jax.operators import LinearizedJacobian
+from vaefp_jax.operators import linearized
 
 __all__ = ["StepMap"]
 
@@ -73,7 +73,7 @@ class StepMap:
         evaluation each), tile masses s_b = Σ_i q_ib = π_b Σ_i m_ib from the value at ψ (XLA drops
         that evaluation where no consumer reads them)."""
         mass = self.evaluate(psi, x, beta, log_prior).tile_mass(log_prior) * x.shape[0]
-        return LinearizedJacobian(lambda p: self.evaluate(p, x, beta, log_prior).psi, psi, mass)
+        return linearized(lambda p: self.evaluate(p, x, beta, log_prior).psi, psi, mass)
 
     def lane_shape(self, num_points: int, num_tiles: int) -> tuple[int, int]:
         return num_points, num_tiles

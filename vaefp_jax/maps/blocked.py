@@ -260,17 +260,18 @@ class BlockedMap(StepMap):
         blocks, no exponential that can overflow) and holds no (K, n) array; Jᵀ v by transposing
         that linear product."""
         K = psi.shape[0]
-        value = self.evaluate(psi, x, beta, log_prior)
         xd_blocks, pd_blocks, lp_blocks, _, log_c_blocks, nc = _blocked_parts(
             psi, x, beta, log_prior, self.tile_chunk, self.data_chunk)
+        new, log_mass = _weighted_means(xd_blocks, _blocks(x, nc, 0), log_c_blocks, pd_blocks, beta)  # F(ψ), one pass
+        new, log_mass = new[:K], log_mass[:K]
         kc = pd_blocks.shape[1]
-        lm_blocks = _blocks(value.log_mass, kc, jnp.inf)
+        lm_blocks = _blocks(log_mass, kc, jnp.inf)
         mu = jnp.mean(x, axis=0)   # Σ_j ws_jb (x_j − ψ'_b) from data centred on its mean (the dense product's rule)
-        new_blocks = _blocks(value.psi - mu, kc, 0)
+        new_blocks = _blocks(new - mu, kc, 0)
         x_blocks = _blocks(x - mu, nc, 0)
         product = lambda v: _jacobian_product(xd_blocks, x_blocks, pd_blocks, lp_blocks, log_c_blocks, lm_blocks,
                                               new_blocks, _blocks(v, kc, 0), beta)[:K]
-        return operators.MatrixFreeJacobian(product, psi, value.tile_mass(log_prior) * x.shape[0])
+        return operators.MatrixFreeJacobian(product, psi, jnp.exp(log_prior + log_mass))
 
     def order_parameter(self, psi, x, beta, log_prior):
         xd_blocks, pd_blocks, lp_blocks, _, log_c_blocks, _ = _blocked_parts(
